@@ -1,0 +1,331 @@
+//! Identities: every peer is an Ed25519 key pair, and its [`PeerId`] *is* the public key.
+//!
+//! Making the id the key means nobody has to trust a directory to map ids to keys: a
+//! signature made by a peer can be checked against its id alone. The signaling server
+//! uses this to check that a joining session owns the id it claims, and peers use it to
+//! check that a signal envelope (offer, answer, ICE candidate) or a broadcast really comes
+//! from the peer it names, whichever relays carried it.
+//!
+//! Every signature is made over a *context* string followed by the message, so that a
+//! signature produced for one purpose (say, a join proof) can never be replayed as
+//! another (say, a broadcast).
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Length of a [`PeerId`] in bytes (an Ed25519 public key).
+pub const PEER_ID_LEN: usize = 32;
+/// Length of a [`Signature`] in bytes.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Errors about identities, keys and signatures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The operating system or browser gave no randomness.
+    #[error("no secure randomness available: {0}")]
+    Randomness(String),
+    /// Text that should hold a hex-encoded id, key or signature did not.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being parsed ("peer id", "signature", "secret key").
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The bytes are not a valid Ed25519 public key.
+    #[error("not a valid Ed25519 public key")]
+    InvalidKey,
+    /// The signature does not match the message and the claimed signer.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// The identity of a peer: its Ed25519 public key.
+///
+/// Displayed as 64 lowercase hex characters; [`PeerId::short`] gives the first 8 for logs
+/// and pictures. Ordered bytewise, which gives every pair of peers an agreed order (used,
+/// for instance, to decide who is "polite" in WebRTC perfect negotiation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId([u8; PEER_ID_LEN]);
+
+impl PeerId {
+    /// Wraps raw public-key bytes. Validity as a curve point is checked on verification.
+    pub const fn from_bytes(bytes: [u8; PEER_ID_LEN]) -> Self {
+        PeerId(bytes)
+    }
+
+    /// The raw public-key bytes.
+    pub const fn as_bytes(&self) -> &[u8; PEER_ID_LEN] {
+        &self.0
+    }
+
+    /// The first 8 hex characters: enough to tell peers apart in logs and in the demo.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+
+    /// Checks that `sig` is this peer's signature over `context || message`.
+    pub fn verify(&self, context: &[u8], message: &[u8], sig: &Signature) -> Result<(), IdError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| IdError::InvalidKey)?;
+        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+        key.verify(&contextualize(context, message), &sig)
+            .map_err(|_| IdError::BadSignature)
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({})", self.short())
+    }
+}
+
+impl FromStr for PeerId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        decode_hex_array("peer id", s).map(PeerId)
+    }
+}
+
+/// An Ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature([u8; SIGNATURE_LEN]);
+
+impl Signature {
+    /// Wraps raw signature bytes.
+    pub const fn from_bytes(bytes: [u8; SIGNATURE_LEN]) -> Self {
+        Signature(bytes)
+    }
+
+    /// The raw signature bytes.
+    pub const fn as_bytes(&self) -> &[u8; SIGNATURE_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}…)", hex::encode(&self.0[..6]))
+    }
+}
+
+impl FromStr for Signature {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        decode_hex_array("signature", s).map(Signature)
+    }
+}
+
+/// A peer's key pair. The secret never leaves this struct except through
+/// [`Identity::secret_bytes`], which exists so an application can persist its identity.
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    /// A fresh identity from the platform's secure randomness (`crypto.getRandomValues`
+    /// in a browser, the OS elsewhere).
+    pub fn generate() -> Result<Self, IdError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| IdError::Randomness(e.to_string()))?;
+        Ok(Self::from_secret_bytes(seed))
+    }
+
+    /// A deterministic identity from a 32-byte seed: for tests and the simulator, and to
+    /// restore a persisted identity.
+    pub fn from_secret_bytes(seed: [u8; 32]) -> Self {
+        Identity {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// Parses a secret key written as 64 hex characters (see [`Identity::secret_hex`]).
+    pub fn from_secret_hex(s: &str) -> Result<Self, IdError> {
+        decode_hex_array("secret key", s).map(Self::from_secret_bytes)
+    }
+
+    /// The 32-byte secret seed. Handle with care.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// The secret seed as hex, for persisting an identity (e.g. in `localStorage`).
+    pub fn secret_hex(&self) -> String {
+        hex::encode(self.key.to_bytes())
+    }
+
+    /// This identity's public id.
+    pub fn peer_id(&self) -> PeerId {
+        PeerId(self.key.verifying_key().to_bytes())
+    }
+
+    /// Signs `context || message`.
+    pub fn sign(&self, context: &[u8], message: &[u8]) -> Signature {
+        Signature(self.key.sign(&contextualize(context, message)).to_bytes())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.peer_id().short())
+    }
+}
+
+/// Domain separation: the context is length-prefixed so `("ab", "c")` and `("a", "bc")`
+/// sign different bytes.
+fn contextualize(context: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + context.len() + message.len());
+    buf.extend_from_slice(&(context.len() as u16).to_be_bytes());
+    buf.extend_from_slice(context);
+    buf.extend_from_slice(message);
+    buf
+}
+
+fn decode_hex_array<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], IdError> {
+    let mut out = [0u8; N];
+    if s.len() != 2 * N {
+        return Err(IdError::Malformed {
+            what,
+            reason: format!("expected {} hex characters, got {}", 2 * N, s.len()),
+        });
+    }
+    hex::decode_to_slice(s, &mut out).map_err(|e| IdError::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+// Serde: hex strings in human-readable formats (JSON on the signaling socket and in the
+// JS API), raw bytes in binary ones (the peer-to-peer wire format).
+macro_rules! serde_fixed_bytes {
+    ($ty:ident, $len:expr, $what:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    use serde::ser::SerializeTuple;
+                    let mut t = s.serialize_tuple($len)?;
+                    for b in &self.0 {
+                        t.serialize_element(b)?;
+                    }
+                    t.end()
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    decode_hex_array($what, &s)
+                        .map($ty)
+                        .map_err(serde::de::Error::custom)
+                } else {
+                    struct V;
+                    impl<'de> serde::de::Visitor<'de> for V {
+                        type Value = $ty;
+                        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                            write!(f, "{} bytes", $len)
+                        }
+                        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<$ty, E> {
+                            <[u8; $len]>::try_from(v)
+                                .map($ty)
+                                .map_err(|_| E::invalid_length(v.len(), &self))
+                        }
+                        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                            self,
+                            mut seq: A,
+                        ) -> Result<$ty, A::Error> {
+                            let mut out = [0u8; $len];
+                            for (i, b) in out.iter_mut().enumerate() {
+                                *b = seq
+                                    .next_element()?
+                                    .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                            }
+                            Ok($ty(out))
+                        }
+                    }
+                    d.deserialize_tuple($len, V)
+                }
+            }
+        }
+    };
+}
+
+serde_fixed_bytes!(PeerId, PEER_ID_LEN, "peer id");
+serde_fixed_bytes!(Signature, SIGNATURE_LEN, "signature");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_only_for_its_signer_context_and_message() {
+        let alice = Identity::from_secret_bytes([1; 32]);
+        let bob = Identity::from_secret_bytes([2; 32]);
+        let sig = alice.sign(b"ctx", b"hello");
+        assert_eq!(alice.peer_id().verify(b"ctx", b"hello", &sig), Ok(()));
+        assert_eq!(
+            alice.peer_id().verify(b"ctx", b"hellO", &sig),
+            Err(IdError::BadSignature)
+        );
+        assert_eq!(
+            alice.peer_id().verify(b"ctx2", b"hello", &sig),
+            Err(IdError::BadSignature)
+        );
+        assert_eq!(
+            bob.peer_id().verify(b"ctx", b"hello", &sig),
+            Err(IdError::BadSignature)
+        );
+        // Context and message boundaries matter.
+        let sig2 = alice.sign(b"ab", b"c");
+        assert!(alice.peer_id().verify(b"a", b"bc", &sig2).is_err());
+    }
+
+    #[test]
+    fn peer_ids_round_trip_through_text_and_json() {
+        let id = Identity::generate().unwrap().peer_id();
+        assert_eq!(id.to_string().parse::<PeerId>().unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<PeerId>(&json).unwrap(), id);
+        assert_eq!(id.short().len(), 8);
+    }
+
+    #[test]
+    fn malformed_ids_are_refused_with_a_reason() {
+        assert!(matches!(
+            "abc".parse::<PeerId>(),
+            Err(IdError::Malformed { .. })
+        ));
+        assert!(matches!(
+            "zz".repeat(32).parse::<PeerId>(),
+            Err(IdError::Malformed { .. })
+        ));
+        assert!(serde_json::from_str::<Signature>("\"00\"").is_err());
+    }
+
+    #[test]
+    fn identities_persist_through_their_secret() {
+        let a = Identity::generate().unwrap();
+        let b = Identity::from_secret_hex(&a.secret_hex()).unwrap();
+        assert_eq!(a.peer_id(), b.peer_id());
+    }
+}

@@ -1,0 +1,17 @@
+//! rhizome: a peer-to-peer overlay for browsers.
+//!
+//! Peers talk over WebRTC data channels. A small signaling server introduces a newcomer
+//! to a few members of its room; after that the peers discover, connect to and repair
+//! each other through the overlay itself. See `docs/ARCHITECTURE.md` for the layers.
+//!
+//! - [`id`]: Ed25519 identities; a peer id is a public key.
+//! - [`signal`]: the signaling protocol, shared with the `rhizome-signaling` server.
+//! - `transport` (wasm32 only): WebRTC data channels through `web-sys`.
+
+#![warn(missing_docs)]
+
+pub mod id;
+pub mod signal;
+
+#[cfg(target_arch = "wasm32")]
+pub mod transport;

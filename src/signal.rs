@@ -1,0 +1,329 @@
+//! The signaling protocol: the JSON messages between a peer and a signaling server, and
+//! the signed envelopes peers exchange to set up a WebRTC connection.
+//!
+//! The server is used only for bootstrap and is not trusted. It learns which sessions are
+//! in which room and relays opaque envelopes between two of them; it cannot read meaning
+//! into an envelope nor forge one, because every [`SignedEnvelope`] is signed end to end
+//! by its sender's Ed25519 key and names both endpoints. The SDP inside an offer or answer
+//! carries the DTLS certificate fingerprint, so a server (or an overlay relay) that swaps
+//! an SDP breaks the signature: the signaling path cannot man-in-the-middle a connection.
+//!
+//! The same envelopes travel through the overlay once the server is gone (see
+//! `overlay/route.rs`), so a connection can be set up with or without a server.
+//!
+//! `signaling/PROTOCOL.md` documents the protocol for implementers in other languages;
+//! these types are the source of truth and are shared by the server and every client.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{IdError, Identity, PeerId, Signature};
+
+/// Version of the signaling protocol announced in [`ServerMsg::Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Signature context of a join proof.
+pub const JOIN_PROOF_CONTEXT: &[u8] = b"rhizome/signaling/join/v1";
+/// Signature context of a signal envelope.
+pub const ENVELOPE_CONTEXT: &[u8] = b"rhizome/signal-envelope/v1";
+
+/// Longest room name accepted, in bytes.
+pub const MAX_ROOM_LEN: usize = 128;
+
+/// The bytes a peer signs to prove, when joining, that it owns its id: the server's
+/// one-time nonce (from [`ServerMsg::Hello`]) and the room, so a proof cannot be replayed
+/// on another connection or for another room.
+pub fn join_proof_message(nonce: &str, room: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(8 + nonce.len() + room.len());
+    m.extend_from_slice(&(nonce.len() as u32).to_be_bytes());
+    m.extend_from_slice(nonce.as_bytes());
+    m.extend_from_slice(&(room.len() as u32).to_be_bytes());
+    m.extend_from_slice(room.as_bytes());
+    m
+}
+
+/// Signs a join proof for `nonce` and `room`.
+pub fn sign_join_proof(identity: &Identity, nonce: &str, room: &str) -> Signature {
+    identity.sign(JOIN_PROOF_CONTEXT, &join_proof_message(nonce, room))
+}
+
+/// Checks a join proof.
+pub fn verify_join_proof(
+    peer: &PeerId,
+    nonce: &str,
+    room: &str,
+    proof: &Signature,
+) -> Result<(), IdError> {
+    peer.verify(JOIN_PROOF_CONTEXT, &join_proof_message(nonce, room), proof)
+}
+
+/// A message from a client to the signaling server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMsg {
+    /// Join `room` as `peer`; `proof` signs [`join_proof_message`] with the peer's key.
+    Join {
+        /// Room name, 1..=[`MAX_ROOM_LEN`] bytes.
+        room: String,
+        /// The joining peer's id.
+        peer: PeerId,
+        /// Proof of ownership of `peer`'s key.
+        proof: Signature,
+    },
+    /// Relay `envelope` to the member `to` of the same room. The server does not look
+    /// inside the envelope.
+    Signal {
+        /// Recipient.
+        to: PeerId,
+        /// Opaque to the server; a [`SignedEnvelope`] for rhizome peers.
+        envelope: serde_json::Value,
+    },
+    /// Heartbeat; answered with [`ServerMsg::Pong`].
+    Ping,
+}
+
+/// A message from the signaling server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    /// First message on every connection.
+    Hello {
+        /// One-time value the join proof must sign.
+        nonce: String,
+        /// [`PROTOCOL_VERSION`] of the server.
+        version: u32,
+    },
+    /// Answer to a successful join: a random sample of other members of the room (at
+    /// most a configured handful, never the full list).
+    Welcome {
+        /// Other members to connect to.
+        peers: Vec<PeerId>,
+    },
+    /// An envelope relayed from another member of the room.
+    Signal {
+        /// Sender, as authenticated by its join proof.
+        from: PeerId,
+        /// As sent.
+        envelope: serde_json::Value,
+    },
+    /// Answer to [`ClientMsg::Ping`].
+    Pong,
+    /// Something was refused. The session stays open unless the code says otherwise.
+    Error {
+        /// Stable, machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Stable error codes of the signaling protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON or not a valid message.
+    BadRequest,
+    /// The frame was valid JSON with an unknown `type`.
+    UnknownType,
+    /// The frame exceeded the server's size limit.
+    FrameTooLarge,
+    /// The session sent too fast.
+    RateLimited,
+    /// A message other than `join` / `ping` arrived before a successful join.
+    NotJoined,
+    /// A second `join` on one session.
+    AlreadyJoined,
+    /// The join proof did not verify.
+    BadProof,
+    /// The room name was empty or too long.
+    BadRoom,
+    /// The room has as many members as the server allows.
+    RoomFull,
+    /// The server has as many rooms as it allows.
+    TooManyRooms,
+    /// The target of a `signal` is not a member of the room.
+    UnknownPeer,
+    /// No `join` arrived within the join deadline.
+    JoinTimeout,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// The same peer id joined from a newer session, which replaced this one.
+    Replaced,
+    /// The page's Origin is not on the server's allow-list.
+    OriginForbidden,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Too many errors on one session; it is closed.
+    TooManyErrors,
+}
+
+/// What one peer tells another to set up (or tear down) a WebRTC connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SignalPayload {
+    /// An SDP offer.
+    Offer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// An SDP answer.
+    Answer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// A trickled ICE candidate.
+    Candidate {
+        /// The `candidate:` line.
+        candidate: String,
+        /// Media stream id, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        /// Media line index, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_m_line_index: Option<u16>,
+    },
+    /// The sender gave up on this connection attempt.
+    Abort,
+}
+
+/// A [`SignalPayload`] signed by its sender for one recipient and one connection attempt.
+///
+/// `body` is the JSON text of the payload, signed as is, so no canonical re-encoding is
+/// needed to check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedEnvelope {
+    /// Sender.
+    pub from: PeerId,
+    /// Recipient.
+    pub to: PeerId,
+    /// Connection attempt this belongs to, chosen by the peer that starts it; lets a peer
+    /// ignore leftovers of an earlier attempt.
+    pub attempt: u64,
+    /// JSON text of a [`SignalPayload`].
+    pub body: String,
+    /// `from`'s signature over `to`, `attempt` and `body`.
+    pub sig: Signature,
+}
+
+/// Why an envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not shaped like an envelope.
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    /// Addressed to somebody else.
+    #[error("envelope addressed to {0:?}, not to us")]
+    WrongRecipient(PeerId),
+    /// The claimed sender did not sign it (or it was altered on the way).
+    #[error("envelope from {0:?} has a bad signature")]
+    BadSignature(PeerId),
+}
+
+impl SignedEnvelope {
+    fn signed_bytes(to: &PeerId, attempt: u64, body: &str) -> Vec<u8> {
+        let mut m = Vec::with_capacity(40 + body.len());
+        m.extend_from_slice(to.as_bytes());
+        m.extend_from_slice(&attempt.to_be_bytes());
+        m.extend_from_slice(body.as_bytes());
+        m
+    }
+
+    /// Signs `payload` from `identity` to `to`.
+    pub fn seal(identity: &Identity, to: PeerId, attempt: u64, payload: &SignalPayload) -> Self {
+        let body = serde_json::to_string(payload).expect("signal payloads always serialize");
+        let sig = identity.sign(ENVELOPE_CONTEXT, &Self::signed_bytes(&to, attempt, &body));
+        SignedEnvelope {
+            from: identity.peer_id(),
+            to,
+            attempt,
+            body,
+            sig,
+        }
+    }
+
+    /// Checks the signature and the recipient, and decodes the payload.
+    pub fn open(&self, me: &PeerId) -> Result<SignalPayload, EnvelopeError> {
+        if &self.to != me {
+            return Err(EnvelopeError::WrongRecipient(self.to));
+        }
+        self.from
+            .verify(
+                ENVELOPE_CONTEXT,
+                &Self::signed_bytes(&self.to, self.attempt, &self.body),
+                &self.sig,
+            )
+            .map_err(|_| EnvelopeError::BadSignature(self.from))?;
+        serde_json::from_str(&self.body).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    /// Parses an envelope out of the opaque JSON the server relays.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, EnvelopeError> {
+        serde_json::from_value(v.clone()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    /// The envelope as the opaque JSON the server relays.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("envelopes always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_have_the_documented_json_shape() {
+        let id = Identity::from_secret_bytes([7; 32]);
+        let proof = sign_join_proof(&id, "n0nce", "lobby");
+        let join = ClientMsg::Join {
+            room: "lobby".into(),
+            peer: id.peer_id(),
+            proof,
+        };
+        let v: serde_json::Value = serde_json::to_value(&join).unwrap();
+        assert_eq!(v["type"], "join");
+        assert_eq!(v["room"], "lobby");
+        assert_eq!(v["peer"], id.peer_id().to_string());
+        assert_eq!(serde_json::from_value::<ClientMsg>(v).unwrap(), join);
+        let err = ServerMsg::Error {
+            code: ErrorCode::FrameTooLarge,
+            message: "x".into(),
+        };
+        let v = serde_json::to_value(&err).unwrap();
+        assert_eq!(v["code"], "frame-too-large");
+    }
+
+    #[test]
+    fn a_join_proof_is_bound_to_nonce_and_room() {
+        let id = Identity::from_secret_bytes([7; 32]);
+        let proof = sign_join_proof(&id, "n1", "lobby");
+        assert!(verify_join_proof(&id.peer_id(), "n1", "lobby", &proof).is_ok());
+        assert!(verify_join_proof(&id.peer_id(), "n2", "lobby", &proof).is_err());
+        assert!(verify_join_proof(&id.peer_id(), "n1", "other", &proof).is_err());
+    }
+
+    #[test]
+    fn a_tampered_envelope_is_refused() {
+        let a = Identity::from_secret_bytes([1; 32]);
+        let b = Identity::from_secret_bytes([2; 32]);
+        let payload = SignalPayload::Offer {
+            sdp: "v=0 fingerprint:sha-256 AA".into(),
+        };
+        let env = SignedEnvelope::seal(&a, b.peer_id(), 9, &payload);
+        let relayed = SignedEnvelope::from_json(&env.to_json()).unwrap();
+        assert_eq!(relayed.open(&b.peer_id()).unwrap(), payload);
+
+        let mut swapped = env.clone();
+        swapped.body = swapped.body.replace("AA", "BB");
+        assert_eq!(
+            swapped.open(&b.peer_id()),
+            Err(EnvelopeError::BadSignature(a.peer_id()))
+        );
+        let mut replayed = env.clone();
+        replayed.attempt = 10;
+        assert!(replayed.open(&b.peer_id()).is_err());
+        assert!(matches!(
+            env.open(&a.peer_id()),
+            Err(EnvelopeError::WrongRecipient(_))
+        ));
+    }
+}
