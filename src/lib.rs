@@ -14,4 +14,6 @@ pub mod id;
 pub mod signal;
 
 #[cfg(target_arch = "wasm32")]
+pub mod js;
+#[cfg(target_arch = "wasm32")]
 pub mod transport;

@@ -1,0 +1,461 @@
+//! One WebRTC connection to one neighbour, through the browser's `RTCPeerConnection`.
+//!
+//! This is the thin edge between the overlay and the browser: it turns signal payloads
+//! into SDP/ICE calls, and browser callbacks into [`ConnEvent`]s on a channel that the
+//! driver reads. It makes no protocol decisions.
+//!
+//! Choices worth knowing:
+//! - **One pre-negotiated data channel** (`negotiated: true, id: 0`) created by both
+//!   sides. Neither side waits for `ondatachannel`, and it does not matter who sent the
+//!   offer, which is what makes perfect negotiation simple.
+//! - **Perfect negotiation**: the side with the smaller [`PeerId`] is *polite*. When both
+//!   sides offer at once (glare), the impolite side ignores the incoming offer and the
+//!   polite side rolls its own back and answers. No coordinator and no retry loop.
+//! - **Trickle ICE**: candidates are emitted as they are found; remote candidates that
+//!   arrive before the remote description are queued, because a relay through the
+//!   overlay does not keep the order the sender produced them in.
+//! - **Teardown** is explicit: [`WebConnection::close`] (and `Drop`) unhooks every
+//!   handler before closing, so no JS callback outlives its Rust closure.
+//! - Failure is read from `connectionstatechange` and `iceconnectionstatechange` as well
+//!   as the channel's `close`, because Firefox and Chromium disagree on which fires.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_channel::mpsc;
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::{
+    MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit, RtcDataChannelState,
+    RtcDataChannelType, RtcIceCandidateInit, RtcIceConnectionState, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
+    RtcSignalingState,
+};
+
+use crate::id::PeerId;
+use crate::signal::SignalPayload;
+
+use super::{describe_js_error, TransportError};
+
+/// Largest message [`WebConnection::send`] accepts in one piece. Browsers advertise
+/// 256 KiB but only 64 KiB is portable; larger payloads are chunked above this layer.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// `bufferedAmount` above which [`WebConnection::send`] refuses with
+/// [`TransportError::Backpressure`]. Chromium kills a channel at 16 MiB.
+pub const MAX_BUFFERED: u32 = 8 * 1024 * 1024;
+
+/// Number of `RTCPeerConnection`s this page has created, all connections together.
+/// Chromium refuses more than ~500 per page lifetime, so the overlay watches this.
+pub fn connections_created() -> u32 {
+    CREATED.with(|c| *c.borrow())
+}
+
+thread_local! {
+    static CREATED: RefCell<u32> = const { RefCell::new(0) };
+}
+
+/// An ICE server (STUN or TURN), as in `RTCIceServer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Something that happened on a [`WebConnection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A signal to deliver to the remote peer (through the server or the overlay).
+    Signal(SignalPayload),
+    /// The data channel is open: messages can flow.
+    Open,
+    /// A message arrived.
+    Message(Vec<u8>),
+    /// The connection is gone, for the reason given. No event follows.
+    Closed(String),
+}
+
+/// Perfect-negotiation state shared with the callbacks.
+#[derive(Default)]
+struct Negotiation {
+    making_offer: bool,
+    ignore_offer: bool,
+    pending_candidates: Vec<RtcIceCandidateInit>,
+    closed: bool,
+}
+
+/// One `RTCPeerConnection` with its data channel.
+pub struct WebConnection {
+    remote: PeerId,
+    polite: bool,
+    pc: RtcPeerConnection,
+    dc: RtcDataChannel,
+    state: Rc<RefCell<Negotiation>>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+impl WebConnection {
+    /// Creates a connection to `remote` and returns it with the stream of its events.
+    ///
+    /// If `initiate` is true this side sends the first offer (it is emitted as a
+    /// [`ConnEvent::Signal`]); otherwise it waits for the remote offer, which the caller
+    /// passes to [`WebConnection::handle_signal`].
+    pub fn new(
+        local: PeerId,
+        remote: PeerId,
+        ice_servers: &[IceServer],
+        initiate: bool,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<ConnEvent>), TransportError> {
+        let config = RtcConfiguration::new();
+        config.set_ice_servers(&ice_servers_to_js(ice_servers)?);
+        let pc = RtcPeerConnection::new_with_configuration(&config)
+            .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
+        CREATED.with(|c| *c.borrow_mut() += 1);
+
+        let init = RtcDataChannelInit::new();
+        init.set_negotiated(true);
+        init.set_id(0);
+        init.set_ordered(true);
+        let dc = pc.create_data_channel_with_data_channel_dict("rhizome", &init);
+        dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+
+        let (tx, rx) = mpsc::unbounded();
+        let mut conn = WebConnection {
+            remote,
+            polite: local < remote,
+            pc,
+            dc,
+            state: Rc::new(RefCell::new(Negotiation::default())),
+            events: tx,
+            _callbacks: Vec::new(),
+        };
+        conn.hook_callbacks(initiate);
+        Ok((conn, rx))
+    }
+
+    /// The peer at the other end.
+    pub fn remote(&self) -> PeerId {
+        self.remote
+    }
+
+    /// Whether this side yields when both sides offer at once.
+    pub fn is_polite(&self) -> bool {
+        self.polite
+    }
+
+    /// Whether the data channel is open.
+    pub fn is_open(&self) -> bool {
+        self.dc.ready_state() == RtcDataChannelState::Open
+    }
+
+    /// Bytes queued in the data channel and not yet sent.
+    pub fn buffered_amount(&self) -> u32 {
+        self.dc.buffered_amount()
+    }
+
+    /// Sends one message. Refuses (and loses nothing already queued) when the channel is
+    /// not open, the message is too large, or the send buffer is full.
+    pub fn send(&self, data: &[u8]) -> Result<(), TransportError> {
+        if data.len() > MAX_MESSAGE {
+            return Err(TransportError::TooLarge {
+                size: data.len(),
+                max: MAX_MESSAGE,
+            });
+        }
+        if !self.is_open() {
+            return Err(TransportError::NotOpen);
+        }
+        if self.dc.buffered_amount() > MAX_BUFFERED {
+            return Err(TransportError::Backpressure);
+        }
+        self.dc
+            .send_with_u8_array(data)
+            .map_err(|e| TransportError::Browser(describe_js_error(&e)))
+    }
+
+    /// Applies a signal from the remote peer (already authenticated by the caller).
+    pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), TransportError> {
+        match payload {
+            SignalPayload::Offer { sdp } => self.handle_description(RtcSdpType::Offer, sdp).await,
+            SignalPayload::Answer { sdp } => {
+                self.handle_description(RtcSdpType::Answer, sdp).await
+            }
+            SignalPayload::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let init = RtcIceCandidateInit::new(&candidate);
+                init.set_sdp_mid(sdp_mid.as_deref());
+                init.set_sdp_m_line_index(sdp_m_line_index);
+                if self.pc.remote_description().is_none() {
+                    self.state.borrow_mut().pending_candidates.push(init);
+                    return Ok(());
+                }
+                self.add_candidate(&init).await
+            }
+            SignalPayload::Abort => {
+                self.close_with("remote peer aborted the connection attempt");
+                Ok(())
+            }
+        }
+    }
+
+    async fn add_candidate(&self, init: &RtcIceCandidateInit) -> Result<(), TransportError> {
+        let result = JsFuture::from(
+            self.pc
+                .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(init)),
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Candidates belonging to an offer we ignored during glare fail; that is fine.
+            Err(_) if self.state.borrow().ignore_offer => Ok(()),
+            Err(e) => Err(TransportError::Browser(describe_js_error(&e))),
+        }
+    }
+
+    async fn handle_description(&self, kind: RtcSdpType, sdp: String) -> Result<(), TransportError> {
+        let offer_collision = kind == RtcSdpType::Offer
+            && (self.state.borrow().making_offer
+                || self.pc.signaling_state() != RtcSignalingState::Stable);
+        let ignore = !self.polite && offer_collision;
+        self.state.borrow_mut().ignore_offer = ignore;
+        if ignore {
+            return Ok(());
+        }
+        let desc = RtcSessionDescriptionInit::new(kind);
+        desc.set_sdp(&sdp);
+        // A polite peer in glare rolls back implicitly (supported by all current browsers).
+        browser(JsFuture::from(self.pc.set_remote_description(&desc)).await)?;
+        let queued = std::mem::take(&mut self.state.borrow_mut().pending_candidates);
+        for c in &queued {
+            self.add_candidate(c).await?;
+        }
+        if kind == RtcSdpType::Offer {
+            let answer = browser(JsFuture::from(self.pc.create_answer()).await)?;
+            let sdp = sdp_of(&answer)?;
+            let local = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+            local.set_sdp(&sdp);
+            browser(JsFuture::from(self.pc.set_local_description(&local)).await)?;
+            let _ = self
+                .events
+                .unbounded_send(ConnEvent::Signal(SignalPayload::Answer { sdp }));
+        }
+        Ok(())
+    }
+
+    fn hook_callbacks(&mut self, initiate: bool) {
+        let mut callbacks: Vec<Closure<dyn FnMut(JsValue)>> = Vec::new();
+
+        // Offers: sent when the browser says negotiation is needed (the data channel
+        // creation triggers it), but only on the side that initiates.
+        {
+            let pc = self.pc.clone();
+            let state = self.state.clone();
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                if !initiate && pc.remote_description().is_none() {
+                    return;
+                }
+                let (pc, state, tx) = (pc.clone(), state.clone(), tx.clone());
+                spawn_local(async move {
+                    state.borrow_mut().making_offer = true;
+                    let result = make_offer(&pc).await;
+                    state.borrow_mut().making_offer = false;
+                    match result {
+                        Ok(sdp) => {
+                            let _ = tx.unbounded_send(ConnEvent::Signal(SignalPayload::Offer { sdp }));
+                        }
+                        Err(e) => {
+                            if !state.borrow().closed {
+                                let _ = tx.unbounded_send(ConnEvent::Closed(format!(
+                                    "could not create an offer: {e}"
+                                )));
+                            }
+                        }
+                    }
+                });
+            });
+            self.pc
+                .set_onnegotiationneeded(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+
+        // Trickle ICE.
+        {
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+                let Ok(ev) = ev.dyn_into::<RtcPeerConnectionIceEvent>() else {
+                    return;
+                };
+                let Some(c) = ev.candidate() else { return };
+                if c.candidate().is_empty() {
+                    return; // end-of-candidates marker
+                }
+                let _ = tx.unbounded_send(ConnEvent::Signal(SignalPayload::Candidate {
+                    candidate: c.candidate(),
+                    sdp_mid: c.sdp_mid(),
+                    sdp_m_line_index: c.sdp_m_line_index(),
+                }));
+            });
+            self.pc.set_onicecandidate(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+
+        // Failure, from both state machines (browsers differ in which one they update).
+        {
+            let pc = self.pc.clone();
+            let state = self.state.clone();
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                let reason = match (pc.connection_state(), pc.ice_connection_state()) {
+                    (RtcPeerConnectionState::Failed, _) => "connection failed",
+                    (RtcPeerConnectionState::Closed, _) => "connection closed",
+                    (_, RtcIceConnectionState::Failed) => "ICE failed",
+                    (_, RtcIceConnectionState::Closed) => "ICE closed",
+                    _ => return,
+                };
+                close_once(&state, &tx, reason);
+            });
+            self.pc
+                .set_onconnectionstatechange(Some(cb.as_ref().unchecked_ref()));
+            self.pc
+                .set_oniceconnectionstatechange(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+
+        // Data channel.
+        {
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                let _ = tx.unbounded_send(ConnEvent::Open);
+            });
+            self.dc.set_onopen(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+        {
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+                let Ok(ev) = ev.dyn_into::<MessageEvent>() else {
+                    return;
+                };
+                let data = ev.data();
+                let bytes = if let Some(s) = data.as_string() {
+                    // Text frames are not part of the protocol; pass them on so the layer
+                    // above can report the peer instead of silently dropping them.
+                    s.into_bytes()
+                } else {
+                    Uint8Array::new(&data).to_vec()
+                };
+                let _ = tx.unbounded_send(ConnEvent::Message(bytes));
+            });
+            self.dc.set_onmessage(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+        {
+            let state = self.state.clone();
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                close_once(&state, &tx, "data channel closed");
+            });
+            self.dc.set_onclose(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+        self._callbacks = callbacks;
+    }
+
+    fn unhook(&self) {
+        self.pc.set_onnegotiationneeded(None);
+        self.pc.set_onicecandidate(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.set_oniceconnectionstatechange(None);
+        self.dc.set_onopen(None);
+        self.dc.set_onmessage(None);
+        self.dc.set_onclose(None);
+    }
+
+    fn close_with(&self, reason: &str) {
+        close_once(&self.state, &self.events, reason);
+        self.unhook();
+        self.dc.close();
+        self.pc.close();
+    }
+
+    /// Closes the connection and unhooks every callback. Idempotent.
+    pub fn close(&self) {
+        self.close_with("closed locally");
+    }
+}
+
+impl Drop for WebConnection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn close_once(state: &RefCell<Negotiation>, tx: &mpsc::UnboundedSender<ConnEvent>, reason: &str) {
+    let mut s = state.borrow_mut();
+    if !s.closed {
+        s.closed = true;
+        let _ = tx.unbounded_send(ConnEvent::Closed(reason.to_string()));
+    }
+}
+
+async fn make_offer(pc: &RtcPeerConnection) -> Result<String, TransportError> {
+    let offer = browser(JsFuture::from(pc.create_offer()).await)?;
+    let sdp = sdp_of(&offer)?;
+    if pc.signaling_state() != RtcSignalingState::Stable {
+        // A remote offer arrived while we were creating ours; perfect negotiation
+        // already handled it, and ours would be stale.
+        return Err(TransportError::Browser("offer superseded".into()));
+    }
+    let local = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    local.set_sdp(&sdp);
+    browser(JsFuture::from(pc.set_local_description(&local)).await)?;
+    Ok(sdp)
+}
+
+fn browser(r: Result<JsValue, JsValue>) -> Result<JsValue, TransportError> {
+    r.map_err(|e| TransportError::Browser(describe_js_error(&e)))
+}
+
+fn sdp_of(desc: &JsValue) -> Result<String, TransportError> {
+    Reflect::get(desc, &JsValue::from_str("sdp"))
+        .ok()
+        .and_then(|v| v.as_string())
+        .ok_or_else(|| TransportError::Browser("session description without SDP".into()))
+}
+
+fn ice_servers_to_js(servers: &[IceServer]) -> Result<JsValue, TransportError> {
+    let list = Array::new();
+    for s in servers {
+        let o = Object::new();
+        let urls = Array::new();
+        for u in &s.urls {
+            urls.push(&JsValue::from_str(u));
+        }
+        let set = |k: &str, v: &JsValue| {
+            Reflect::set(&o, &JsValue::from_str(k), v)
+                .map_err(|e| TransportError::Browser(describe_js_error(&e)))
+        };
+        set("urls", &urls)?;
+        if let Some(u) = &s.username {
+            set("username", &JsValue::from_str(u))?;
+        }
+        if let Some(c) = &s.credential {
+            set("credential", &JsValue::from_str(c))?;
+        }
+        list.push(&o);
+    }
+    Ok(list.into())
+}

@@ -1,0 +1,363 @@
+//! The browser's client of the bootstrap signaling server (protocol in `signal.rs` and
+//! `signaling/PROTOCOL.md`).
+//!
+//! A node uses the server twice at most: to join (the server's `welcome` names a few
+//! members of the room to connect to) and when it finds itself isolated. In between it
+//! relays signal envelopes for connections to those members. Everything that arrives is
+//! parsed defensively: a frame that is not a valid server message becomes a
+//! [`SignalingEvent::Error`], never a panic, and the session goes on.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_channel::mpsc;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use gloo_timers::future::TimeoutFuture;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+use crate::id::{Identity, PeerId};
+use crate::signal::{sign_join_proof, ClientMsg, ErrorCode, ServerMsg, SignedEnvelope};
+
+use super::describe_js_error;
+
+/// Why talking to the signaling server failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalingError {
+    /// The WebSocket could not be opened or closed before the join finished.
+    #[error("could not reach {url}: {reason}")]
+    Unreachable {
+        /// Server URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server did not answer within the deadline.
+    #[error("{url} did not answer within {ms} ms")]
+    Timeout {
+        /// Server URL.
+        url: String,
+        /// The deadline.
+        ms: u32,
+    },
+    /// The server refused the join.
+    #[error("{url} refused: {code:?}: {message}")]
+    Refused {
+        /// Server URL.
+        url: String,
+        /// The server's error code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server broke the protocol.
+    #[error("{url} sent something unexpected: {reason}")]
+    Protocol {
+        /// Server URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No URL was given.
+    #[error("no signaling server URL given")]
+    NoServers,
+    /// The session is closed.
+    #[error("signaling session is closed")]
+    Closed,
+}
+
+/// Something the server told us after the join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalingEvent {
+    /// An envelope from another member of the room.
+    Signal {
+        /// Sender, as authenticated by the server (the envelope carries its own proof).
+        from: PeerId,
+        /// The envelope as relayed (check it with [`SignedEnvelope::open`]).
+        envelope: serde_json::Value,
+    },
+    /// The server reported an error, or sent something we could not parse.
+    Error {
+        /// The server's code, if it sent one.
+        code: Option<ErrorCode>,
+        /// Details.
+        message: String,
+    },
+    /// The session ended. No event follows.
+    Closed(String),
+}
+
+enum Raw {
+    Open,
+    Text(String),
+    Closed(String),
+}
+
+/// A joined session with a signaling server.
+pub struct SignalingClient {
+    url: String,
+    ws: WebSocket,
+    raw: mpsc::UnboundedReceiver<Raw>,
+    closed: Rc<RefCell<bool>>,
+    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+impl SignalingClient {
+    /// Tries each URL in order and returns the first session that joins `room`, with the
+    /// members the server introduced us to.
+    pub async fn connect_any(
+        urls: &[String],
+        identity: &Identity,
+        room: &str,
+        deadline_ms: u32,
+    ) -> Result<(Self, Vec<PeerId>), SignalingError> {
+        let mut last = SignalingError::NoServers;
+        for url in urls {
+            match Self::connect(url, identity, room, deadline_ms).await {
+                Ok(ok) => return Ok(ok),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Connects to one server, proves our identity and joins `room`.
+    pub async fn connect(
+        url: &str,
+        identity: &Identity,
+        room: &str,
+        deadline_ms: u32,
+    ) -> Result<(Self, Vec<PeerId>), SignalingError> {
+        let unreachable = |reason: String| SignalingError::Unreachable {
+            url: url.to_string(),
+            reason,
+        };
+        let ws = WebSocket::new(url).map_err(|e| unreachable(describe_js_error(&e)))?;
+        let (tx, raw) = mpsc::unbounded();
+        let closed = Rc::new(RefCell::new(false));
+        let mut callbacks: Vec<Closure<dyn FnMut(JsValue)>> = Vec::new();
+        {
+            let tx = tx.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                let _ = tx.unbounded_send(Raw::Open);
+            });
+            ws.set_onopen(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+        {
+            let tx = tx.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+                let text = ev
+                    .dyn_into::<MessageEvent>()
+                    .ok()
+                    .and_then(|m| m.data().as_string());
+                // Binary frames are not part of the protocol: report them as text that
+                // fails to parse rather than dropping them silently.
+                let _ = tx.unbounded_send(Raw::Text(text.unwrap_or_default()));
+            });
+            ws.set_onmessage(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+        {
+            let tx = tx.clone();
+            let closed = closed.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+                *closed.borrow_mut() = true;
+                let reason = match ev.dyn_into::<CloseEvent>() {
+                    Ok(c) => format!("closed with code {} {}", c.code(), c.reason()),
+                    Err(_) => "connection error".to_string(),
+                };
+                let _ = tx.unbounded_send(Raw::Closed(reason));
+            });
+            ws.set_onclose(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+
+        let mut client = SignalingClient {
+            url: url.to_string(),
+            ws,
+            raw,
+            closed,
+            _callbacks: callbacks,
+        };
+        let peers = with_deadline(url, deadline_ms, client.handshake(identity, room)).await?;
+        Ok((client, peers))
+    }
+
+    async fn handshake(
+        &mut self,
+        identity: &Identity,
+        room: &str,
+    ) -> Result<Vec<PeerId>, SignalingError> {
+        let mut joined = false;
+        loop {
+            let raw = self.raw.next().await.ok_or(SignalingError::Closed)?;
+            let msg = match raw {
+                Raw::Open => continue,
+                Raw::Closed(reason) => return Err(self.unreachable(reason)),
+                Raw::Text(text) => serde_json::from_str::<ServerMsg>(&text)
+                    .map_err(|e| self.protocol(format!("bad frame during join: {e}")))?,
+            };
+            match msg {
+                ServerMsg::Hello { nonce, .. } if !joined => {
+                    let proof = sign_join_proof(identity, &nonce, room);
+                    self.send(&ClientMsg::Join {
+                        room: room.to_string(),
+                        peer: identity.peer_id(),
+                        proof,
+                    })?;
+                    joined = true;
+                }
+                ServerMsg::Welcome { peers } if joined => return Ok(peers),
+                ServerMsg::Error { code, message } => {
+                    return Err(SignalingError::Refused {
+                        url: self.url.clone(),
+                        code,
+                        message,
+                    })
+                }
+                ServerMsg::Pong => {}
+                other => return Err(self.protocol(format!("unexpected {other:?} during join"))),
+            }
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> SignalingError {
+        SignalingError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        }
+    }
+
+    fn protocol(&self, reason: String) -> SignalingError {
+        SignalingError::Protocol {
+            url: self.url.clone(),
+            reason,
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn send(&self, msg: &ClientMsg) -> Result<(), SignalingError> {
+        self.sender().send(msg)
+    }
+
+    /// Relays a signed envelope to another member of the room.
+    pub fn send_signal(&self, envelope: &SignedEnvelope) -> Result<(), SignalingError> {
+        self.sender().send_signal(envelope)
+    }
+
+    /// Sends a heartbeat.
+    pub fn ping(&self) -> Result<(), SignalingError> {
+        self.send(&ClientMsg::Ping)
+    }
+
+    /// A handle that sends on this session while another task reads its events.
+    pub fn sender(&self) -> SignalingSender {
+        SignalingSender {
+            url: self.url.clone(),
+            ws: self.ws.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+
+    /// The next thing the server said; `None` after [`SignalingEvent::Closed`].
+    pub async fn next_event(&mut self) -> Option<SignalingEvent> {
+        loop {
+            let raw = self.raw.next().await?;
+            let text = match raw {
+                Raw::Open => continue,
+                Raw::Closed(reason) => {
+                    self.raw.close();
+                    return Some(SignalingEvent::Closed(reason));
+                }
+                Raw::Text(text) => text,
+            };
+            return Some(match serde_json::from_str::<ServerMsg>(&text) {
+                Ok(ServerMsg::Signal { from, envelope }) => SignalingEvent::Signal { from, envelope },
+                Ok(ServerMsg::Error { code, message }) => SignalingEvent::Error {
+                    code: Some(code),
+                    message,
+                },
+                Ok(ServerMsg::Pong) => continue,
+                Ok(other) => SignalingEvent::Error {
+                    code: None,
+                    message: format!("unexpected message from server: {other:?}"),
+                },
+                Err(e) => SignalingEvent::Error {
+                    code: None,
+                    message: format!("unparseable frame from server: {e}"),
+                },
+            });
+        }
+    }
+
+    /// Closes the session and unhooks the callbacks. Idempotent.
+    pub fn close(&self) {
+        *self.closed.borrow_mut() = true;
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
+impl Drop for SignalingClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The sending half of a [`SignalingClient`] session; cheap to clone.
+#[derive(Clone)]
+pub struct SignalingSender {
+    url: String,
+    ws: WebSocket,
+    closed: Rc<RefCell<bool>>,
+}
+
+impl SignalingSender {
+    fn send(&self, msg: &ClientMsg) -> Result<(), SignalingError> {
+        if *self.closed.borrow() {
+            return Err(SignalingError::Closed);
+        }
+        let text = serde_json::to_string(msg).map_err(|e| SignalingError::Protocol {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        self.ws
+            .send_with_str(&text)
+            .map_err(|e| SignalingError::Unreachable {
+                url: self.url.clone(),
+                reason: describe_js_error(&e),
+            })
+    }
+
+    /// Relays a signed envelope to another member of the room.
+    pub fn send_signal(&self, envelope: &SignedEnvelope) -> Result<(), SignalingError> {
+        self.send(&ClientMsg::Signal {
+            to: envelope.to,
+            envelope: envelope.to_json(),
+        })
+    }
+}
+
+async fn with_deadline<T>(
+    url: &str,
+    ms: u32,
+    fut: impl std::future::Future<Output = Result<T, SignalingError>>,
+) -> Result<T, SignalingError> {
+    let fut = std::pin::pin!(fut);
+    match select(fut, TimeoutFuture::new(ms)).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(SignalingError::Timeout {
+            url: url.to_string(),
+            ms,
+        }),
+    }
+}

@@ -1,0 +1,252 @@
+//! Browser tests of the WebRTC transport, signalled through the real signaling server.
+//!
+//! Run by `npm test` (`scripts/test`), which starts `rhizome-signaling` on loopback inside
+//! the test network namespace and passes its URL in `RHIZOME_SIGNALING_URL` at build time.
+//! Two peers live in one headless Chromium page: each joins the room through its own
+//! WebSocket, the newcomer offers to the member the server introduced it to, and bytes
+//! cross a real `RTCDataChannel`.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_channel::mpsc;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use gloo_timers::future::TimeoutFuture;
+use rhizome::id::{Identity, PeerId};
+use rhizome::signal::{SignalPayload, SignedEnvelope};
+use rhizome::transport::web::{connections_created, ConnEvent, WebConnection};
+use rhizome::transport::web_signaling::{
+    SignalingClient, SignalingError, SignalingEvent, SignalingSender,
+};
+use wasm_bindgen_futures::spawn_local;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn signaling_url() -> String {
+    option_env!("RHIZOME_SIGNALING_URL")
+        .unwrap_or("ws://127.0.0.1:8080/ws")
+        .to_string()
+}
+
+fn fresh_room() -> String {
+    let id = Identity::generate().expect("randomness");
+    format!("test-{}", id.peer_id().short())
+}
+
+/// What a peer under test reports to the test body.
+#[derive(Debug)]
+enum Seen {
+    Open(PeerId),
+    Message(PeerId, Vec<u8>),
+    Closed(PeerId, String),
+}
+
+/// A minimal driver: one peer, its signaling session and at most one connection.
+/// (The real driver with the overlay is `node.rs`; this exercises the transport alone.)
+struct Peer {
+    identity: Identity,
+    signaling: SignalingSender,
+    conn: Rc<RefCell<Option<Rc<WebConnection>>>>,
+    seen: mpsc::UnboundedSender<Seen>,
+}
+
+impl Peer {
+    async fn join(
+        room: &str,
+    ) -> (Rc<Peer>, Vec<PeerId>, mpsc::UnboundedReceiver<Seen>) {
+        let identity = Identity::generate().expect("randomness");
+        let (mut client, welcome) =
+            SignalingClient::connect(&signaling_url(), &identity, room, 5_000)
+                .await
+                .expect("the signaling server accepts the join");
+        let (seen, rx) = mpsc::unbounded();
+        let peer = Rc::new(Peer {
+            identity,
+            signaling: client.sender(),
+            conn: Rc::new(RefCell::new(None)),
+            seen,
+        });
+        let p = peer.clone();
+        spawn_local(async move {
+            while let Some(ev) = client.next_event().await {
+                if let SignalingEvent::Signal { envelope, .. } = ev {
+                    p.on_envelope(envelope).await;
+                }
+            }
+        });
+        (peer, welcome, rx)
+    }
+
+    fn connect(self: &Rc<Self>, remote: PeerId, initiate: bool) -> Rc<WebConnection> {
+        let (conn, mut events) =
+            WebConnection::new(self.identity.peer_id(), remote, &[], initiate)
+                .expect("RTCPeerConnection can be created");
+        let conn = Rc::new(conn);
+        *self.conn.borrow_mut() = Some(conn.clone());
+        let me = self.clone();
+        spawn_local(async move {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    ConnEvent::Signal(payload) => {
+                        let env = SignedEnvelope::seal(&me.identity, remote, 1, &payload);
+                        me.signaling.send_signal(&env).expect("signal relayed");
+                    }
+                    ConnEvent::Open => {
+                        let _ = me.seen.unbounded_send(Seen::Open(remote));
+                    }
+                    ConnEvent::Message(m) => {
+                        let _ = me.seen.unbounded_send(Seen::Message(remote, m));
+                    }
+                    ConnEvent::Closed(why) => {
+                        let _ = me.seen.unbounded_send(Seen::Closed(remote, why));
+                    }
+                }
+            }
+        });
+        conn
+    }
+
+    async fn on_envelope(self: &Rc<Self>, raw: serde_json::Value) {
+        let env = SignedEnvelope::from_json(&raw).expect("well-formed envelope");
+        let payload = env
+            .open(&self.identity.peer_id())
+            .expect("authentic envelope");
+        let existing = self.conn.borrow().clone();
+        let conn = match existing {
+            Some(c) => c,
+            None => self.connect(env.from, false),
+        };
+        conn.handle_signal(payload).await.expect("signal applied");
+    }
+}
+
+async fn next_within(rx: &mut mpsc::UnboundedReceiver<Seen>, ms: u32) -> Seen {
+    match select(rx.next(), TimeoutFuture::new(ms)).await {
+        Either::Left((Some(seen), _)) => seen,
+        Either::Left((None, _)) => panic!("peer stopped reporting"),
+        Either::Right(_) => panic!("nothing happened within {ms} ms"),
+    }
+}
+
+async fn wait_open(rx: &mut mpsc::UnboundedReceiver<Seen>) -> PeerId {
+    match next_within(rx, 20_000).await {
+        Seen::Open(p) => p,
+        other => panic!("expected the channel to open, got {other:?}"),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn bytes_sent_on_a_data_channel_arrive_at_the_other_peer() {
+    let room = fresh_room();
+    let created_before = connections_created();
+    let (alice, welcome_a, mut seen_a) = Peer::join(&room).await;
+    assert!(welcome_a.is_empty(), "the first member is introduced to nobody");
+    let (bob, welcome_b, mut seen_b) = Peer::join(&room).await;
+    assert_eq!(
+        welcome_b,
+        vec![alice.identity.peer_id()],
+        "the newcomer is introduced to the member"
+    );
+
+    let to_alice = bob.connect(alice.identity.peer_id(), true);
+    assert_eq!(wait_open(&mut seen_b).await, alice.identity.peer_id());
+    assert_eq!(wait_open(&mut seen_a).await, bob.identity.peer_id());
+    assert_eq!(connections_created() - created_before, 2);
+
+    let payload: Vec<u8> = (0..=255u8).cycle().take(50_000).collect();
+    to_alice.send(&payload).expect("send on an open channel");
+    to_alice.send(b"second").expect("send on an open channel");
+    match next_within(&mut seen_a, 10_000).await {
+        Seen::Message(from, m) => {
+            assert_eq!(from, bob.identity.peer_id());
+            assert_eq!(m, payload, "bytes arrive intact");
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+    match next_within(&mut seen_a, 10_000).await {
+        Seen::Message(_, m) => assert_eq!(m, b"second", "and in order"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+
+    // And back the other way.
+    let to_bob = alice.conn.borrow().clone().expect("alice has a connection");
+    to_bob.send(b"hello bob").expect("send back");
+    match next_within(&mut seen_b, 10_000).await {
+        Seen::Message(from, m) => {
+            assert_eq!(from, alice.identity.peer_id());
+            assert_eq!(m, b"hello bob");
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+
+    // Closing one side is noticed by the other.
+    to_bob.close();
+    loop {
+        match next_within(&mut seen_b, 20_000).await {
+            Seen::Closed(from, why) => {
+                assert_eq!(from, alice.identity.peer_id(), "closed: {why}");
+                break;
+            }
+            Seen::Message(..) | Seen::Open(_) => continue,
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_oversized_message_is_refused_and_the_channel_stays_usable() {
+    let room = fresh_room();
+    let (alice, _, mut seen_a) = Peer::join(&room).await;
+    let (bob, _, mut seen_b) = Peer::join(&room).await;
+    let to_alice = bob.connect(alice.identity.peer_id(), true);
+    wait_open(&mut seen_b).await;
+    wait_open(&mut seen_a).await;
+    let too_big = vec![0u8; rhizome::transport::web::MAX_MESSAGE + 1];
+    assert!(to_alice.send(&too_big).is_err());
+    to_alice.send(b"still fine").expect("channel still open");
+    match next_within(&mut seen_a, 10_000).await {
+        Seen::Message(_, m) => assert_eq!(m, b"still fine"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_unreachable_signaling_server_is_a_clear_error() {
+    let identity = Identity::generate().expect("randomness");
+    // Port 9 (discard) on loopback: nothing listens there in the test namespace.
+    let err = SignalingClient::connect_any(
+        &["ws://127.0.0.1:9/ws".to_string()],
+        &identity,
+        "room",
+        5_000,
+    )
+    .await
+    .err()
+    .expect("no server, no session");
+    assert!(
+        matches!(
+            err,
+            SignalingError::Unreachable { .. } | SignalingError::Timeout { .. }
+        ),
+        "got {err:?}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_tampered_offer_is_refused_before_it_reaches_the_browser() {
+    let a = Identity::generate().expect("randomness");
+    let b = Identity::generate().expect("randomness");
+    let mut env = SignedEnvelope::seal(
+        &a,
+        b.peer_id(),
+        1,
+        &SignalPayload::Offer {
+            sdp: "a=fingerprint:sha-256 AA:BB".into(),
+        },
+    );
+    env.body = env.body.replace("AA:BB", "CC:DD");
+    assert!(env.open(&b.peer_id()).is_err());
+}
