@@ -6,7 +6,7 @@
 //!
 //! - [`id`]: Ed25519 identities; a peer id is a public key.
 //! - [`signal`]: the signaling protocol, shared with the `rhizome-signaling` server.
-//! - `transport` (wasm32 only): WebRTC data channels through `web-sys`.
+//! - [`transport`]: WebRTC data channels (`web-sys` in the browser) and message chunking.
 
 #![warn(missing_docs)]
 
@@ -15,5 +15,4 @@ pub mod signal;
 
 #[cfg(target_arch = "wasm32")]
 pub mod js;
-#[cfg(target_arch = "wasm32")]
 pub mod transport;

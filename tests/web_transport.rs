@@ -17,10 +17,11 @@ use futures_util::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use rhizome::id::{Identity, PeerId};
 use rhizome::signal::{SignalPayload, SignedEnvelope};
-use rhizome::transport::web::{connections_created, ConnEvent, WebConnection};
+use rhizome::transport::web::{connections_created, ConnEvent, ConnLimits, WebConnection};
 use rhizome::transport::web_signaling::{
     SignalingClient, SignalingError, SignalingEvent, SignalingSender,
 };
+use rhizome::transport::TransportError;
 use wasm_bindgen_futures::spawn_local;
 use wasm_bindgen_test::*;
 
@@ -42,6 +43,7 @@ fn fresh_room() -> String {
 enum Seen {
     Open(PeerId),
     Message(PeerId, Vec<u8>),
+    Corrupt(PeerId, String),
     Closed(PeerId, String),
 }
 
@@ -51,12 +53,18 @@ struct Peer {
     identity: Identity,
     signaling: SignalingSender,
     conn: Rc<RefCell<Option<Rc<WebConnection>>>>,
+    limits: ConnLimits,
     seen: mpsc::UnboundedSender<Seen>,
 }
 
 impl Peer {
-    async fn join(
+    async fn join(room: &str) -> (Rc<Peer>, Vec<PeerId>, mpsc::UnboundedReceiver<Seen>) {
+        Self::join_with(room, ConnLimits::default()).await
+    }
+
+    async fn join_with(
         room: &str,
+        limits: ConnLimits,
     ) -> (Rc<Peer>, Vec<PeerId>, mpsc::UnboundedReceiver<Seen>) {
         let identity = Identity::generate().expect("randomness");
         let (mut client, welcome) =
@@ -68,6 +76,7 @@ impl Peer {
             identity,
             signaling: client.sender(),
             conn: Rc::new(RefCell::new(None)),
+            limits,
             seen,
         });
         let p = peer.clone();
@@ -82,9 +91,14 @@ impl Peer {
     }
 
     fn connect(self: &Rc<Self>, remote: PeerId, initiate: bool) -> Rc<WebConnection> {
-        let (conn, mut events) =
-            WebConnection::new(self.identity.peer_id(), remote, &[], initiate)
-                .expect("RTCPeerConnection can be created");
+        let (conn, mut events) = WebConnection::new(
+            self.identity.peer_id(),
+            remote,
+            &[],
+            self.limits.clone(),
+            initiate,
+        )
+        .expect("RTCPeerConnection can be created");
         let conn = Rc::new(conn);
         *self.conn.borrow_mut() = Some(conn.clone());
         let me = self.clone();
@@ -100,6 +114,9 @@ impl Peer {
                     }
                     ConnEvent::Message(m) => {
                         let _ = me.seen.unbounded_send(Seen::Message(remote, m));
+                    }
+                    ConnEvent::Corrupt(why) => {
+                        let _ = me.seen.unbounded_send(Seen::Corrupt(remote, why));
                     }
                     ConnEvent::Closed(why) => {
                         let _ = me.seen.unbounded_send(Seen::Closed(remote, why));
@@ -144,7 +161,10 @@ async fn bytes_sent_on_a_data_channel_arrive_at_the_other_peer() {
     let room = fresh_room();
     let created_before = connections_created();
     let (alice, welcome_a, mut seen_a) = Peer::join(&room).await;
-    assert!(welcome_a.is_empty(), "the first member is introduced to nobody");
+    assert!(
+        welcome_a.is_empty(),
+        "the first member is introduced to nobody"
+    );
     let (bob, welcome_b, mut seen_b) = Peer::join(&room).await;
     assert_eq!(
         welcome_b,
@@ -191,25 +211,110 @@ async fn bytes_sent_on_a_data_channel_arrive_at_the_other_peer() {
                 assert_eq!(from, alice.identity.peer_id(), "closed: {why}");
                 break;
             }
-            Seen::Message(..) | Seen::Open(_) => continue,
+            Seen::Message(..) | Seen::Open(_) | Seen::Corrupt(..) => continue,
         }
+    }
+}
+
+/// Two peers in a fresh room with an open channel from `b` to `a`.
+async fn connected_pair(
+    limits: ConnLimits,
+) -> (
+    Rc<WebConnection>,
+    mpsc::UnboundedReceiver<Seen>,
+    mpsc::UnboundedReceiver<Seen>,
+) {
+    let room = fresh_room();
+    let (a, _, mut seen_a) = Peer::join_with(&room, limits.clone()).await;
+    let (b, _, mut seen_b) = Peer::join_with(&room, limits).await;
+    let b_to_a = b.connect(a.identity.peer_id(), true);
+    wait_open(&mut seen_b).await;
+    wait_open(&mut seen_a).await;
+    (b_to_a, seen_a, seen_b)
+}
+
+async fn next_message(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<u8> {
+    match next_within(seen, 20_000).await {
+        Seen::Message(_, m) => m,
+        other => panic!("expected a message, got {other:?}"),
     }
 }
 
 #[wasm_bindgen_test]
 async fn an_oversized_message_is_refused_and_the_channel_stays_usable() {
-    let room = fresh_room();
-    let (alice, _, mut seen_a) = Peer::join(&room).await;
-    let (bob, _, mut seen_b) = Peer::join(&room).await;
-    let to_alice = bob.connect(alice.identity.peer_id(), true);
-    wait_open(&mut seen_b).await;
-    wait_open(&mut seen_a).await;
-    let too_big = vec![0u8; rhizome::transport::web::MAX_MESSAGE + 1];
-    assert!(to_alice.send(&too_big).is_err());
-    to_alice.send(b"still fine").expect("channel still open");
+    let limits = ConnLimits {
+        max_message: 100_000,
+        ..ConnLimits::default()
+    };
+    let (to_a, mut seen_a, _seen_b) = connected_pair(limits).await;
+    let too_big = vec![0u8; 100_001];
+    assert!(matches!(
+        to_a.send(&too_big),
+        Err(TransportError::TooLarge { .. })
+    ));
+    to_a.send(b"still fine").expect("channel still open");
+    assert_eq!(next_message(&mut seen_a).await, b"still fine");
+}
+
+#[wasm_bindgen_test]
+async fn a_5_mib_message_arrives_intact_and_in_order() {
+    let (to_a, mut seen_a, _seen_b) = connected_pair(ConnLimits::default()).await;
+    let big: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i ^ (i >> 8)) as u8)
+        .collect();
+    to_a.send(b"before").unwrap();
+    to_a.send(&big).unwrap();
+    to_a.send(b"after").unwrap();
+    assert_eq!(next_message(&mut seen_a).await, b"before");
+    let got = next_message(&mut seen_a).await;
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "5 MiB arrive byte for byte");
+    assert_eq!(next_message(&mut seen_a).await, b"after");
+}
+
+#[wasm_bindgen_test]
+async fn a_full_send_queue_refuses_new_messages_and_loses_none_it_accepted() {
+    let limits = ConnLimits {
+        max_message: 1 << 20,
+        max_queued: 2 << 20,
+    };
+    let (to_a, mut seen_a, _seen_b) = connected_pair(limits).await;
+    let msg = vec![7u8; 512 * 1024];
+    let mut accepted = 0;
+    let refused = loop {
+        match to_a.send(&msg) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100, "the queue never filled");
+    };
+    assert_eq!(refused, TransportError::Backpressure);
+    assert!(accepted >= 2, "accepted {accepted}");
+    assert!(to_a.buffered_amount() <= (2 << 20) + (1 << 20));
+    for _ in 0..accepted {
+        assert_eq!(next_message(&mut seen_a).await, msg);
+    }
+    // Drained: sending works again.
+    to_a.send(b"again").unwrap();
+    assert_eq!(next_message(&mut seen_a).await, b"again");
+}
+
+#[wasm_bindgen_test]
+async fn garbage_on_the_channel_is_reported_as_corrupt_not_a_panic() {
+    let (to_a, mut seen_a, _seen_b) = connected_pair(ConnLimits::default()).await;
+    to_a.send(b"fine").unwrap();
+    assert_eq!(next_message(&mut seen_a).await, b"fine");
+    to_a.send_unframed(&[0x7f, 0xde, 0xad]).unwrap();
     match next_within(&mut seen_a, 10_000).await {
-        Seen::Message(_, m) => assert_eq!(m, b"still fine"),
-        other => panic!("expected a message, got {other:?}"),
+        Seen::Corrupt(from, why) => {
+            assert_ne!(
+                from,
+                to_a.remote(),
+                "reported by the receiver about the sender"
+            );
+            assert!(why.contains("header"), "{why}");
+        }
+        other => panic!("expected a corrupt report, got {other:?}"),
     }
 }
 

@@ -5,10 +5,11 @@
 //! `RTCPeerConnection` per neighbour) and `web_signaling` (the WebSocket client of the
 //! bootstrap server).
 
+pub mod chunk;
+#[cfg(target_arch = "wasm32")]
 pub mod web;
+#[cfg(target_arch = "wasm32")]
 pub mod web_signaling;
-
-use wasm_bindgen::{JsCast, JsValue};
 
 /// Why a transport operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +31,15 @@ pub enum TransportError {
     /// The send buffer is full; try again when it drains.
     #[error("send buffer is full")]
     Backpressure,
+    /// The remote peer broke the framing (garbage or an oversized message).
+    #[error("remote peer broke the framing: {0}")]
+    Corrupt(#[from] chunk::ChunkError),
 }
 
 /// A readable one-line description of a thrown JS value.
-pub(crate) fn describe_js_error(e: &JsValue) -> String {
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn describe_js_error(e: &wasm_bindgen::JsValue) -> String {
+    use wasm_bindgen::JsCast;
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
         let name: String = err.name().into();
         let msg: String = err.message().into();

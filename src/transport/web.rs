@@ -11,6 +11,10 @@
 //! - **Perfect negotiation**: the side with the smaller [`PeerId`] is *polite*. When both
 //!   sides offer at once (glare), the impolite side ignores the incoming offer and the
 //!   polite side rolls its own back and answers. No coordinator and no retry loop.
+//! - **Chunks and backpressure**: every message travels as 16 KiB chunks (`chunk.rs`)
+//!   through a queue of ours that feeds the browser only while its `bufferedAmount` is
+//!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
+//!   is full instead of letting memory grow.
 //! - **Trickle ICE**: candidates are emitted as they are found; remote candidates that
 //!   arrive before the remote description are queued, because a relay through the
 //!   overlay does not keep the order the sender produced them in.
@@ -20,6 +24,7 @@
 //!   as the channel's `close`, because Firefox and Chromium disagree on which fires.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures_channel::mpsc;
@@ -37,15 +42,33 @@ use web_sys::{
 use crate::id::PeerId;
 use crate::signal::SignalPayload;
 
-use super::{describe_js_error, TransportError};
+use super::{chunk, describe_js_error, TransportError};
 
-/// Largest message [`WebConnection::send`] accepts in one piece. Browsers advertise
-/// 256 KiB but only 64 KiB is portable; larger payloads are chunked above this layer.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+/// `bufferedAmount` up to which queued chunks are handed to the browser. Above it, chunks
+/// wait in our queue until the browser fires `bufferedamountlow`: Chromium kills a
+/// channel whose buffer reaches 16 MiB, so we never get near.
+pub const HIGH_WATER: u32 = 1024 * 1024;
+/// `bufferedAmountLowThreshold`: when the browser's buffer drains below this, we refill.
+pub const LOW_WATER: u32 = 256 * 1024;
 
-/// `bufferedAmount` above which [`WebConnection::send`] refuses with
-/// [`TransportError::Backpressure`]. Chromium kills a channel at 16 MiB.
-pub const MAX_BUFFERED: u32 = 8 * 1024 * 1024;
+/// Limits of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Largest message sent or accepted (it travels in 16 KiB chunks).
+    pub max_message: usize,
+    /// Most bytes waiting in our send queue; beyond it `send` refuses with
+    /// [`TransportError::Backpressure`] and nothing already queued is lost.
+    pub max_queued: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_message: 16 * 1024 * 1024,
+            max_queued: 32 * 1024 * 1024,
+        }
+    }
+}
 
 /// Number of `RTCPeerConnection`s this page has created, all connections together.
 /// Chromium refuses more than ~500 per page lifetime, so the overlay watches this.
@@ -77,8 +100,10 @@ pub enum ConnEvent {
     Signal(SignalPayload),
     /// The data channel is open: messages can flow.
     Open,
-    /// A message arrived.
+    /// A whole message arrived (reassembled from its chunks).
     Message(Vec<u8>),
+    /// The remote peer broke the framing; the caller should report and drop it.
+    Corrupt(String),
     /// The connection is gone, for the reason given. No event follows.
     Closed(String),
 }
@@ -92,13 +117,38 @@ struct Negotiation {
     closed: bool,
 }
 
+/// Chunks waiting for room in the browser's send buffer.
+#[derive(Default)]
+struct SendQueue {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl SendQueue {
+    /// Hands queued chunks to the browser while its buffer is below [`HIGH_WATER`].
+    fn pump(&mut self, dc: &RtcDataChannel) -> Result<(), TransportError> {
+        while dc.buffered_amount() < HIGH_WATER {
+            let Some(chunk) = self.chunks.front() else {
+                break;
+            };
+            dc.send_with_u8_array(chunk)
+                .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
+            self.bytes -= chunk.len();
+            self.chunks.pop_front();
+        }
+        Ok(())
+    }
+}
+
 /// One `RTCPeerConnection` with its data channel.
 pub struct WebConnection {
     remote: PeerId,
     polite: bool,
+    limits: ConnLimits,
     pc: RtcPeerConnection,
     dc: RtcDataChannel,
     state: Rc<RefCell<Negotiation>>,
+    queue: Rc<RefCell<SendQueue>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -113,6 +163,7 @@ impl WebConnection {
         local: PeerId,
         remote: PeerId,
         ice_servers: &[IceServer],
+        limits: ConnLimits,
         initiate: bool,
     ) -> Result<(Self, mpsc::UnboundedReceiver<ConnEvent>), TransportError> {
         let config = RtcConfiguration::new();
@@ -127,14 +178,17 @@ impl WebConnection {
         init.set_ordered(true);
         let dc = pc.create_data_channel_with_data_channel_dict("rhizome", &init);
         dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+        dc.set_buffered_amount_low_threshold(LOW_WATER);
 
         let (tx, rx) = mpsc::unbounded();
         let mut conn = WebConnection {
             remote,
             polite: local < remote,
+            limits,
             pc,
             dc,
             state: Rc::new(RefCell::new(Negotiation::default())),
+            queue: Rc::new(RefCell::new(SendQueue::default())),
             events: tx,
             _callbacks: Vec::new(),
         };
@@ -157,28 +211,42 @@ impl WebConnection {
         self.dc.ready_state() == RtcDataChannelState::Open
     }
 
-    /// Bytes queued in the data channel and not yet sent.
-    pub fn buffered_amount(&self) -> u32 {
-        self.dc.buffered_amount()
+    /// Bytes accepted by [`WebConnection::send`] and not yet sent: our queue plus the
+    /// browser's buffer.
+    pub fn buffered_amount(&self) -> usize {
+        self.queue.borrow().bytes + self.dc.buffered_amount() as usize
     }
 
-    /// Sends one message. Refuses (and loses nothing already queued) when the channel is
-    /// not open, the message is too large, or the send buffer is full.
+    /// Sends one message of up to [`ConnLimits::max_message`] bytes, in order with every
+    /// other. Refuses — and loses nothing already queued — when the channel is not open,
+    /// the message is too large, or the send queue is full (wait for it to drain).
     pub fn send(&self, data: &[u8]) -> Result<(), TransportError> {
-        if data.len() > MAX_MESSAGE {
+        if data.len() > self.limits.max_message {
             return Err(TransportError::TooLarge {
                 size: data.len(),
-                max: MAX_MESSAGE,
+                max: self.limits.max_message,
             });
         }
         if !self.is_open() {
             return Err(TransportError::NotOpen);
         }
-        if self.dc.buffered_amount() > MAX_BUFFERED {
+        let mut queue = self.queue.borrow_mut();
+        if queue.bytes + data.len() > self.limits.max_queued {
             return Err(TransportError::Backpressure);
         }
+        for c in chunk::split(data) {
+            queue.bytes += c.len();
+            queue.chunks.push_back(c);
+        }
+        queue.pump(&self.dc)
+    }
+
+    /// Sends `bytes` as one raw data-channel message, bypassing chunking and the queue.
+    /// Exists to test how peers treat a misbehaving one; never needed otherwise.
+    #[doc(hidden)]
+    pub fn send_unframed(&self, bytes: &[u8]) -> Result<(), TransportError> {
         self.dc
-            .send_with_u8_array(data)
+            .send_with_u8_array(bytes)
             .map_err(|e| TransportError::Browser(describe_js_error(&e)))
     }
 
@@ -186,9 +254,7 @@ impl WebConnection {
     pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), TransportError> {
         match payload {
             SignalPayload::Offer { sdp } => self.handle_description(RtcSdpType::Offer, sdp).await,
-            SignalPayload::Answer { sdp } => {
-                self.handle_description(RtcSdpType::Answer, sdp).await
-            }
+            SignalPayload::Answer { sdp } => self.handle_description(RtcSdpType::Answer, sdp).await,
             SignalPayload::Candidate {
                 candidate,
                 sdp_mid,
@@ -224,7 +290,11 @@ impl WebConnection {
         }
     }
 
-    async fn handle_description(&self, kind: RtcSdpType, sdp: String) -> Result<(), TransportError> {
+    async fn handle_description(
+        &self,
+        kind: RtcSdpType,
+        sdp: String,
+    ) -> Result<(), TransportError> {
         let offer_collision = kind == RtcSdpType::Offer
             && (self.state.borrow().making_offer
                 || self.pc.signaling_state() != RtcSignalingState::Stable);
@@ -274,7 +344,8 @@ impl WebConnection {
                     state.borrow_mut().making_offer = false;
                     match result {
                         Ok(sdp) => {
-                            let _ = tx.unbounded_send(ConnEvent::Signal(SignalPayload::Offer { sdp }));
+                            let _ =
+                                tx.unbounded_send(ConnEvent::Signal(SignalPayload::Offer { sdp }));
                         }
                         Err(e) => {
                             if !state.borrow().closed {
@@ -308,7 +379,8 @@ impl WebConnection {
                     sdp_m_line_index: c.sdp_m_line_index(),
                 }));
             });
-            self.pc.set_onicecandidate(Some(cb.as_ref().unchecked_ref()));
+            self.pc
+                .set_onicecandidate(Some(cb.as_ref().unchecked_ref()));
             callbacks.push(cb);
         }
 
@@ -345,21 +417,49 @@ impl WebConnection {
         }
         {
             let tx = self.events.clone();
+            let mut reassembler = chunk::Reassembler::new(self.limits.max_message);
+            let mut corrupt = false;
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
                 let Ok(ev) = ev.dyn_into::<MessageEvent>() else {
                     return;
                 };
+                if corrupt {
+                    return; // already reported; the rest of the stream is meaningless
+                }
                 let data = ev.data();
-                let bytes = if let Some(s) = data.as_string() {
-                    // Text frames are not part of the protocol; pass them on so the layer
-                    // above can report the peer instead of silently dropping them.
-                    s.into_bytes()
-                } else {
-                    Uint8Array::new(&data).to_vec()
+                let result = match data.as_string() {
+                    // Text frames are not part of the protocol.
+                    Some(_) => Err("text frame on a binary channel".to_string()),
+                    None => reassembler
+                        .push(&Uint8Array::new(&data).to_vec())
+                        .map_err(|e| e.to_string()),
                 };
-                let _ = tx.unbounded_send(ConnEvent::Message(bytes));
+                match result {
+                    Ok(Some(message)) => {
+                        let _ = tx.unbounded_send(ConnEvent::Message(message));
+                    }
+                    Ok(None) => {}
+                    Err(reason) => {
+                        corrupt = true;
+                        let _ = tx.unbounded_send(ConnEvent::Corrupt(reason));
+                    }
+                }
             });
             self.dc.set_onmessage(Some(cb.as_ref().unchecked_ref()));
+            callbacks.push(cb);
+        }
+        {
+            let dc = self.dc.clone();
+            let queue = self.queue.clone();
+            let state = self.state.clone();
+            let tx = self.events.clone();
+            let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                if let Err(e) = queue.borrow_mut().pump(&dc) {
+                    close_once(&state, &tx, &format!("send failed: {e}"));
+                }
+            });
+            self.dc
+                .set_onbufferedamountlow(Some(cb.as_ref().unchecked_ref()));
             callbacks.push(cb);
         }
         {
@@ -381,6 +481,7 @@ impl WebConnection {
         self.pc.set_oniceconnectionstatechange(None);
         self.dc.set_onopen(None);
         self.dc.set_onmessage(None);
+        self.dc.set_onbufferedamountlow(None);
         self.dc.set_onclose(None);
     }
 

@@ -279,7 +279,9 @@ impl SignalingClient {
                 Raw::Text(text) => text,
             };
             return Some(match serde_json::from_str::<ServerMsg>(&text) {
-                Ok(ServerMsg::Signal { from, envelope }) => SignalingEvent::Signal { from, envelope },
+                Ok(ServerMsg::Signal { from, envelope }) => {
+                    SignalingEvent::Signal { from, envelope }
+                }
                 Ok(ServerMsg::Error { code, message }) => SignalingEvent::Error {
                     code: Some(code),
                     message,

@@ -1,0 +1,149 @@
+//! Chunking of large messages over one ordered, reliable data channel.
+//!
+//! Only messages up to 64 KiB cross every browser's data channel in one piece, and large
+//! messages block the channel for everything behind them. So every message is sent as
+//! one or more chunks of at most [`CHUNK_PAYLOAD`] bytes, each preceded by a one-byte
+//! header saying whether more chunks of the same message follow. The channel is ordered
+//! and reliable, so reassembly is concatenation: no ids, no offsets, nothing to reorder.
+//!
+//! The receiver bounds what it buffers ([`Reassembler::new`]'s limit): a peer announcing
+//! an endless message gets an error, not our memory. This module is pure (no browser
+//! types), so both transports and the tests share it.
+
+/// Payload bytes per chunk: 16 KiB, the size every WebRTC stack handles without
+/// fragmentation trouble.
+pub const CHUNK_PAYLOAD: usize = 16 * 1024;
+
+/// Header of a chunk after which the message continues.
+const MORE: u8 = 0x01;
+/// Header of the last (or only) chunk of a message.
+const LAST: u8 = 0x00;
+
+/// Why a chunk was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// A chunk with no header byte.
+    #[error("empty chunk")]
+    Empty,
+    /// A header byte that is neither "more" nor "last".
+    #[error("unknown chunk header {0:#04x}")]
+    BadHeader(u8),
+    /// The message grew beyond the receiver's limit.
+    #[error("message exceeds the {max}-byte limit")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Splits `message` into chunks ready to send, in order. An empty message is one chunk.
+pub fn split(message: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let n = message.len().div_ceil(CHUNK_PAYLOAD).max(1);
+    (0..n).map(move |i| {
+        let start = i * CHUNK_PAYLOAD;
+        let end = (start + CHUNK_PAYLOAD).min(message.len());
+        let mut chunk = Vec::with_capacity(1 + end - start);
+        chunk.push(if i + 1 == n { LAST } else { MORE });
+        chunk.extend_from_slice(&message[start..end]);
+        chunk
+    })
+}
+
+/// Reassembles messages from the chunks of one channel.
+#[derive(Debug)]
+pub struct Reassembler {
+    max: usize,
+    partial: Vec<u8>,
+}
+
+impl Reassembler {
+    /// A reassembler that refuses messages larger than `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Reassembler {
+            max,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Feeds one chunk; returns the message it completes, if any. After an error the
+    /// partial message is dropped, and the next chunk starts a new message.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, ChunkError> {
+        let (&header, payload) = chunk.split_first().ok_or(ChunkError::Empty)?;
+        if header != MORE && header != LAST {
+            self.partial.clear();
+            return Err(ChunkError::BadHeader(header));
+        }
+        if self.partial.len() + payload.len() > self.max {
+            self.partial = Vec::new();
+            return Err(ChunkError::TooLarge { max: self.max });
+        }
+        self.partial.extend_from_slice(payload);
+        if header == LAST {
+            Ok(Some(std::mem::take(&mut self.partial)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Bytes buffered for the message in progress.
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(message: &[u8]) -> Vec<u8> {
+        let mut r = Reassembler::new(8 << 20);
+        let mut out = None;
+        for c in split(message) {
+            assert!(c.len() <= CHUNK_PAYLOAD + 1);
+            assert!(out.is_none(), "nothing completes before the last chunk");
+            out = r.push(&c).unwrap();
+        }
+        out.expect("the last chunk completes the message")
+    }
+
+    #[test]
+    fn messages_of_every_size_survive_chunking() {
+        for len in [
+            0,
+            1,
+            CHUNK_PAYLOAD - 1,
+            CHUNK_PAYLOAD,
+            CHUNK_PAYLOAD + 1,
+            5 << 20,
+        ] {
+            let m: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            assert_eq!(roundtrip(&m), m, "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_and_the_next_one_still_arrives() {
+        let mut r = Reassembler::new(3 * CHUNK_PAYLOAD);
+        let big = vec![1u8; 4 * CHUNK_PAYLOAD];
+        let result: Result<Vec<_>, _> = split(&big).map(|c| r.push(&c)).collect();
+        assert_eq!(
+            result,
+            Err(ChunkError::TooLarge {
+                max: 3 * CHUNK_PAYLOAD
+            })
+        );
+        assert!(r.buffered() <= 3 * CHUNK_PAYLOAD);
+        // The sender's remaining chunks of the refused message would be garbage to us; a
+        // real transport closes the channel here. A fresh message on a fresh reassembler:
+        let mut r = Reassembler::new(3 * CHUNK_PAYLOAD);
+        assert_eq!(r.push(&[LAST, 9]).unwrap(), Some(vec![9]));
+    }
+
+    #[test]
+    fn garbage_chunks_are_errors_not_panics() {
+        let mut r = Reassembler::new(1024);
+        assert_eq!(r.push(&[]), Err(ChunkError::Empty));
+        assert_eq!(r.push(&[0x7f, 1, 2]), Err(ChunkError::BadHeader(0x7f)));
+        assert_eq!(r.push(&[LAST, 1, 2]).unwrap(), Some(vec![1, 2]));
+    }
+}
