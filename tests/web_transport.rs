@@ -17,11 +17,12 @@ use futures_util::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use rhizome::id::{Identity, PeerId};
 use rhizome::signal::{SignalPayload, SignedEnvelope};
-use rhizome::transport::web::{connections_created, ConnEvent, ConnLimits, WebConnection};
+use rhizome::transport::web::{connections_created, WebConnection};
 use rhizome::transport::web_signaling::{
     SignalingClient, SignalingError, SignalingEvent, SignalingSender,
 };
 use rhizome::transport::TransportError;
+use rhizome::transport::{ConnEvent, ConnLimits};
 use wasm_bindgen_futures::spawn_local;
 use wasm_bindgen_test::*;
 

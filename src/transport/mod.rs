@@ -5,11 +5,60 @@
 //! `RTCPeerConnection` per neighbour) and `web_signaling` (the WebSocket client of the
 //! bootstrap server).
 
+use crate::signal::SignalPayload;
+
 pub mod chunk;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 #[cfg(target_arch = "wasm32")]
 pub mod web_signaling;
+
+/// Limits of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Largest message sent or accepted (it travels in 16 KiB chunks).
+    pub max_message: usize,
+    /// Most bytes waiting in our send queue; beyond it `send` refuses with
+    /// [`TransportError::Backpressure`] and nothing already queued is lost.
+    pub max_queued: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_message: 16 * 1024 * 1024,
+            max_queued: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// An ICE server (STUN or TURN), as in `RTCIceServer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Something that happened on a connection (browser or native).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A signal to deliver to the remote peer (through the server or the overlay).
+    Signal(SignalPayload),
+    /// The data channel is open: messages can flow.
+    Open,
+    /// A whole message arrived (reassembled from its chunks).
+    Message(Vec<u8>),
+    /// The remote peer broke the framing; the caller should report and drop it.
+    Corrupt(String),
+    /// The connection is gone, for the reason given. No event follows.
+    Closed(String),
+}
 
 /// Why a transport operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,7 +42,7 @@ use web_sys::{
 use crate::id::PeerId;
 use crate::signal::SignalPayload;
 
-use super::{chunk, describe_js_error, TransportError};
+use super::{chunk, describe_js_error, ConnEvent, ConnLimits, IceServer, TransportError};
 
 /// `bufferedAmount` up to which queued chunks are handed to the browser. Above it, chunks
 /// wait in our queue until the browser fires `bufferedamountlow`: Chromium kills a
@@ -50,25 +50,6 @@ use super::{chunk, describe_js_error, TransportError};
 pub const HIGH_WATER: u32 = 1024 * 1024;
 /// `bufferedAmountLowThreshold`: when the browser's buffer drains below this, we refill.
 pub const LOW_WATER: u32 = 256 * 1024;
-
-/// Limits of one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Largest message sent or accepted (it travels in 16 KiB chunks).
-    pub max_message: usize,
-    /// Most bytes waiting in our send queue; beyond it `send` refuses with
-    /// [`TransportError::Backpressure`] and nothing already queued is lost.
-    pub max_queued: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            max_message: 16 * 1024 * 1024,
-            max_queued: 32 * 1024 * 1024,
-        }
-    }
-}
 
 /// Number of `RTCPeerConnection`s this page has created, all connections together.
 /// Chromium refuses more than ~500 per page lifetime, so the overlay watches this.
@@ -78,34 +59,6 @@ pub fn connections_created() -> u32 {
 
 thread_local! {
     static CREATED: RefCell<u32> = const { RefCell::new(0) };
-}
-
-/// An ICE server (STUN or TURN), as in `RTCIceServer`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IceServer {
-    /// `stun:` / `turn:` URLs.
-    pub urls: Vec<String>,
-    /// TURN user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// TURN credential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
-/// Something that happened on a [`WebConnection`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnEvent {
-    /// A signal to deliver to the remote peer (through the server or the overlay).
-    Signal(SignalPayload),
-    /// The data channel is open: messages can flow.
-    Open,
-    /// A whole message arrived (reassembled from its chunks).
-    Message(Vec<u8>),
-    /// The remote peer broke the framing; the caller should report and drop it.
-    Corrupt(String),
-    /// The connection is gone, for the reason given. No event follows.
-    Closed(String),
 }
 
 /// Perfect-negotiation state shared with the callbacks.
