@@ -1,0 +1,80 @@
+// Shared helpers for the end-to-end tests: a real signaling server and a real headless
+// Chromium (Debian's, driven by playwright-core; Playwright never downloads a browser).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Chromium flags that keep it quiet and working on a closed network, as root. */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
+
+/**
+ * Starts the signaling server (the debug build) on a free loopback port, serving www/ and
+ * pkg/. Resolves to { url, wsUrl, stop }.
+ */
+export function startServer(extraArgs = []) {
+  const bin = process.env.RHIZOME_SIGNALING_BIN ?? join(root, 'target', 'debug', 'rhizome-signaling');
+  const child = spawn(
+    bin,
+    ['--bind', '127.0.0.1:0', '--static-dir', join(root, 'www'), '--pkg-dir', join(root, 'pkg'), ...extraArgs],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let log = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 15_000);
+    child.stderr.on('data', (d) => { log += d; });
+    child.stdout.on('data', (d) => {
+      log += d;
+      const m = /listening on (http:\/\/[^\s]+)/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        const url = m[1];
+        resolve({
+          url,
+          wsUrl: url.replace(/^http/, 'ws') + '/ws',
+          process: child,
+          log: () => log,
+          stop: () => new Promise((done) => {
+            if (child.exitCode !== null) return done(child.exitCode);
+            child.once('exit', (code) => done(code));
+            child.kill('SIGTERM');
+          }),
+        });
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${log}`));
+    });
+  });
+}
+
+/** Launches headless Chromium with a fresh profile. Resolves to { browser, close }. */
+export async function launchBrowser() {
+  const profile = mkdtempSync(join(tmpdir(), 'rhizome-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
