@@ -154,6 +154,94 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Too many errors on one session; it is closed.
     TooManyErrors,
+    /// The target of a `signal` is not reading fast enough and its queue on the server is
+    /// full; this one envelope was not delivered (retry later or give up on the target).
+    PeerBusy,
+}
+
+/// WebSocket close code sent with [`ErrorCode::ShuttingDown`] (1001, "going away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code sent with [`ErrorCode::OriginForbidden`] (1008, "policy violation").
+pub const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code sent when a frame exceeds the server's hard size limit
+/// ([`ErrorCode::FrameTooLarge`]; 1009, "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code sent with [`ErrorCode::Replaced`].
+pub const CLOSE_REPLACED: u16 = 4000;
+/// WebSocket close code sent with [`ErrorCode::JoinTimeout`].
+pub const CLOSE_JOIN_TIMEOUT: u16 = 4001;
+/// WebSocket close code sent with [`ErrorCode::IdleTimeout`].
+pub const CLOSE_IDLE_TIMEOUT: u16 = 4002;
+/// WebSocket close code sent with [`ErrorCode::TooManyErrors`].
+pub const CLOSE_TOO_MANY_ERRORS: u16 = 4003;
+
+impl ErrorCode {
+    /// Every code, in declaration order (for documentation, metrics and tests).
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::BadProof,
+        ErrorCode::BadRoom,
+        ErrorCode::RoomFull,
+        ErrorCode::TooManyRooms,
+        ErrorCode::UnknownPeer,
+        ErrorCode::JoinTimeout,
+        ErrorCode::IdleTimeout,
+        ErrorCode::Replaced,
+        ErrorCode::OriginForbidden,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooManyErrors,
+        ErrorCode::PeerBusy,
+    ];
+
+    /// The code as it appears on the wire (`"frame-too-large"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::FrameTooLarge => "frame-too-large",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::BadProof => "bad-proof",
+            ErrorCode::BadRoom => "bad-room",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::TooManyRooms => "too-many-rooms",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::JoinTimeout => "join-timeout",
+            ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::Replaced => "replaced",
+            ErrorCode::OriginForbidden => "origin-forbidden",
+            ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::TooManyErrors => "too-many-errors",
+            ErrorCode::PeerBusy => "peer-busy",
+        }
+    }
+
+    /// The WebSocket close code the server sends right after this error, if the error ends
+    /// the session (`None`: the session stays open). A client can read the reason from
+    /// the close code alone; the close reason text is [`ErrorCode::as_str`].
+    pub const fn close_code(self) -> Option<u16> {
+        match self {
+            ErrorCode::ShuttingDown => Some(CLOSE_GOING_AWAY),
+            ErrorCode::OriginForbidden => Some(CLOSE_POLICY),
+            ErrorCode::Replaced => Some(CLOSE_REPLACED),
+            ErrorCode::JoinTimeout => Some(CLOSE_JOIN_TIMEOUT),
+            ErrorCode::IdleTimeout => Some(CLOSE_IDLE_TIMEOUT),
+            ErrorCode::TooManyErrors => Some(CLOSE_TOO_MANY_ERRORS),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What one peer tells another to set up (or tear down) a WebRTC connection.
@@ -290,6 +378,15 @@ mod tests {
         };
         let v = serde_json::to_value(&err).unwrap();
         assert_eq!(v["code"], "frame-too-large");
+    }
+
+    #[test]
+    fn error_code_names_match_their_json_form() {
+        for code in ErrorCode::ALL {
+            let v = serde_json::to_value(code).unwrap();
+            assert_eq!(v, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(v).unwrap(), code);
+        }
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! The HTTP side: routes, layers, and the serve loop with graceful shutdown.
+//!
+//! Routes: `/ws` (the signaling WebSocket), `/healthz`, `/metrics`, and optionally the
+//! demo page at `/` and the wasm-pack output at `/pkg/`. Handlers stay small; per-request
+//! limits (tracing, a request timeout) are tower layers. The WebSocket limits that need a
+//! protocol answer (`error {code}` frames) live in [`crate::session`], because a browser
+//! cannot read an HTTP error body from a failed WebSocket upgrade.
+//!
+//! Sessions outlive their HTTP request (after the upgrade, hyper hands the socket over),
+//! so the server tracks them itself: on shutdown it stops accepting, tells every session
+//! to say `shutting-down` and close, and waits for them up to `shutdown_grace`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::rooms::{Rooms, SessionId};
+use crate::{session, telemetry};
+
+/// Time limit on a plain HTTP request (static files, health, metrics).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of the read buffer of each WebSocket: small, because idle sessions dominate.
+const WS_READ_BUFFER: usize = 4096;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A directory to serve does not exist.
+    #[error("{flag} {path:?} is not a directory")]
+    NotADirectory {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The path given.
+        path: std::path::PathBuf,
+    },
+    /// Accepting or serving connections failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every handler and session of one server.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub rooms: Rooms,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    slots: Arc<Semaphore>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn new(config: Config) -> Self {
+        Shared {
+            rooms: Rooms::new(
+                config.max_rooms,
+                config.max_peers_per_room,
+                config.sample_size,
+            ),
+            slots: Arc::new(Semaphore::new(
+                config.max_sessions.min(Semaphore::MAX_PERMITS),
+            )),
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves the signaling protocol (and the configured static directories) on `listener`
+/// until `shutdown` completes, then closes every session with `shutting-down` and
+/// returns once they are gone (or `shutdown_grace` has passed).
+pub async fn serve<F>(config: Config, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    for (flag, dir) in [
+        ("--static-dir", &config.static_dir),
+        ("--pkg-dir", &config.pkg_dir),
+    ] {
+        if let Some(path) = dir {
+            if !path.is_dir() {
+                return Err(ServeError::NotADirectory {
+                    flag,
+                    path: path.clone(),
+                });
+            }
+        }
+    }
+    telemetry::handle();
+    let grace = config.shutdown_grace;
+    let shared = Arc::new(Shared::new(config));
+    let app = router(shared.clone());
+    let token = shared.shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down");
+            token.cancel();
+        })
+        .await;
+    shared.shutdown.cancel();
+    shared.tasks.close();
+    if timeout(grace, shared.tasks.wait()).await.is_err() {
+        warn!(
+            sessions = shared.tasks.len(),
+            "sessions still open after the shutdown grace"
+        );
+    }
+    served?;
+    Ok(())
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let mut app = Router::new()
+        .route("/ws", get(websocket))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(shared.clone());
+    if let Some(pkg) = &shared.config.pkg_dir {
+        app = app.nest_service("/pkg", ServeDir::new(pkg));
+    }
+    if let Some(dir) = &shared.config.static_dir {
+        app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
+    }
+    app.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        HTTP_TIMEOUT,
+    ))
+    .layer(TraceLayer::new_for_http())
+}
+
+async fn websocket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+        telemetry::session_refused();
+        return (StatusCode::SERVICE_UNAVAILABLE, "server full\n").into_response();
+    };
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("(not text)"));
+    let origin_ok = shared.config.origin_allowed(origin);
+    let hard = shared.config.hard_frame_bytes();
+    let tasks = shared.tasks.clone();
+    upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(hard)
+        .max_frame_size(hard)
+        .on_failed_upgrade(|e| debug!("websocket upgrade failed: {e}"))
+        .on_upgrade(move |ws| tasks.track_future(session::run(ws, shared, origin_ok, slot)))
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let (rooms, members) = shared.rooms.counts();
+    let sessions =
+        shared.config.max_sessions.min(Semaphore::MAX_PERMITS) - shared.slots.available_permits();
+    Json(serde_json::json!({
+        "status": "ok",
+        "sessions": sessions,
+        "rooms": rooms,
+        "members": members,
+    }))
+}
+
+async fn metrics() -> Response {
+    match telemetry::handle() {
+        Some(handle) => {
+            handle.run_upkeep();
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "another metrics recorder is installed in this process\n",
+        )
+            .into_response(),
+    }
+}

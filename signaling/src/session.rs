@@ -1,0 +1,450 @@
+//! One WebSocket session, from `hello` to the close frame.
+//!
+//! Each connection is one task that owns its socket and waits on five things at once:
+//! server shutdown, replacement by a newer session of the same peer, its deadline (join
+//! deadline until joined, then idle timeout), signals relayed to it, and frames from its
+//! client. Because the task alone writes to its socket, a client that stops reading
+//! stalls only its own task (bounded by the write timeout) and fills only its own relay
+//! queue; everyone else keeps going.
+//!
+//! Every refusal is an `error {code, message}` frame. Protocol violations also count
+//! against the session's error budget; the session survives `max_errors` of them and is
+//! closed on the next. Refusals that are nobody's fault (`room-full`, `unknown-peer`,
+//! `peer-busy`, ...) do not count. A session that ends because of the server's decision
+//! gets the error frame, then a close frame whose code names the reason (see
+//! [`ErrorCode::close_code`]), then a short wait for the client's close reply so that
+//! neither frame is lost to a TCP reset.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use rhizome::id::{PeerId, Signature};
+use rhizome::signal::{
+    verify_join_proof, ClientMsg, ErrorCode, ServerMsg, CLOSE_TOO_BIG, MAX_ROOM_LEN,
+    PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{debug, info_span, Instrument};
+
+use crate::rate_limit::TokenBucket;
+use crate::rooms::{JoinError, Member, RelayError, SessionId};
+use crate::server::Shared;
+use crate::telemetry;
+
+/// Longest wait for the client's close reply after the server sent its close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// How a session ends.
+enum End {
+    /// The client closed or the connection broke: nothing more to say.
+    Disconnected,
+    /// The server ends the session: error frame with `code`, then a close frame.
+    Close {
+        code: ErrorCode,
+        message: String,
+        close: u16,
+    },
+}
+
+impl End {
+    fn close(code: ErrorCode, message: impl Into<String>) -> Self {
+        End::Close {
+            code,
+            message: message.into(),
+            // Every code that ends a session has a close code; 1008 is the fallback.
+            close: code.close_code().unwrap_or(1008),
+        }
+    }
+}
+
+/// Runs one session to its end. `origin_ok` is the verdict of the Origin allow-list at
+/// upgrade time; `_slot` is the session's share of `max_sessions`, released on return.
+pub(crate) async fn run(
+    ws: WebSocket,
+    shared: Arc<Shared>,
+    origin_ok: bool,
+    _slot: OwnedSemaphorePermit,
+) {
+    let id = shared.next_session_id();
+    telemetry::session_opened();
+    let (outbox, inbox) = mpsc::channel(shared.config.send_queue.max(1));
+    let mut session = Session {
+        id,
+        nonce: new_nonce(),
+        joined: None,
+        errors: 0,
+        bucket: TokenBucket::new(
+            shared.config.rate_burst,
+            shared.config.rate_per_sec,
+            Instant::now(),
+        ),
+        outbox,
+        replaced: Arc::new(Notify::new()),
+        ws,
+        shared,
+    };
+    async move {
+        let end = if origin_ok {
+            session.serve(inbox).await
+        } else {
+            End::close(
+                ErrorCode::OriginForbidden,
+                "this page's origin may not use this server",
+            )
+        };
+        // Leave first, so nobody relays to a session that is closing.
+        session.leave();
+        if let End::Close {
+            code,
+            message,
+            close,
+        } = end
+        {
+            debug!(%code, "closing session");
+            session.close(code, message, close).await;
+        } else {
+            debug!("client went away");
+        }
+        telemetry::session_closed();
+    }
+    .instrument(info_span!("session", id))
+    .await
+}
+
+struct Session {
+    id: SessionId,
+    ws: WebSocket,
+    shared: Arc<Shared>,
+    /// The one-time value this session's join proof must sign.
+    nonce: String,
+    /// Room and peer id once joined.
+    joined: Option<(String, PeerId)>,
+    /// Protocol errors so far.
+    errors: u32,
+    bucket: TokenBucket,
+    /// Handed to the registry so other sessions can relay to this one.
+    outbox: mpsc::Sender<Utf8Bytes>,
+    replaced: Arc<Notify>,
+}
+
+impl Session {
+    async fn serve(&mut self, mut inbox: mpsc::Receiver<Utf8Bytes>) -> End {
+        let hello = ServerMsg::Hello {
+            nonce: self.nonce.clone(),
+            version: PROTOCOL_VERSION,
+        };
+        if let Err(end) = self.send(&hello).await {
+            return end;
+        }
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let replaced = self.replaced.clone();
+        let join_by = Instant::now() + config.join_deadline;
+        let mut idle_at = Instant::now() + config.idle_timeout;
+        loop {
+            let (deadline, expired) = if self.joined.is_none() && join_by <= idle_at {
+                (join_by, ErrorCode::JoinTimeout)
+            } else {
+                (idle_at, ErrorCode::IdleTimeout)
+            };
+            let step = tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => {
+                    Err(End::close(ErrorCode::ShuttingDown, "the server is shutting down"))
+                }
+                _ = replaced.notified() => Err(End::close(
+                    ErrorCode::Replaced,
+                    "a newer session joined with the same peer id",
+                )),
+                _ = sleep_until(deadline) => Err(End::close(expired, match expired {
+                    ErrorCode::JoinTimeout => "no join within the join deadline",
+                    _ => "nothing received within the idle timeout",
+                })),
+                Some(frame) = inbox.recv() => self.send_frame(Message::Text(frame)).await,
+                incoming = self.ws.recv() => match incoming {
+                    None => Err(End::Disconnected),
+                    Some(Err(e)) => Err(read_error(e, config.hard_frame_bytes())),
+                    Some(Ok(msg)) => {
+                        idle_at = Instant::now() + config.idle_timeout;
+                        self.on_message(msg).await
+                    }
+                },
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<(), End> {
+        let text = match msg {
+            Message::Text(t) => Some(t),
+            Message::Binary(_) => None,
+            // Control frames: activity only (the WebSocket layer answers pings itself).
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(End::Disconnected),
+        };
+        if !self.bucket.try_take(Instant::now()) {
+            return self
+                .refuse(ErrorCode::RateLimited, "too many messages; slow down")
+                .await;
+        }
+        let Some(text) = text else {
+            return self
+                .refuse(
+                    ErrorCode::BadRequest,
+                    "binary frames are not part of the protocol",
+                )
+                .await;
+        };
+        let max = self.shared.config.max_frame_bytes;
+        if text.len() > max {
+            let message = format!("frame of {} bytes exceeds {max}", text.len());
+            return self.refuse(ErrorCode::FrameTooLarge, message).await;
+        }
+        match decode(text.as_str()) {
+            Err((code, message)) => self.refuse(code, message).await,
+            Ok(ClientMsg::Ping) => self.send(&ServerMsg::Pong).await,
+            Ok(ClientMsg::Join { room, peer, proof }) => self.join(room, peer, proof).await,
+            Ok(ClientMsg::Signal { to, envelope }) => self.signal(to, envelope).await,
+        }
+    }
+
+    async fn join(&mut self, room: String, peer: PeerId, proof: Signature) -> Result<(), End> {
+        if self.joined.is_some() {
+            return self
+                .refuse(ErrorCode::AlreadyJoined, "this session already joined")
+                .await;
+        }
+        if room.is_empty() || room.len() > MAX_ROOM_LEN {
+            let message = format!("room names are 1 to {MAX_ROOM_LEN} bytes");
+            return self.refuse(ErrorCode::BadRoom, message).await;
+        }
+        if verify_join_proof(&peer, &self.nonce, &room, &proof).is_err() {
+            let message = "proof is not the peer's signature of this session's nonce and room";
+            return self.refuse(ErrorCode::BadProof, message).await;
+        }
+        let member = Member {
+            session: self.id,
+            outbox: self.outbox.clone(),
+            replaced: self.replaced.clone(),
+        };
+        match self.shared.rooms.join(&room, peer, member) {
+            Ok(joined) => {
+                telemetry::joined(joined.replaced);
+                debug!(peer = %peer.short(), room, replaced = joined.replaced, "joined");
+                self.joined = Some((room, peer));
+                self.send(&ServerMsg::Welcome {
+                    peers: joined.sample,
+                })
+                .await
+            }
+            Err(JoinError::RoomFull) => {
+                let message = format!(
+                    "room has {} members, the most this server allows",
+                    self.shared.config.max_peers_per_room
+                );
+                self.reply_error(ErrorCode::RoomFull, message).await
+            }
+            Err(JoinError::TooManyRooms) => {
+                let message = "the server has as many rooms as it allows";
+                self.reply_error(ErrorCode::TooManyRooms, message).await
+            }
+        }
+    }
+
+    async fn signal(&mut self, to: PeerId, envelope: serde_json::Value) -> Result<(), End> {
+        let Some((room, from)) = &self.joined else {
+            return self
+                .refuse(ErrorCode::NotJoined, "join a room before signalling")
+                .await;
+        };
+        let frame = encode(&ServerMsg::Signal {
+            from: *from,
+            envelope,
+        });
+        match self.shared.rooms.relay(room, from, self.id, &to, frame) {
+            Ok(()) => {
+                telemetry::relayed();
+                Ok(())
+            }
+            Err(RelayError::UnknownPeer) => {
+                let message = format!("{to} is not another member of this room");
+                self.reply_error(ErrorCode::UnknownPeer, message).await
+            }
+            Err(RelayError::PeerBusy) => {
+                let message = format!("{to} is not reading; signal not delivered");
+                self.reply_error(ErrorCode::PeerBusy, message).await
+            }
+            Err(RelayError::SenderReplaced) => Err(End::close(
+                ErrorCode::Replaced,
+                "a newer session joined with the same peer id",
+            )),
+        }
+    }
+
+    /// Refuses a protocol violation: counts it, and closes the session once the error
+    /// budget is spent.
+    async fn refuse(&mut self, code: ErrorCode, message: impl Into<String>) -> Result<(), End> {
+        self.errors += 1;
+        let message = message.into();
+        if self.errors > self.shared.config.max_errors {
+            return Err(End::close(
+                ErrorCode::TooManyErrors,
+                format!("too many errors; the last was {code}: {message}"),
+            ));
+        }
+        self.reply_error(code, message).await
+    }
+
+    /// Sends an error frame that does not end the session.
+    async fn reply_error(
+        &mut self,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), End> {
+        telemetry::error(code);
+        let message = message.into();
+        self.send(&ServerMsg::Error { code, message }).await
+    }
+
+    async fn send(&mut self, msg: &ServerMsg) -> Result<(), End> {
+        self.send_frame(Message::Text(encode(msg))).await
+    }
+
+    /// Writes one frame, giving up on a client that does not read within the write
+    /// timeout, or when the server shuts down meanwhile.
+    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+        let limit = self.shared.config.write_timeout;
+        tokio::select! {
+            sent = timeout(limit, self.ws.send(frame)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Disconnected),
+                Err(_) => {
+                    debug!("write timed out; dropping a client that does not read");
+                    Err(End::Disconnected)
+                }
+            },
+            _ = self.shared.shutdown.cancelled() => Err(End::Disconnected),
+        }
+    }
+
+    fn leave(&mut self) {
+        if let Some((room, peer)) = self.joined.take() {
+            if self.shared.rooms.leave(&room, &peer, self.id) {
+                telemetry::left();
+            }
+        }
+    }
+
+    /// Error frame, close frame, then wait (briefly) for the client's close reply.
+    async fn close(&mut self, code: ErrorCode, message: String, close: u16) {
+        telemetry::error(code);
+        let limit = self.shared.config.write_timeout.min(CLOSE_LINGER);
+        let error = Message::Text(encode(&ServerMsg::Error { code, message }));
+        let frame = Message::Close(Some(CloseFrame {
+            code: close,
+            reason: code.as_str().into(),
+        }));
+        let ws = &mut self.ws;
+        let _ = timeout(limit, async {
+            ws.send(error).await?;
+            ws.send(frame).await?;
+            while let Some(Ok(msg)) = ws.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+            Ok::<(), axum::Error>(())
+        })
+        .await;
+    }
+}
+
+/// Maps a read error to how the session ends: a frame beyond the hard limit gets a
+/// `frame-too-large` error and close code 1009; anything else means the connection broke.
+fn read_error(e: axum::Error, hard_limit: usize) -> End {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(c)) => End::Close {
+            code: ErrorCode::FrameTooLarge,
+            message: format!("{c}; the hard limit is {hard_limit} bytes"),
+            close: CLOSE_TOO_BIG,
+        },
+        _ => End::Disconnected,
+    }
+}
+
+/// Parses a client frame, telling an unknown `type` apart from a malformed message.
+fn decode(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
+    serde_json::from_str::<ClientMsg>(text).map_err(|e| {
+        #[derive(serde::Deserialize)]
+        struct Tagged {
+            #[serde(rename = "type")]
+            ty: String,
+        }
+        match serde_json::from_str::<Tagged>(text) {
+            Ok(t) if !["join", "signal", "ping"].contains(&t.ty.as_str()) => {
+                let shown: String = t.ty.chars().take(40).collect();
+                (
+                    ErrorCode::UnknownType,
+                    format!("unknown message type {shown:?}"),
+                )
+            }
+            _ => (ErrorCode::BadRequest, e.to_string()),
+        }
+    })
+}
+
+fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    // Server messages hold strings, numbers and JSON values with string keys only, which
+    // always serialize.
+    serde_json::to_string(msg)
+        .expect("server messages always serialize")
+        .into()
+}
+
+/// 128 random bits as hex, from the thread-local CSPRNG.
+fn new_nonce() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_types_are_told_apart_from_malformed_messages() {
+        assert!(matches!(decode(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping)));
+        assert_eq!(
+            decode(r#"{"type":"dance"}"#).map_err(|e| e.0).err(),
+            Some(ErrorCode::UnknownType)
+        );
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "42",
+            r#"{"type":7}"#,
+            r#"{"type":"join"}"#,
+            r#"{"no":"type"}"#,
+        ] {
+            assert_eq!(
+                decode(bad).map_err(|e| e.0).err(),
+                Some(ErrorCode::BadRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn nonces_are_fresh_hex() {
+        let (a, b) = (new_nonce(), new_nonce());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

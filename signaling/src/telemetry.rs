@@ -1,0 +1,111 @@
+//! Metrics: what an operator needs to see that the server is healthy and how it is used.
+//!
+//! Recorded through the `metrics` facade and rendered in the Prometheus text format by
+//! `metrics-exporter-prometheus` at `GET /metrics`. The recorder is process-global (the
+//! facade's design), so several servers started in one process (as in the tests) share
+//! one set of counters; gauges move by increments so they stay correct even then.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rhizome::signal::ErrorCode;
+
+/// Open WebSocket sessions (joined or not).
+pub const SESSIONS: &str = "rhizome_signaling_sessions";
+/// Rooms with at least one member.
+pub const ROOMS: &str = "rhizome_signaling_rooms";
+/// Sessions that are members of a room.
+pub const MEMBERS: &str = "rhizome_signaling_members";
+/// WebSocket sessions accepted since start.
+pub const CONNECTIONS: &str = "rhizome_signaling_connections_total";
+/// WebSocket upgrades refused because `max_sessions` was reached.
+pub const REFUSED: &str = "rhizome_signaling_refused_connections_total";
+/// Successful joins (including replacements).
+pub const JOINS: &str = "rhizome_signaling_joins_total";
+/// Joins that replaced an older session of the same peer.
+pub const REPLACEMENTS: &str = "rhizome_signaling_replacements_total";
+/// Signals queued for delivery to their target.
+pub const RELAYED: &str = "rhizome_signaling_signals_relayed_total";
+/// Error frames sent, labelled by `code`.
+pub const ERRORS: &str = "rhizome_signaling_errors_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle, or `None`
+/// if the embedding program installed another recorder first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            describe_gauge!(SESSIONS, "Open WebSocket sessions");
+            describe_gauge!(ROOMS, "Rooms with at least one member");
+            describe_gauge!(MEMBERS, "Sessions that joined a room");
+            describe_counter!(CONNECTIONS, "WebSocket sessions accepted");
+            describe_counter!(REFUSED, "WebSocket upgrades refused (server full)");
+            describe_counter!(JOINS, "Successful joins");
+            describe_counter!(REPLACEMENTS, "Joins that replaced a stale session");
+            describe_counter!(RELAYED, "Signals relayed");
+            describe_counter!(ERRORS, "Error frames sent, by code");
+            // Make the gauges and totals visible from the first scrape.
+            gauge!(SESSIONS).increment(0.0);
+            gauge!(ROOMS).increment(0.0);
+            gauge!(MEMBERS).increment(0.0);
+            for name in [CONNECTIONS, JOINS, RELAYED] {
+                counter!(name).increment(0);
+            }
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// A session opened.
+pub fn session_opened() {
+    counter!(CONNECTIONS).increment(1);
+    gauge!(SESSIONS).increment(1.0);
+}
+
+/// A session ended.
+pub fn session_closed() {
+    gauge!(SESSIONS).decrement(1.0);
+}
+
+/// An upgrade was refused for lack of session slots.
+pub fn session_refused() {
+    counter!(REFUSED).increment(1);
+}
+
+/// A room was created.
+pub fn room_opened() {
+    gauge!(ROOMS).increment(1.0);
+}
+
+/// A room emptied and was dropped.
+pub fn room_closed() {
+    gauge!(ROOMS).decrement(1.0);
+}
+
+/// A session joined a room.
+pub fn joined(replaced: bool) {
+    counter!(JOINS).increment(1);
+    if replaced {
+        counter!(REPLACEMENTS).increment(1);
+    } else {
+        gauge!(MEMBERS).increment(1.0);
+    }
+}
+
+/// A joined session left its room (closed or replaced).
+pub fn left() {
+    gauge!(MEMBERS).decrement(1.0);
+}
+
+/// A signal was queued for its target.
+pub fn relayed() {
+    counter!(RELAYED).increment(1);
+}
+
+/// An error frame was sent.
+pub fn error(code: ErrorCode) {
+    counter!(ERRORS, "code" => code.as_str()).increment(1);
+}
