@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -149,7 +148,7 @@ fn random_and_malformed_frames_never_panic_the_server_or_disturb_a_room() {
         a.join("room").await;
         let mut b = Client::connect(&url, None).await;
         b.join("room").await;
-        RefCell::new((a, b))
+        tokio::sync::Mutex::new((a, b))
     });
     let round = AtomicUsize::new(0);
 
@@ -166,7 +165,7 @@ fn random_and_malformed_frames_never_panic_the_server_or_disturb_a_room() {
     let result = runner.run(&strategy, |(membership, frames, polite)| {
         let n = round.fetch_add(1, Ordering::SeqCst) as i64;
         client_rt.block_on(async {
-            let mut victims = victims.borrow_mut();
+            let mut victims = victims.lock().await;
             let (a, b) = &mut *victims;
             attack(&url, membership, &frames, polite, a, b).await;
             // The room still works, both ways.
