@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rhizome_signaling::ServeError> {
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let listener = rhizome_signaling::bind("127.0.0.1:0").await?;
 //! let config = rhizome_signaling::Config::default();
 //! rhizome_signaling::serve(config, listener, async {
 //!     let _ = tokio::signal::ctrl_c().await;
@@ -26,12 +26,13 @@
 //! ```
 //!
 //! Modules: [`config`] (every limit), `server` (routes and shutdown), `session` (one
-//! WebSocket), `rooms` (the registry), `rate_limit` (token bucket), [`telemetry`]
+//! WebSocket), `rooms` (the registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
 //! (Prometheus metrics).
 
 #![warn(missing_docs)]
 
 pub mod config;
+mod mailbox;
 mod rate_limit;
 mod rooms;
 mod server;
@@ -39,4 +40,4 @@ mod session;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::{serve, ServeError};
+pub use server::{bind, serve, ServeError};

@@ -8,8 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rhizome_signaling::{serve, Config};
-use tokio::net::TcpListener;
+use rhizome_signaling::{bind, serve, Config};
 use tracing::{error, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -44,7 +43,7 @@ async fn main() -> ExitCode {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         warn!("could not raise the open-files limit: {e}");
     }
-    let listener = match TcpListener::bind(&cli.bind).await {
+    let listener = match bind(&cli.bind).await {
         Ok(l) => l,
         Err(e) => {
             error!("cannot listen on {}: {e}", cli.bind);

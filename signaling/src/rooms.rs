@@ -6,8 +6,8 @@
 //! in a vector (uniform sampling of k members in O(k)) and in a map from peer id to
 //! vector position (O(1) lookup and swap-remove).
 //!
-//! A relay never waits on its target: it `try_send`s a pre-encoded frame onto the
-//! target's bounded queue, so a client that stops reading fills only its own queue and
+//! A relay never waits on its target: it pushes a pre-encoded frame into the
+//! target's bounded mailbox, so a client that stops reading fills only its own queue and
 //! its senders are told `peer-busy`. One mutex guards everything; every critical
 //! section is a few map operations and never awaits.
 
@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::extract::ws::Utf8Bytes;
 use rand::seq::index;
 use rhizome::id::PeerId;
-use tokio::sync::{mpsc, Notify};
 
+use crate::mailbox::{Mailbox, PushError};
 use crate::telemetry;
 
 /// Identifies one WebSocket session (a server-local counter).
@@ -29,10 +29,8 @@ pub(crate) type SessionId = u64;
 pub(crate) struct Member {
     /// The session currently answering for the peer id.
     pub session: SessionId,
-    /// Relayed frames, already encoded as JSON text.
-    pub outbox: mpsc::Sender<Utf8Bytes>,
-    /// Woken when a newer session of the same peer replaces this one.
-    pub replaced: Arc<Notify>,
+    /// Where relayed frames (already encoded) and the replacement notice go.
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// Why a join was refused.
@@ -140,7 +138,7 @@ impl Rooms {
         };
         if let Some(entry) = r.members.get_mut(&peer) {
             let old = std::mem::replace(&mut entry.1, member);
-            old.replaced.notify_one();
+            old.mailbox.replace();
             let sample = r.sample(&peer, self.sample_size);
             return Ok(Joined {
                 sample,
@@ -205,10 +203,10 @@ impl Rooms {
         let Some((_, target)) = r.members.get(to) else {
             return Err(RelayError::UnknownPeer);
         };
-        target.outbox.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => RelayError::PeerBusy,
+        target.mailbox.push(frame).map_err(|e| match e {
+            PushError::Full => RelayError::PeerBusy,
             // The target's session is ending and will leave the room in a moment.
-            mpsc::error::TrySendError::Closed(_) => RelayError::UnknownPeer,
+            PushError::Closed => RelayError::UnknownPeer,
         })
     }
 
@@ -224,14 +222,13 @@ mod tests {
     use super::*;
     use rhizome::id::Identity;
 
-    fn member(session: SessionId) -> (Member, mpsc::Receiver<Utf8Bytes>) {
-        let (outbox, rx) = mpsc::channel(1);
+    fn member(session: SessionId) -> (Member, Arc<Mailbox>) {
+        let mailbox = Arc::new(Mailbox::new(1));
         let m = Member {
             session,
-            outbox,
-            replaced: Arc::new(Notify::new()),
+            mailbox: mailbox.clone(),
         };
-        (m, rx)
+        (m, mailbox)
     }
 
     fn peer(n: u8) -> PeerId {

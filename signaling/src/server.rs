@@ -19,8 +19,9 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,40 @@ pub enum ServeError {
     /// Accepting or serving connections failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener for [`serve`] with a deep accept queue.
+///
+/// The standard library (and tokio) listen with a backlog of 128; a burst of newcomers
+/// (say, a page with many readers reloading at once) overflows it, and the kernel drops
+/// their SYNs, which clients retry only after a second. `addr` may be a host name.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if let Err(e) = socket.bind(a) {
+            last = Some(e);
+            continue;
+        }
+        match socket.listen(LISTEN_BACKLOG) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 /// State shared by every handler and session of one server.
@@ -113,6 +148,12 @@ where
     let shared = Arc::new(Shared::new(config));
     let app = router(shared.clone());
     let token = shared.shutdown.clone();
+    // Signals are small frames that someone waits for: send them at once (no Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!("could not set TCP_NODELAY: {e}");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

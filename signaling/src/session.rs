@@ -1,11 +1,11 @@
 //! One WebSocket session, from `hello` to the close frame.
 //!
-//! Each connection is one task that owns its socket and waits on five things at once:
-//! server shutdown, replacement by a newer session of the same peer, its deadline (join
-//! deadline until joined, then idle timeout), signals relayed to it, and frames from its
-//! client. Because the task alone writes to its socket, a client that stops reading
-//! stalls only its own task (bounded by the write timeout) and fills only its own relay
-//! queue; everyone else keeps going.
+//! Each connection is one task that owns its socket and waits on four things at once:
+//! server shutdown, its mailbox (signals relayed to it, or news that a newer session of
+//! the same peer replaced it), its deadline (join deadline until joined, then idle
+//! timeout), and frames from its client. Because the task alone writes to its socket, a
+//! client that stops reading stalls only its own task (bounded by the write timeout)
+//! and fills only its own mailbox; everyone else keeps going.
 //!
 //! Every refusal is an `error {code, message}` frame. Protocol violations also count
 //! against the session's error budget; the session survives `max_errors` of them and is
@@ -24,10 +24,11 @@ use rhizome::signal::{
     verify_join_proof, ClientMsg, ErrorCode, ServerMsg, CLOSE_TOO_BIG, MAX_ROOM_LEN,
     PROTOCOL_VERSION,
 };
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
+use crate::mailbox::{Delivery, Mailbox};
 use crate::rate_limit::TokenBucket;
 use crate::rooms::{JoinError, Member, RelayError, SessionId};
 use crate::server::Shared;
@@ -69,7 +70,7 @@ pub(crate) async fn run(
 ) {
     let id = shared.next_session_id();
     telemetry::session_opened();
-    let (outbox, inbox) = mpsc::channel(shared.config.send_queue.max(1));
+    let mailbox = Arc::new(Mailbox::new(shared.config.send_queue));
     let mut session = Session {
         id,
         nonce: new_nonce(),
@@ -80,14 +81,13 @@ pub(crate) async fn run(
             shared.config.rate_per_sec,
             Instant::now(),
         ),
-        outbox,
-        replaced: Arc::new(Notify::new()),
+        mailbox,
         ws,
         shared,
     };
     async move {
         let end = if origin_ok {
-            session.serve(inbox).await
+            session.serve().await
         } else {
             End::close(
                 ErrorCode::OriginForbidden,
@@ -96,6 +96,7 @@ pub(crate) async fn run(
         };
         // Leave first, so nobody relays to a session that is closing.
         session.leave();
+        session.mailbox.close();
         if let End::Close {
             code,
             message,
@@ -125,12 +126,11 @@ struct Session {
     errors: u32,
     bucket: TokenBucket,
     /// Handed to the registry so other sessions can relay to this one.
-    outbox: mpsc::Sender<Utf8Bytes>,
-    replaced: Arc<Notify>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Session {
-    async fn serve(&mut self, mut inbox: mpsc::Receiver<Utf8Bytes>) -> End {
+    async fn serve(&mut self) -> End {
         let hello = ServerMsg::Hello {
             nonce: self.nonce.clone(),
             version: PROTOCOL_VERSION,
@@ -140,7 +140,7 @@ impl Session {
         }
         let shared = self.shared.clone();
         let config = &shared.config;
-        let replaced = self.replaced.clone();
+        let mailbox = self.mailbox.clone();
         let join_by = Instant::now() + config.join_deadline;
         let mut idle_at = Instant::now() + config.idle_timeout;
         loop {
@@ -154,15 +154,17 @@ impl Session {
                 _ = shared.shutdown.cancelled() => {
                     Err(End::close(ErrorCode::ShuttingDown, "the server is shutting down"))
                 }
-                _ = replaced.notified() => Err(End::close(
-                    ErrorCode::Replaced,
-                    "a newer session joined with the same peer id",
-                )),
+                delivery = mailbox.next() => match delivery {
+                    Delivery::Frame(frame) => self.send_frame(Message::Text(frame)).await,
+                    Delivery::Replaced => Err(End::close(
+                        ErrorCode::Replaced,
+                        "a newer session joined with the same peer id",
+                    )),
+                },
                 _ = sleep_until(deadline) => Err(End::close(expired, match expired {
                     ErrorCode::JoinTimeout => "no join within the join deadline",
                     _ => "nothing received within the idle timeout",
                 })),
-                Some(frame) = inbox.recv() => self.send_frame(Message::Text(frame)).await,
                 incoming = self.ws.recv() => match incoming {
                     None => Err(End::Disconnected),
                     Some(Err(e)) => Err(read_error(e, config.hard_frame_bytes())),
@@ -228,8 +230,7 @@ impl Session {
         }
         let member = Member {
             session: self.id,
-            outbox: self.outbox.clone(),
-            replaced: self.replaced.clone(),
+            mailbox: self.mailbox.clone(),
         };
         match self.shared.rooms.join(&room, peer, member) {
             Ok(joined) => {

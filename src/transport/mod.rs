@@ -3,11 +3,19 @@
 //! The overlay core never touches these; the node driver owns them and translates
 //! between their events and the core's inputs. In the browser that is `web` (one
 //! `RTCPeerConnection` per neighbour) and `web_signaling` (the WebSocket client of the
-//! bootstrap server).
+//! bootstrap server). A native process (feature `native`) has the same pair over
+//! webrtc-rs and tokio: `native` and `native_signaling`, with the same API shape and the
+//! same events, so one driver design serves both. What the two sides share lives here
+//! (connection events, limits, errors) and in `chunk` and `signaling_types`.
 
 use crate::signal::SignalPayload;
 
 pub mod chunk;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub mod native;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub mod native_signaling;
+pub mod signaling_types;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 #[cfg(target_arch = "wasm32")]
@@ -66,6 +74,9 @@ pub enum TransportError {
     /// The browser refused; its message is kept.
     #[error("browser error: {0}")]
     Browser(String),
+    /// The native WebRTC stack (webrtc-rs) refused; its message is kept.
+    #[error("webrtc-rs error: {0}")]
+    Native(String),
     /// The data channel is not open (yet, or any more).
     #[error("data channel is not open")]
     NotOpen,

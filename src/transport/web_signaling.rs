@@ -19,75 +19,10 @@ use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::id::{Identity, PeerId};
-use crate::signal::{sign_join_proof, ClientMsg, ErrorCode, ServerMsg, SignedEnvelope};
+use crate::signal::{sign_join_proof, ClientMsg, ServerMsg, SignedEnvelope};
 
 use super::describe_js_error;
-
-/// Why talking to the signaling server failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignalingError {
-    /// The WebSocket could not be opened or closed before the join finished.
-    #[error("could not reach {url}: {reason}")]
-    Unreachable {
-        /// Server URL.
-        url: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The server did not answer within the deadline.
-    #[error("{url} did not answer within {ms} ms")]
-    Timeout {
-        /// Server URL.
-        url: String,
-        /// The deadline.
-        ms: u32,
-    },
-    /// The server refused the join.
-    #[error("{url} refused: {code:?}: {message}")]
-    Refused {
-        /// Server URL.
-        url: String,
-        /// The server's error code.
-        code: ErrorCode,
-        /// The server's message.
-        message: String,
-    },
-    /// The server broke the protocol.
-    #[error("{url} sent something unexpected: {reason}")]
-    Protocol {
-        /// Server URL.
-        url: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// No URL was given.
-    #[error("no signaling server URL given")]
-    NoServers,
-    /// The session is closed.
-    #[error("signaling session is closed")]
-    Closed,
-}
-
-/// Something the server told us after the join.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalingEvent {
-    /// An envelope from another member of the room.
-    Signal {
-        /// Sender, as authenticated by the server (the envelope carries its own proof).
-        from: PeerId,
-        /// The envelope as relayed (check it with [`SignedEnvelope::open`]).
-        envelope: serde_json::Value,
-    },
-    /// The server reported an error, or sent something we could not parse.
-    Error {
-        /// The server's code, if it sent one.
-        code: Option<ErrorCode>,
-        /// Details.
-        message: String,
-    },
-    /// The session ended. No event follows.
-    Closed(String),
-}
+pub use super::signaling_types::{SignalingError, SignalingEvent};
 
 enum Raw {
     Open,
@@ -346,6 +281,11 @@ impl SignalingSender {
             to: envelope.to,
             envelope: envelope.to_json(),
         })
+    }
+
+    /// Sends a heartbeat.
+    pub fn ping(&self) -> Result<(), SignalingError> {
+        self.send(&ClientMsg::Ping)
     }
 }
 

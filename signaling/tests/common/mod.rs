@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use rhizome::id::{Identity, PeerId};
 use rhizome::signal::{sign_join_proof, ClientMsg, ErrorCode, ServerMsg};
 use rhizome_signaling::{serve, Config};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -43,7 +43,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = rhizome_signaling::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(config, listener, async {

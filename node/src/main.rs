@@ -1,0 +1,78 @@
+//! The `rhizome-node` binary: joins a room, prints `peer <id>` and `introduced <id>`
+//! lines on stdout, then stays in the room logging what the server relays to stderr until
+//! Ctrl-C, SIGTERM or the server closes the session.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rhizome::transport::native_signaling::SignalingEvent;
+use rhizome_node::{join, Args};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut joined = match join(&args).await {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("rhizome-node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = joined.report(&mut std::io::stdout().lock()) {
+        eprintln!("rhizome-node: cannot write output: {e}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "rhizome-node: joined room {:?} on {}",
+        args.room,
+        joined.signaling.url()
+    );
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                eprintln!("rhizome-node: shutting down");
+                joined.signaling.close();
+                return ExitCode::SUCCESS;
+            }
+            event = joined.signaling.next_event() => match event {
+                Some(SignalingEvent::Signal { from, .. }) => {
+                    eprintln!("rhizome-node: signal from {from} (no overlay driver yet)");
+                }
+                Some(SignalingEvent::Error { code, message }) => {
+                    eprintln!("rhizome-node: server error {code:?}: {message}");
+                }
+                Some(SignalingEvent::Closed(reason)) => {
+                    eprintln!("rhizome-node: signaling session closed: {reason}");
+                    return ExitCode::FAILURE;
+                }
+                None => return ExitCode::FAILURE,
+            },
+        }
+    }
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
