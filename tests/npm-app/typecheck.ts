@@ -1,0 +1,32 @@
+// Compiled with `tsc --noEmit` against the packed package: the types must describe the
+// API exactly (a wrong event payload or option name fails the build).
+import { join, Rhizome, createIdentity, type RhizomeNode, type RhizomeError, type Topology } from 'rhizome';
+
+async function main(): Promise<void> {
+  const node: RhizomeNode = await join({ signaling: ['ws://localhost/ws'], room: 'r', announceTopology: 1000 });
+  node.on('broadcast', (e) => {
+    const bytes: Uint8Array = e.data;
+    const from: string = e.from;
+    const hops: number = e.hops;
+    console.log(bytes.length, from, hops);
+  });
+  node.on('neighbor-up', (e) => console.log(e.peer.toUpperCase()));
+  node.on('error', (e) => console.log(e.code, e.message, e.peer ?? ''));
+  node.broadcast('text');
+  node.broadcast(new Uint8Array([1, 2, 3]));
+  const t: Topology = node.topology();
+  const ids: string[] = t.peers.map((p) => p.id);
+  const neighbors: string[] = node.neighbors();
+  console.log(ids, neighbors, node.stats().neighbors);
+  await node.leave();
+  const other = await Rhizome.join({ signaling: 'ws://localhost/ws', room: 'r', identity: true });
+  const id = await createIdentity();
+  console.log(other.id, id.id);
+  try {
+    await join({ signaling: [], room: 'r' });
+  } catch (e) {
+    console.log((e as RhizomeError).code);
+  }
+}
+
+void main;
