@@ -11,7 +11,9 @@
 #![warn(missing_docs)]
 
 pub mod id;
+pub mod overlay;
 pub mod signal;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 pub mod js;

@@ -1,0 +1,693 @@
+//! HyParView membership: who we are connected to, and who we could connect to next.
+//!
+//! [HyParView](https://asc.di.fct.unl.pt/~jleitao/pdf/dsn07-leitao.pdf) (Leitão, Pereira,
+//! Rodrigues, DSN 2007) keeps two views. The **active view** is small (5 by default) and
+//! symmetric: every entry is an open connection, and broadcasts travel only over it. The
+//! **passive view** is larger (30) and holds addresses only; it is the reservoir from which
+//! the active view is repaired when a neighbour fails. Keeping the active view small is
+//! exactly what a browser needs (a page can afford only a handful of RTCPeerConnections),
+//! while the passive view gives the resilience: the paper shows a broadcast still reaching
+//! almost everyone with 80% of the nodes failed.
+//!
+//! - **Join.** A newcomer connects to a contact from the signaling server's sample and
+//!   sends JOIN. The contact takes it into its active view (evicting a random neighbour if
+//!   full) and sends a FORWARD_JOIN random walk to each other neighbour. A walk stops after
+//!   the *active random walk length* (ARWL) hops or at a peer with a single neighbour; that
+//!   peer connects to the newcomer with a high-priority NEIGHBOR request. At the *passive
+//!   random walk length* (PRWL) hop the newcomer also lands in a passive view.
+//! - **Repair.** When a neighbour leaves or fails, a random passive peer is asked to
+//!   become a neighbour: with high priority (must accept) if our active view is empty,
+//!   with low priority (accepted only if it has room) otherwise. A refused request backs
+//!   off exponentially, so a full network does not burn RTCPeerConnections.
+//! - **Shuffle.** Once per membership round a peer sends a sample of its views on a random
+//!   walk; the peer where the walk ends answers with a sample of its passive view. Both
+//!   merge what they received into their passive views, which keeps them fresh and random.
+//! - **Isolation.** Only a peer whose active view is empty and that cannot reach anyone
+//!   in its passive view asks the signaling server for a new sample (`RequestBootstrap`).
+//!
+//! Two departures from the paper, both forced by WebRTC. A connection is expensive (an
+//! offer/answer exchange and ICE), so the shuffle reply travels back along the walk's path
+//! instead of over a temporary connection. And each passive entry carries a *source route*
+//! (the hops that led to it) so the connection to it can be signalled through the overlay
+//! (see [`super::route`]).
+
+use super::{Conn, Event, Intent, Output, Overlay};
+use crate::id::PeerId;
+use crate::wire::{Message, PeerEntry, Priority, Routed, MAX_PATH_LEN};
+
+/// Passive peers asked at once when repairing a non-empty active view.
+pub const REPAIR_QUERIES: usize = 3;
+/// How long a routed NEIGHBOR query waits for its answer, in ms.
+pub const QUERY_TIMEOUT_MS: u64 = 3_000;
+
+/// A passive-view entry: an address and, if known, a source route to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PassiveEntry {
+    pub(super) peer: PeerId,
+    /// Hops from us to `peer` (ending with `peer`); empty when unknown.
+    pub(super) route: Vec<PeerId>,
+}
+
+/// HyParView state.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Membership {
+    pub(super) active: Vec<PeerId>,
+    pub(super) passive: Vec<PassiveEntry>,
+    /// Contacts from the server not tried yet.
+    join_contacts: Vec<PeerId>,
+    /// No low-priority NEIGHBOR request before this time (backoff after refusals).
+    repair_not_before: u64,
+    /// Current backoff; 0 means "the configured initial value".
+    backoff: u64,
+    last_bootstrap: Option<u64>,
+    /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
+    queries: std::collections::BTreeMap<PeerId, u64>,
+}
+
+impl Membership {
+    pub(super) fn is_active(&self, peer: &PeerId) -> bool {
+        self.active.contains(peer)
+    }
+
+    pub(super) fn remove_passive(&mut self, peer: &PeerId) {
+        self.passive.retain(|e| &e.peer != peer);
+    }
+
+    pub(super) fn passive_route(&self, peer: &PeerId) -> Option<&[PeerId]> {
+        self.passive
+            .iter()
+            .find(|e| &e.peer == peer)
+            .map(|e| e.route.as_slice())
+    }
+
+    pub(super) fn clear_route(&mut self, peer: &PeerId) {
+        if let Some(e) = self.passive.iter_mut().find(|e| &e.peer == peer) {
+            e.route.clear();
+        }
+    }
+}
+
+impl Overlay {
+    pub(super) fn on_join_command(&mut self, contacts: Vec<PeerId>) {
+        // A Join means the driver has a server session and a fresh sample of the room.
+        self.server_up = true;
+        if !self.joined {
+            self.joined = true;
+            self.start_timers();
+        }
+        let me = self.me;
+        let mut fresh: Vec<PeerId> = Vec::new();
+        for c in contacts {
+            if c != me && !self.is_banned(&c) && !fresh.contains(&c) {
+                fresh.push(c);
+            }
+        }
+        for c in &fresh {
+            self.add_passive(*c, Vec::new());
+        }
+        self.membership.join_contacts = fresh;
+        if self.membership.active.is_empty() {
+            self.try_join_contact();
+        }
+    }
+
+    /// Connects to a random untried contact with the intent to JOIN through it.
+    fn try_join_contact(&mut self) -> bool {
+        while !self.membership.join_contacts.is_empty() {
+            let i = self.rand_below(self.membership.join_contacts.len());
+            let c = self.membership.join_contacts.swap_remove(i);
+            if self.connect(c, Intent::Join) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Emits `Connect` to `peer` if a signal path exists. Returns whether it did.
+    pub(super) fn connect(&mut self, peer: PeerId, intent: Intent) -> bool {
+        if peer == self.me || self.conns.contains_key(&peer) || self.is_banned(&peer) {
+            return false;
+        }
+        let Some(via) = self.path_for_new_connection(&peer) else {
+            return false;
+        };
+        self.conns.insert(
+            peer,
+            Conn::Connecting {
+                intent,
+                since: self.now,
+            },
+        );
+        self.router.set_path(peer, via.clone(), self.now);
+        self.stats.connects += 1;
+        self.out.push(Output::Connect { peer, via });
+        true
+    }
+
+    pub(super) fn on_connection_up(&mut self, peer: PeerId) {
+        self.stats.connections_up += 1;
+        if !self.joined || self.is_banned(&peer) || peer == self.me {
+            self.conns.remove(&peer);
+            self.out.push(Output::Disconnect { peer });
+            return;
+        }
+        self.router.connection_settled(&peer);
+        match self.conns.get(&peer).copied() {
+            Some(Conn::Connecting {
+                intent: Intent::Join,
+                ..
+            }) => {
+                self.send(peer, &Message::Join);
+                self.add_active(peer);
+            }
+            Some(Conn::Connecting {
+                intent: Intent::Neighbor(priority),
+                ..
+            }) => {
+                self.conns
+                    .insert(peer, Conn::AwaitingReply { since: self.now });
+                self.send(peer, &Message::Neighbor { priority });
+            }
+            Some(_) => {}
+            None => {
+                self.conns
+                    .insert(peer, Conn::AwaitingHello { since: self.now });
+            }
+        }
+    }
+
+    pub(super) fn on_connection_down(&mut self, peer: PeerId) {
+        self.router.connection_settled(&peer);
+        match self.conns.remove(&peer) {
+            Some(Conn::Connecting { intent, .. }) => {
+                self.stats.failed_connects += 1;
+                // The attempt failed: the peer is probably gone.
+                self.membership.remove_passive(&peer);
+                if intent == Intent::Join && self.membership.active.is_empty() {
+                    self.try_join_contact();
+                }
+                self.repair();
+            }
+            Some(Conn::AwaitingReply { .. }) => {
+                // Refused (the reply raced the close) or gone: back off either way.
+                self.note_refusal();
+                self.repair();
+            }
+            Some(Conn::Active) => {
+                // HyParView drops a failed neighbour rather than keeping it as passive.
+                self.drop_active(peer);
+                self.repair();
+            }
+            Some(Conn::AwaitingHello { .. }) | None => {}
+        }
+    }
+
+    /// A message on a connection that is up but not yet in the active view.
+    pub(super) fn on_handshake_message(&mut self, from: PeerId, conn: Conn, msg: Message) {
+        match (conn, msg) {
+            (_, Message::Ping { nonce }) => self.send(from, &Message::Pong { nonce }),
+            (Conn::AwaitingHello { .. }, Message::Join) => self.on_join_message(from),
+            (_, Message::Neighbor { priority }) => {
+                let room = self.membership.active.len() < self.config.active_view_capacity;
+                if priority == Priority::High || room {
+                    self.send(from, &Message::NeighborReply { accepted: true });
+                    self.add_active(from);
+                } else {
+                    self.send(from, &Message::NeighborReply { accepted: false });
+                    self.conns.remove(&from);
+                    self.out.push(Output::Disconnect { peer: from });
+                }
+            }
+            (Conn::AwaitingReply { .. }, Message::NeighborReply { accepted: true }) => {
+                self.add_active(from)
+            }
+            (Conn::AwaitingReply { .. }, Message::NeighborReply { accepted: false }) => {
+                self.conns.remove(&from);
+                self.out.push(Output::Disconnect { peer: from });
+                self.stats.refused += 1;
+                self.note_refusal();
+            }
+            // Anything else before the handshake is finished is ignored (it may be a
+            // frame that raced the handshake).
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_join_message(&mut self, from: PeerId) {
+        if self.membership.is_active(&from) {
+            return;
+        }
+        self.add_active(from);
+        let ttl = self.config.active_random_walk_length;
+        let me = self.me;
+        for n in self.membership.active.clone() {
+            if n != from {
+                self.send(
+                    n,
+                    &Message::ForwardJoin {
+                        newcomer: from,
+                        ttl,
+                        path: vec![me],
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_forward_join(
+        &mut self,
+        from: PeerId,
+        newcomer: PeerId,
+        ttl: u8,
+        mut path: Vec<PeerId>,
+    ) {
+        if path.last() != Some(&from) {
+            return self.punish(from, super::Misbehaviour::Protocol("forward-join path"));
+        }
+        if newcomer == self.me || self.is_banned(&newcomer) {
+            return;
+        }
+        let known = self.conns.contains_key(&newcomer);
+        // Route back to the newcomer: along the walk to the contact, which is its neighbour.
+        let mut route: Vec<PeerId> = path.iter().rev().copied().collect();
+        route.push(newcomer);
+        let next = self.random_active_except(&[from, newcomer], &path);
+        if ttl == 0 || self.membership.active.len() <= 1 || next.is_none() {
+            if !known {
+                self.add_passive(newcomer, route);
+                self.connect(newcomer, Intent::Neighbor(Priority::High));
+            }
+            return;
+        }
+        if ttl == self.config.passive_random_walk_length && !known {
+            self.add_passive(newcomer, route);
+        }
+        if let Some(next) = next {
+            if path.len() < MAX_PATH_LEN {
+                path.push(self.me);
+                self.send(
+                    next,
+                    &Message::ForwardJoin {
+                        newcomer,
+                        ttl: ttl - 1,
+                        path,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_disconnect_message(&mut self, from: PeerId) {
+        self.conns.remove(&from);
+        self.out.push(Output::Disconnect { peer: from });
+        if self.drop_active(from) {
+            // It is alive, just busy: keep it for later repairs.
+            self.add_passive(from, Vec::new());
+            self.repair();
+        }
+    }
+
+    /// Puts `peer` into the active view, evicting a random neighbour if it is full.
+    pub(super) fn add_active(&mut self, peer: PeerId) {
+        self.conns.insert(peer, Conn::Active);
+        if self.membership.is_active(&peer) {
+            return;
+        }
+        while self.membership.active.len() >= self.config.active_view_capacity.max(1) {
+            let i = self.rand_below(self.membership.active.len());
+            let victim = self.membership.active[i];
+            self.stats.evictions += 1;
+            self.send(victim, &Message::Disconnect);
+            self.conns.remove(&victim);
+            self.out.push(Output::Disconnect { peer: victim });
+            self.drop_active(victim);
+            self.add_passive(victim, Vec::new());
+        }
+        self.membership.remove_passive(&peer);
+        self.membership.active.push(peer);
+        self.membership.backoff = 0;
+        self.membership.repair_not_before = 0;
+        self.detector.add(peer, self.now);
+        self.event(Event::NeighborUp(peer));
+        self.plumtree_neighbor_up(peer);
+    }
+
+    /// Removes `peer` from the active view (not from `conns`). Returns whether it was there.
+    pub(super) fn drop_active(&mut self, peer: PeerId) -> bool {
+        let Some(i) = self.membership.active.iter().position(|p| *p == peer) else {
+            return false;
+        };
+        self.membership.active.swap_remove(i);
+        // A new need: repair without waiting out an old backoff.
+        self.membership.backoff = 0;
+        self.membership.repair_not_before = 0;
+        self.detector.remove(&peer);
+        self.plumtree_neighbor_down(peer);
+        self.event(Event::NeighborDown(peer));
+        true
+    }
+
+    /// Adds or refreshes a passive entry; keeps the shorter known route.
+    pub(super) fn add_passive(&mut self, peer: PeerId, mut route: Vec<PeerId>) {
+        if peer == self.me
+            || self.membership.is_active(&peer)
+            || self.is_banned(&peer)
+            || self.config.passive_view_capacity == 0
+        {
+            return;
+        }
+        if route.len() > self.config.max_route_len || route.last() != Some(&peer) {
+            route.clear();
+        }
+        if let Some(e) = self.membership.passive.iter_mut().find(|e| e.peer == peer) {
+            if !route.is_empty() && (e.route.is_empty() || route.len() <= e.route.len()) {
+                e.route = route;
+            }
+            return;
+        }
+        if self.membership.passive.len() >= self.config.passive_view_capacity {
+            let i = self.rand_below(self.membership.passive.len());
+            self.membership.passive.swap_remove(i);
+        }
+        self.membership.passive.push(PassiveEntry { peer, route });
+    }
+
+    fn note_refusal(&mut self) {
+        let base = self.config.repair_backoff_ms;
+        let b = if self.membership.backoff == 0 {
+            base
+        } else {
+            (self.membership.backoff * 2).min(self.config.repair_backoff_max_ms)
+        };
+        self.membership.backoff = b;
+        self.membership.repair_not_before = self.now + b;
+    }
+
+    /// Tops the active view up from the passive view; asks for a re-bootstrap when
+    /// isolated and out of options.
+    ///
+    /// An isolated peer connects to several passive peers at once with high priority
+    /// (they must accept). A peer that merely lacks a neighbour first *asks* up to
+    /// [`REPAIR_QUERIES`] passive peers over their source routes whether they have room,
+    /// and connects only to one that says yes: refusals cost a few routed frames instead
+    /// of an RTCPeerConnection each.
+    pub(super) fn repair(&mut self) {
+        if !self.joined {
+            return;
+        }
+        let cap = self.config.active_view_capacity;
+        let active = self.membership.active.len();
+        if active >= cap {
+            return;
+        }
+        let pending = self.pending_neighbor_attempts();
+        if active == 0 {
+            let want = cap.saturating_sub(pending);
+            let mut started = 0;
+            while started < want {
+                let candidates = self.repair_candidates();
+                if candidates.is_empty() {
+                    break;
+                }
+                let pick = candidates[self.rand_below(candidates.len())];
+                if self.connect(pick, Intent::Neighbor(Priority::High)) {
+                    started += 1;
+                } else {
+                    // No signal path to it: useless while the server is down.
+                    self.membership.remove_passive(&pick);
+                }
+            }
+            if pending == 0 && started == 0 && !self.try_join_contact() {
+                self.request_bootstrap();
+            }
+            return;
+        }
+        if !self.membership.queries.is_empty() || self.now < self.membership.repair_not_before {
+            return;
+        }
+        let deficit = cap.saturating_sub(active + pending);
+        if deficit == 0 {
+            return;
+        }
+        // With half the view or more gone (a mass failure), repair in parallel.
+        let parallel = if active * 2 <= cap { deficit } else { 1 };
+        if pending >= parallel {
+            return;
+        }
+        let candidates = self.repair_candidates();
+        let routed: Vec<(PeerId, Vec<PeerId>)> = candidates
+            .iter()
+            .filter_map(|p| {
+                let route = self.membership.passive_route(p)?;
+                Some((*p, self.shorten(route)?))
+            })
+            .collect();
+        if routed.is_empty() {
+            // No route to ask through: connect and ask on the connection.
+            let picks = self.sample(candidates, parallel - pending);
+            for pick in picks {
+                if !self.connect(pick, Intent::Neighbor(Priority::Low)) {
+                    self.membership.remove_passive(&pick);
+                }
+            }
+            return;
+        }
+        let n = REPAIR_QUERIES.max(2 * parallel);
+        let picks = self.sample((0..routed.len()).collect::<Vec<_>>(), n);
+        for i in picks {
+            let (peer, route) = routed[i].clone();
+            let mut full = vec![self.me];
+            full.extend(route);
+            self.membership.queries.insert(peer, self.now);
+            self.send_routed(full, Routed::NeighborQuery);
+        }
+    }
+
+    fn pending_neighbor_attempts(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| matches!(c, Conn::Connecting { .. } | Conn::AwaitingReply { .. }))
+            .count()
+    }
+
+    fn repair_candidates(&self) -> Vec<PeerId> {
+        self.membership
+            .passive
+            .iter()
+            .map(|e| e.peer)
+            .filter(|p| !self.conns.contains_key(p) && !self.is_banned(p))
+            .collect()
+    }
+
+    fn request_bootstrap(&mut self) {
+        let due = self
+            .membership
+            .last_bootstrap
+            .is_none_or(|t| self.now >= t + self.config.bootstrap_backoff_ms);
+        if due {
+            self.membership.last_bootstrap = Some(self.now);
+            self.stats.bootstraps += 1;
+            self.out.push(Output::RequestBootstrap);
+        }
+    }
+
+    /// A routed NEIGHBOR query from `source`: answer whether we have room.
+    pub(super) fn on_neighbor_query(&mut self, source: PeerId, back: Vec<PeerId>) {
+        let room = self.membership.active.len() < self.config.active_view_capacity
+            && !self.membership.is_active(&source)
+            && !self.is_banned(&source);
+        let mut full = vec![self.me];
+        full.extend(back);
+        self.send_routed(full, Routed::NeighborAnswer { room });
+    }
+
+    /// The answer to one of our NEIGHBOR queries.
+    pub(super) fn on_neighbor_answer(&mut self, source: PeerId, room: bool, back: Vec<PeerId>) {
+        if self.membership.queries.remove(&source).is_none() {
+            return;
+        }
+        let cap = self.config.active_view_capacity;
+        let busy = self.membership.active.len() + self.pending_neighbor_attempts() >= cap;
+        if room && !busy {
+            // The path the answer came by is known to work: use it for the signals.
+            self.add_passive(source, back);
+            self.connect(source, Intent::Neighbor(Priority::Low));
+        } else if self.membership.queries.is_empty() && self.pending_neighbor_attempts() == 0 {
+            self.stats.refused += 1;
+            self.note_refusal();
+        }
+    }
+
+    /// Forgets queries nobody answered (a broken route); the next repair asks others.
+    pub(super) fn expire_queries(&mut self) {
+        let deadline = QUERY_TIMEOUT_MS;
+        let now = self.now;
+        let expired: Vec<PeerId> = self
+            .membership
+            .queries
+            .iter()
+            .filter(|(_, at)| now >= **at + deadline)
+            .map(|(p, _)| *p)
+            .collect();
+        // A lost query means a broken route, not a refusal: no backoff, the next
+        // repair asks others.
+        for p in &expired {
+            self.membership.queries.remove(p);
+            self.membership.clear_route(p);
+        }
+    }
+
+    /// Closes attempts and half-open connections past their deadline.
+    pub(super) fn check_handshake_timeouts(&mut self) {
+        let deadline = self.config.handshake_timeout_ms;
+        let now = self.now;
+        let expired: Vec<(PeerId, Conn)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c {
+                Conn::Connecting { since, .. }
+                | Conn::AwaitingHello { since }
+                | Conn::AwaitingReply { since } => now >= since + deadline,
+                Conn::Active => false,
+            })
+            .map(|(p, c)| (*p, *c))
+            .collect();
+        for (peer, _) in expired {
+            self.out.push(Output::Disconnect { peer });
+            self.on_connection_down(peer);
+        }
+    }
+
+    /// Sends a shuffle walk (once per membership round).
+    pub(super) fn shuffle(&mut self) {
+        if !self.joined || self.membership.active.is_empty() {
+            return;
+        }
+        let i = self.rand_below(self.membership.active.len());
+        let target = self.membership.active[i];
+        let mut entries = Vec::new();
+        let mut active = self.membership.active.clone();
+        active.retain(|p| *p != target);
+        for p in self.sample(active, self.config.shuffle_active) {
+            entries.push(PeerEntry {
+                peer: p,
+                route: vec![p],
+            });
+        }
+        entries.extend(self.passive_sample(self.config.shuffle_passive));
+        let ttl = self.config.shuffle_ttl;
+        let me = self.me;
+        self.send(
+            target,
+            &Message::Shuffle {
+                ttl,
+                path: vec![me],
+                entries,
+            },
+        );
+    }
+
+    pub(super) fn on_shuffle(
+        &mut self,
+        from: PeerId,
+        ttl: u8,
+        mut path: Vec<PeerId>,
+        entries: Vec<PeerEntry>,
+    ) {
+        if path.last() != Some(&from) {
+            return self.punish(from, super::Misbehaviour::Protocol("shuffle path"));
+        }
+        if path.first() == Some(&self.me) {
+            return; // Our own walk came back; nothing to learn.
+        }
+        if ttl > 0 && self.membership.active.len() > 1 && path.len() < MAX_PATH_LEN {
+            if let Some(next) = self.random_active_except(&[from], &path) {
+                path.push(self.me);
+                self.send(
+                    next,
+                    &Message::Shuffle {
+                        ttl: ttl - 1,
+                        path,
+                        entries,
+                    },
+                );
+                return;
+            }
+        }
+        // The walk ends here: answer along the reverse path, then merge.
+        let reply = self.passive_sample(entries.len() + 1);
+        let back: Vec<PeerId> = path.iter().rev().copied().collect();
+        let mut full = vec![self.me];
+        full.extend_from_slice(&back);
+        self.send_routed(full, Routed::ShuffleReply { entries: reply });
+        self.merge_entries(&back, entries);
+    }
+
+    /// Merges shuffle entries sent by the last peer of `route_to_sender` into the passive
+    /// view, composing routes: ours to the sender, then the sender's to the entry.
+    pub(super) fn merge_entries(&mut self, route_to_sender: &[PeerId], entries: Vec<PeerEntry>) {
+        if let Some(sender) = route_to_sender.last() {
+            self.add_passive(*sender, route_to_sender.to_vec());
+        }
+        for e in entries {
+            let route = if e.route.last() == Some(&e.peer)
+                && route_to_sender.len() + e.route.len() <= self.config.max_route_len
+            {
+                let mut r = route_to_sender.to_vec();
+                r.extend_from_slice(&e.route);
+                r
+            } else {
+                Vec::new()
+            };
+            self.add_passive(e.peer, route);
+        }
+    }
+
+    /// Up to `n` random passive entries, with our routes to them.
+    fn passive_sample(&mut self, n: usize) -> Vec<PeerEntry> {
+        let idx: Vec<usize> = (0..self.membership.passive.len()).collect();
+        self.sample(idx, n)
+            .into_iter()
+            .map(|i| {
+                let e = &self.membership.passive[i];
+                PeerEntry {
+                    peer: e.peer,
+                    route: e.route.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// `n` distinct random items of `items`.
+    pub(super) fn sample<T: Copy>(&mut self, mut items: Vec<T>, n: usize) -> Vec<T> {
+        let n = n.min(items.len());
+        for i in 0..n {
+            let j = i + self.rand_below(items.len() - i);
+            items.swap(i, j);
+        }
+        items.truncate(n);
+        items
+    }
+
+    /// A random active neighbour not in `except`, preferring one not in `avoid`.
+    pub(super) fn random_active_except(
+        &mut self,
+        except: &[PeerId],
+        avoid: &[PeerId],
+    ) -> Option<PeerId> {
+        let ok: Vec<PeerId> = self
+            .membership
+            .active
+            .iter()
+            .copied()
+            .filter(|p| !except.contains(p))
+            .collect();
+        let fresh: Vec<PeerId> = ok.iter().copied().filter(|p| !avoid.contains(p)).collect();
+        let pool = if fresh.is_empty() { ok } else { fresh };
+        if pool.is_empty() {
+            None
+        } else {
+            Some(pool[self.rand_below(pool.len())])
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The sans-IO overlay core: one [`Overlay`] state machine per peer.
+//!
+//! Everything the overlay decides is a pure function of its inputs and of the time passed
+//! in with them. It never opens a socket, never reads a clock and never spawns a task; it
+//! takes an [`Input`] (an application command, a frame from a neighbour, a transport
+//! event, a timer) and returns the [`Output`]s the driver must carry out (send a frame,
+//! open or close a WebRTC connection, relay a signal, arm the timer, tell the app).
+//! This is the shape of [str0m](https://github.com/algesten/str0m) and
+//! [quinn-proto](https://github.com/quinn-rs/quinn): the browser driver, a native driver
+//! and the simulator (`rhizome-sim`, 10,000 of these in one process) all run the same
+//! code, and every test is deterministic.
+//!
+//! Inside, four protocols share the state:
+//! - [`membership`]: HyParView (Leitão, Pereira, Rodrigues, DSN 2007) keeps a small
+//!   *active view* of open connections and a larger *passive view* of addresses;
+//! - [`broadcast`]: Plumtree (Leitão, Pereira, Rodrigues, SRDS 2007) builds a spanning
+//!   tree over the active views and repairs it with lazy IHAVE announcements;
+//! - [`route`]: source-routed frames carry WebRTC signals to peers we are not connected
+//!   to, so new connections need no signaling server;
+//! - [`failure`]: a ping-and-suspicion failure detector (after SWIM/Lifeguard), because a
+//!   crashed browser tab can leave a data channel looking open for tens of seconds.
+//!
+//! # Time
+//! `now` is a monotonic count of **milliseconds** since any fixed origin the driver
+//! chooses (the browser driver uses `performance.now()`, the simulator its virtual
+//! clock). It must never go backwards. The overlay asks to be woken with
+//! [`Output::SetTimer`]; the driver keeps **one** timer, replaces it on every
+//! `SetTimer`, and calls `handle(now, Input::Timer)` when it fires. Waking early or
+//! late is harmless.
+//!
+//! # How a driver uses it
+//! 1. `Overlay::new(identity, config, seed)`, with a fresh random seed in production.
+//! 2. Connect to the signaling server, `handle(now, Input::ServerUp)`, then
+//!    `handle(now, Input::Join { contacts })` with the server's sample of the room.
+//! 3. Carry out every output in order:
+//!    - `Send` — write the frame on the data channel to `to`;
+//!    - `Connect` — create an RTCPeerConnection to `peer` (this side makes the offer);
+//!      every envelope the transport produces for it (offer, candidates) goes back in
+//!      as `Input::SendSignal`, and the overlay picks the path;
+//!    - `DeliverSignal` — hand the (already verified) payload to the transport; create an
+//!      answering RTCPeerConnection if it is an offer for an unknown peer;
+//!    - `SendViaServer` — send the envelope over the signaling WebSocket;
+//!    - `Disconnect` — close the connection to `peer` (gracefully: frames already
+//!      queued are flushed first) or abort the attempt;
+//!    - `RequestBootstrap` — ask the server for a new sample and answer with `Join`;
+//!    - `Event` — tell the application.
+//! 4. Report the transport's news: `ConnectionUp`/`ConnectionDown` (down also means
+//!    "the attempt failed or timed out"), every received frame as `Frame`, every envelope
+//!    from the server as `SignalFromServer`, the server session as `ServerUp`/`ServerDown`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::id::{Identity, PeerId};
+use crate::signal::{EnvelopeError, SignalPayload, SignedEnvelope};
+use crate::wire::{self, Message, MsgId, WireError};
+
+pub mod broadcast;
+pub mod failure;
+pub mod membership;
+pub mod route;
+
+#[cfg(test)]
+mod tests;
+
+/// Tunable parameters of the overlay. One home for all of them; the defaults are the ones
+/// tuned with the simulator (see `docs/ARCHITECTURE.md` for the reasons).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// HyParView active view size: open connections kept. Default 5 (log₁₀ 10,000 + 1).
+    pub active_view_capacity: usize,
+    /// HyParView passive view size: addresses kept for repair. Default 30.
+    pub passive_view_capacity: usize,
+    /// Active random walk length (ARWL) of a FORWARD_JOIN. Default 6.
+    pub active_random_walk_length: u8,
+    /// Passive random walk length (PRWL): the hop at which the walk also adds the
+    /// newcomer to the passive view. Default 3.
+    pub passive_random_walk_length: u8,
+    /// Period of a shuffle — one *membership round*. Default 10 s.
+    pub shuffle_interval_ms: u64,
+    /// Active-view entries sent in a shuffle. Default 3.
+    pub shuffle_active: usize,
+    /// Passive-view entries sent in a shuffle. Default 4.
+    pub shuffle_passive: usize,
+    /// Length of a shuffle's random walk. Default 6.
+    pub shuffle_ttl: u8,
+    /// Period of the housekeeping tick (failure detector, repair, timeouts). Default 1 s.
+    pub heartbeat_interval_ms: u64,
+    /// Silence from a neighbour before it is pinged. Default 2 s.
+    pub ping_interval_ms: u64,
+    /// An unanswered ping after this long makes the neighbour *suspect*. Default 1.5 s.
+    pub ping_timeout_ms: u64,
+    /// A suspect that stays silent this long is declared dead. Default 3 s.
+    pub suspicion_timeout_ms: u64,
+    /// Deadline for a connection attempt or the first frame on a new connection.
+    /// Default 15 s (ICE can stall for seconds in browsers).
+    pub handshake_timeout_ms: u64,
+    /// First wait after a refused NEIGHBOR request; doubles up to `repair_backoff_max_ms`.
+    /// Default 2 s.
+    pub repair_backoff_ms: u64,
+    /// Longest wait between refused NEIGHBOR requests. Default 60 s.
+    pub repair_backoff_max_ms: u64,
+    /// Least time between two re-bootstrap requests. Default 10 s.
+    pub bootstrap_backoff_ms: u64,
+    /// Plumtree: wait after the first IHAVE for a missing message before GRAFTing.
+    /// Default 500 ms (about 2× the simulator's mean RTT between neighbours).
+    pub graft_timeout_ms: u64,
+    /// Plumtree: wait before GRAFTing the next announcer. Default 250 ms.
+    pub graft_retry_ms: u64,
+    /// Plumtree optimisation threshold in hops. Default 3.
+    pub optimization_threshold: u16,
+    /// How long a broadcast's payload stays cached to answer GRAFTs. Default 60 s.
+    pub message_cache_ms: u64,
+    /// How long a broadcast's id is remembered for de-duplication. Default 5 min.
+    pub seen_ttl_ms: u64,
+    /// Messages at most this old are announced (IHAVE) to a new neighbour, so a peer
+    /// that was cut off catches up after repair. Default 30 s.
+    pub ihave_on_connect_ms: u64,
+    /// Longest source route kept for a passive peer. Default 10.
+    pub max_route_len: usize,
+    /// How long a misbehaving peer is refused. Default 10 min.
+    pub ban_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            active_view_capacity: 5,
+            passive_view_capacity: 30,
+            active_random_walk_length: 6,
+            passive_random_walk_length: 3,
+            shuffle_interval_ms: 10_000,
+            shuffle_active: 3,
+            shuffle_passive: 4,
+            shuffle_ttl: 6,
+            heartbeat_interval_ms: 1_000,
+            ping_interval_ms: 2_000,
+            ping_timeout_ms: 1_500,
+            suspicion_timeout_ms: 3_000,
+            handshake_timeout_ms: 15_000,
+            repair_backoff_ms: 2_000,
+            repair_backoff_max_ms: 60_000,
+            bootstrap_backoff_ms: 10_000,
+            graft_timeout_ms: 500,
+            graft_retry_ms: 250,
+            optimization_threshold: 3,
+            message_cache_ms: 60_000,
+            seen_ttl_ms: 300_000,
+            ihave_on_connect_ms: 30_000,
+            max_route_len: 10,
+            ban_ms: 600_000,
+        }
+    }
+}
+
+/// Everything the driver tells the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Join (or re-join) the overlay through `contacts`, the server's sample of the room.
+    Join {
+        /// Peers to try, in any order.
+        contacts: Vec<PeerId>,
+    },
+    /// Broadcast `payload` (at most [`wire::MAX_PAYLOAD_LEN`] bytes) to every peer.
+    Broadcast {
+        /// The application's bytes.
+        payload: Vec<u8>,
+    },
+    /// Leave: say goodbye to the neighbours and close every connection.
+    Leave,
+    /// A frame arrived on the data channel from `from`.
+    Frame {
+        /// The neighbour that sent it.
+        from: PeerId,
+        /// The raw bytes (untrusted).
+        bytes: Vec<u8>,
+    },
+    /// A data channel to `peer` opened (whichever side started it).
+    ConnectionUp {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The connection to `peer` closed, failed, or could not be set up.
+    ConnectionDown {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The timer set by the last [`Output::SetTimer`] fired.
+    Timer,
+    /// The signaling server session is up (joined to the room).
+    ServerUp,
+    /// The signaling server session is gone.
+    ServerDown,
+    /// The server relayed this envelope to us.
+    SignalFromServer {
+        /// The envelope (untrusted until verified; the overlay verifies it).
+        envelope: SignedEnvelope,
+    },
+    /// The transport produced this envelope (signed by us) for a connection attempt;
+    /// the overlay sends it via the server or the overlay.
+    SendSignal {
+        /// The envelope to carry.
+        envelope: SignedEnvelope,
+    },
+}
+
+/// How the signals for a connection travel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalPath {
+    /// Through the signaling server.
+    Server,
+    /// Hop by hop through the overlay along this source route (first hop is an active
+    /// neighbour, last is the peer).
+    Overlay {
+        /// The hops.
+        route: Vec<PeerId>,
+    },
+}
+
+/// Everything the overlay asks of the driver, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `frame` to the connected peer `to`.
+    Send {
+        /// Recipient (a peer with an open data channel).
+        to: PeerId,
+        /// An encoded [`wire::Message`], at most [`wire::MAX_FRAME_LEN`] bytes.
+        frame: Vec<u8>,
+    },
+    /// Open a WebRTC connection to `peer`; this side sends the offer.
+    Connect {
+        /// The peer.
+        peer: PeerId,
+        /// How the signals will travel (informational: pass every envelope back as
+        /// [`Input::SendSignal`] and the overlay routes it).
+        via: SignalPath,
+    },
+    /// Close the connection to `peer`, or abort the attempt.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Call `handle(now, Input::Timer)` at `at` (ms). Replaces any earlier timer.
+    SetTimer {
+        /// Deadline in the driver's millisecond clock.
+        at: u64,
+    },
+    /// Send this envelope through the signaling server.
+    SendViaServer {
+        /// The envelope.
+        envelope: SignedEnvelope,
+    },
+    /// A verified signal for our transport (it came via the server or the overlay).
+    DeliverSignal {
+        /// The envelope as received.
+        envelope: SignedEnvelope,
+        /// Its decoded payload.
+        payload: SignalPayload,
+    },
+    /// We are isolated: ask the signaling server for a new sample, then send `Join`.
+    RequestBootstrap,
+    /// Something for the application.
+    Event(Event),
+}
+
+/// What the application hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `peer` joined our active view.
+    NeighborUp(PeerId),
+    /// `peer` left our active view.
+    NeighborDown(PeerId),
+    /// A broadcast arrived (each at most once).
+    Broadcast {
+        /// Origin (who signed it) and its sequence number.
+        id: MsgId,
+        /// The bytes.
+        payload: Vec<u8>,
+        /// Hops it travelled to reach us.
+        hops: u16,
+        /// The neighbour that delivered it (for hop traces).
+        via: PeerId,
+    },
+    /// Our own broadcast was signed and sent.
+    BroadcastSent(MsgId),
+    /// A peer misbehaved; it was disconnected and banned for [`Config::ban_ms`] unless
+    /// the reason says otherwise.
+    Misbehaving {
+        /// The peer held responsible.
+        peer: PeerId,
+        /// What it did.
+        reason: Misbehaviour,
+    },
+    /// A command could not be carried out.
+    Error(OverlayError),
+}
+
+/// What a misbehaving peer did.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misbehaviour {
+    /// It sent a frame that does not decode.
+    #[error("sent an undecodable frame: {0}")]
+    BadFrame(#[from] WireError),
+    /// It relayed a broadcast whose signature does not match its origin.
+    #[error("relayed a forged or altered broadcast from {0:?}")]
+    ForgedBroadcast(PeerId),
+    /// A signal envelope claiming to be from it failed verification (the relay that
+    /// delivered it is not blamed, since it cannot check envelopes meant for others).
+    #[error("bad signal envelope: {0}")]
+    BadSignal(EnvelopeError),
+    /// It broke the protocol in a way an honest peer never does.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+}
+
+/// Errors about local commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverlayError {
+    /// The broadcast payload is over [`wire::MAX_PAYLOAD_LEN`].
+    #[error("broadcast payload of {0} bytes is too large")]
+    PayloadTooLarge(usize),
+    /// A command that needs a joined overlay came before `Join` or after `Leave`.
+    #[error("not joined")]
+    NotJoined,
+    /// `SendSignal` with an envelope not signed by us.
+    #[error("envelope is not from this peer")]
+    ForeignEnvelope,
+    /// No path (server or overlay) to carry a signal to this peer.
+    #[error("no signal path to {0:?}")]
+    NoSignalPath(PeerId),
+}
+
+/// Counters for the driver's `stats()` and for the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `Connect` outputs emitted (RTCPeerConnections this side started).
+    pub connects: u64,
+    /// Connections that came up (either side started them).
+    pub connections_up: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Broadcasts delivered to the application.
+    pub delivered: u64,
+    /// Gossip frames that were duplicates.
+    pub duplicates: u64,
+    /// Frames relayed on behalf of others (route.rs).
+    pub relayed: u64,
+    /// Re-bootstrap requests.
+    pub bootstraps: u64,
+    /// Neighbours declared dead by the failure detector.
+    pub declared_dead: u64,
+    /// Neighbours evicted to make room for another.
+    pub evictions: u64,
+    /// Our NEIGHBOR requests that were refused.
+    pub refused: u64,
+    /// Connection attempts that failed or timed out.
+    pub failed_connects: u64,
+}
+
+/// Why a timer was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Heartbeat,
+    Shuffle,
+    Graft(MsgId),
+}
+
+/// What a connection we started is for (HyParView decides on `ConnectionUp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// Join the overlay through this contact.
+    Join,
+    /// Ask to become neighbours.
+    Neighbor(wire::Priority),
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    /// We emitted `Connect` and wait for `ConnectionUp`.
+    Connecting { intent: Intent, since: u64 },
+    /// Up, and the peer is in our active view.
+    Active,
+    /// Up, started by the other side; we wait for its JOIN or NEIGHBOR.
+    AwaitingHello { since: u64 },
+    /// Up; we sent NEIGHBOR and wait for the reply.
+    AwaitingReply { since: u64 },
+}
+
+/// One peer's overlay state machine. See the module documentation for the contract.
+///
+/// `Clone` lets the simulator snapshot a whole network and replay scenarios from it.
+#[derive(Clone)]
+pub struct Overlay {
+    identity: Identity,
+    me: PeerId,
+    config: Config,
+    rng: ChaCha8Rng,
+    now: u64,
+    joined: bool,
+    server_up: bool,
+    conns: BTreeMap<PeerId, Conn>,
+    banned: BTreeMap<PeerId, u64>,
+    timers: BinaryHeap<Reverse<(u64, TimerKind)>>,
+    announced_timer: Option<u64>,
+    out: Vec<Output>,
+    stats: Stats,
+    membership: membership::Membership,
+    plumtree: broadcast::Plumtree,
+    router: route::Router,
+    detector: failure::Detector,
+}
+
+impl Overlay {
+    /// A new, unjoined overlay core for `identity`. `rng_seed` drives every random choice
+    /// (use a fresh random seed in production, a fixed one in tests).
+    pub fn new(identity: Identity, config: Config, rng_seed: u64) -> Self {
+        let me = identity.peer_id();
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        let first_seq = rng.next_u64() >> 1;
+        Overlay {
+            identity,
+            me,
+            config,
+            rng,
+            now: 0,
+            joined: false,
+            server_up: false,
+            conns: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            announced_timer: None,
+            out: Vec::new(),
+            stats: Stats::default(),
+            membership: membership::Membership::default(),
+            plumtree: broadcast::Plumtree::new(first_seq),
+            router: route::Router::default(),
+            detector: failure::Detector::default(),
+        }
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The active view: neighbours with an open connection, in no particular order.
+    pub fn active_view(&self) -> &[PeerId] {
+        &self.membership.active
+    }
+
+    /// The passive view: peers known for repair.
+    pub fn passive_view(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.membership.passive.iter().map(|e| e.peer)
+    }
+
+    /// Neighbours this peer currently eager-pushes broadcasts to (its Plumtree links).
+    pub fn eager_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.plumtree.eager.iter().copied()
+    }
+
+    /// Whether `Join` was called and `Leave` was not.
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the failure detector currently suspects the active neighbour `peer`.
+    pub fn is_suspect(&self, peer: &PeerId) -> bool {
+        self.detector.is_suspect(peer)
+    }
+
+    /// Peers with a connection open or being opened, whatever its HyParView role.
+    pub fn connections(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.conns.keys().copied()
+    }
+
+    /// Feeds one input at time `now` (ms, monotonic) and returns what to do, in order.
+    pub fn handle(&mut self, now: u64, input: Input) -> Vec<Output> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Join { contacts } => self.on_join_command(contacts),
+            Input::Broadcast { payload } => self.on_broadcast_command(payload),
+            Input::Leave => self.on_leave_command(),
+            Input::Frame { from, bytes } => self.on_frame(from, &bytes),
+            Input::ConnectionUp { peer } => self.on_connection_up(peer),
+            Input::ConnectionDown { peer } => self.on_connection_down(peer),
+            Input::Timer => self.on_timer(),
+            Input::ServerUp => self.server_up = true,
+            Input::ServerDown => self.server_up = false,
+            Input::SignalFromServer { envelope } => self.on_server_signal(envelope),
+            Input::SendSignal { envelope } => self.on_send_signal(envelope),
+        }
+        self.announce_timer();
+        std::mem::take(&mut self.out)
+    }
+
+    fn on_frame(&mut self, from: PeerId, bytes: &[u8]) {
+        if !self.joined || from == self.me {
+            return;
+        }
+        self.stats.frames_received += 1;
+        let msg = match wire::decode(bytes) {
+            Ok(msg) => msg,
+            Err(e) => return self.punish(from, Misbehaviour::BadFrame(e)),
+        };
+        let Some(conn) = self.conns.get(&from).copied() else {
+            // A frame from a peer we have no connection with (it raced a close): ignore.
+            return;
+        };
+        self.detector.heard_from(from, self.now);
+        match conn {
+            Conn::Active => self.on_active_message(from, msg),
+            Conn::AwaitingHello { .. } | Conn::AwaitingReply { .. } => {
+                self.on_handshake_message(from, conn, msg)
+            }
+            Conn::Connecting { .. } => {}
+        }
+    }
+
+    /// A message from a peer in our active view.
+    fn on_active_message(&mut self, from: PeerId, msg: Message) {
+        match msg {
+            Message::Join => self.on_join_message(from),
+            Message::ForwardJoin {
+                newcomer,
+                ttl,
+                path,
+            } => self.on_forward_join(from, newcomer, ttl, path),
+            Message::Neighbor { .. } => self.send(from, &Message::NeighborReply { accepted: true }),
+            Message::NeighborReply { .. } => {}
+            Message::Disconnect => self.on_disconnect_message(from),
+            Message::Shuffle { ttl, path, entries } => self.on_shuffle(from, ttl, path, entries),
+            Message::Ping { nonce } => self.send(from, &Message::Pong { nonce }),
+            Message::Pong { .. } => {}
+            Message::Gossip(g) => self.on_gossip(from, g),
+            Message::IHave(ids) => self.on_ihave(from, ids),
+            Message::Graft { id } => self.on_graft(from, id),
+            Message::Prune => self.on_prune(from),
+            Message::Route { path, hop, body } => self.on_route(from, path, hop, body),
+        }
+    }
+
+    fn on_broadcast_command(&mut self, payload: Vec<u8>) {
+        if !self.joined {
+            return self.event(Event::Error(OverlayError::NotJoined));
+        }
+        if payload.len() > wire::MAX_PAYLOAD_LEN {
+            return self.event(Event::Error(OverlayError::PayloadTooLarge(payload.len())));
+        }
+        self.broadcast(payload);
+    }
+
+    fn on_leave_command(&mut self) {
+        if !self.joined {
+            return;
+        }
+        for peer in self.membership.active.clone() {
+            self.send(peer, &Message::Disconnect);
+            self.event(Event::NeighborDown(peer));
+        }
+        let peers: Vec<PeerId> = self.conns.keys().copied().collect();
+        for peer in peers {
+            self.out.push(Output::Disconnect { peer });
+        }
+        self.conns.clear();
+        self.membership.active.clear();
+        self.plumtree.clear_links();
+        self.detector = failure::Detector::default();
+        self.timers.clear();
+        self.announced_timer = None;
+        self.joined = false;
+    }
+
+    fn on_timer(&mut self) {
+        while let Some(Reverse((at, kind))) = self.timers.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            match kind {
+                TimerKind::Heartbeat => {
+                    self.heartbeat();
+                    let at = self.now + self.config.heartbeat_interval_ms;
+                    self.set_timer(at, TimerKind::Heartbeat);
+                }
+                TimerKind::Shuffle => {
+                    self.shuffle();
+                    let base = self.config.shuffle_interval_ms;
+                    let jitter = self.rand_below((base / 5).max(1) as usize) as u64;
+                    self.set_timer(self.now + base - base / 10 + jitter, TimerKind::Shuffle);
+                }
+                TimerKind::Graft(id) => self.on_graft_timer(id),
+            }
+        }
+    }
+
+    /// Housekeeping, once per heartbeat: failure detection, timeouts, repair, GC.
+    fn heartbeat(&mut self) {
+        if !self.joined {
+            return;
+        }
+        self.check_liveness();
+        self.check_handshake_timeouts();
+        self.expire_queries();
+        self.repair();
+        self.plumtree.gc(self.now, &self.config);
+        self.router.gc(self.now);
+        let now = self.now;
+        self.banned.retain(|_, until| *until > now);
+    }
+
+    /// Starts the periodic timers, each at a random phase so peers do not tick together.
+    fn start_timers(&mut self) {
+        let hb = self.rand_below(self.config.heartbeat_interval_ms as usize) as u64;
+        self.set_timer(self.now + hb + 1, TimerKind::Heartbeat);
+        let sh = self.rand_below(self.config.shuffle_interval_ms as usize) as u64;
+        self.set_timer(self.now + sh + 1, TimerKind::Shuffle);
+    }
+
+    // ---- helpers shared by the protocol modules ----
+
+    fn set_timer(&mut self, at: u64, kind: TimerKind) {
+        self.timers.push(Reverse((at, kind)));
+    }
+
+    fn announce_timer(&mut self) {
+        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        if next != self.announced_timer {
+            if let Some(at) = next {
+                self.out.push(Output::SetTimer { at });
+            }
+            self.announced_timer = next;
+        }
+    }
+
+    fn send(&mut self, to: PeerId, msg: &Message) {
+        match wire::encode(msg) {
+            Ok(frame) => self.send_frame(to, frame),
+            // Only our own bugs can get here (every list we build is bounded); dropping
+            // the frame is safer than panicking in a browser.
+            Err(_) => debug_assert!(false, "tried to send an oversized frame"),
+        }
+    }
+
+    fn send_frame(&mut self, to: PeerId, frame: Vec<u8>) {
+        self.stats.frames_sent += 1;
+        self.out.push(Output::Send { to, frame });
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push(Output::Event(e));
+    }
+
+    fn rand_below(&mut self, n: usize) -> usize {
+        if n <= 1 {
+            0
+        } else {
+            (self.rng.next_u64() % n as u64) as usize
+        }
+    }
+
+    /// Reports `peer`, drops it from every view and bans it for a while.
+    fn punish(&mut self, peer: PeerId, reason: Misbehaviour) {
+        self.event(Event::Misbehaving { peer, reason });
+        self.banned.insert(peer, self.now + self.config.ban_ms);
+        self.membership.remove_passive(&peer);
+        if self.conns.remove(&peer).is_some() {
+            self.out.push(Output::Disconnect { peer });
+        }
+        self.drop_active(peer);
+    }
+
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned.get(peer).is_some_and(|until| *until > self.now)
+    }
+}

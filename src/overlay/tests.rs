@@ -1,0 +1,388 @@
+//! Unit and property tests of one overlay core driven by hand. Scenario tests with many
+//! peers live in the simulator crate (`sim/tests/scenarios.rs`).
+
+use super::*;
+use crate::wire::{Gossip, PeerEntry, Priority, Routed};
+use proptest::prelude::*;
+
+const POOL: usize = 8;
+
+fn pool() -> Vec<Identity> {
+    (0..POOL as u8)
+        .map(|i| Identity::from_secret_bytes([i + 10; 32]))
+        .collect()
+}
+
+fn me() -> Identity {
+    Identity::from_secret_bytes([1; 32])
+}
+
+fn small_config() -> Config {
+    Config {
+        active_view_capacity: 3,
+        passive_view_capacity: 5,
+        ..Config::default()
+    }
+}
+
+/// Checks the state-machine invariants.
+fn check_invariants(o: &Overlay, outputs: &[Output]) -> Result<(), TestCaseError> {
+    let cap = o.config().active_view_capacity;
+    let active = o.active_view();
+    prop_assert!(active.len() <= cap, "active view over capacity");
+    prop_assert!(!active.contains(&o.peer_id()), "self in active view");
+    let mut sorted = active.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    prop_assert_eq!(sorted.len(), active.len(), "duplicate in active view");
+    let passive: Vec<PeerId> = o.passive_view().collect();
+    prop_assert!(passive.len() <= o.config().passive_view_capacity);
+    prop_assert!(!passive.contains(&o.peer_id()), "self in passive view");
+    for p in &passive {
+        prop_assert!(!active.contains(p), "peer in both views");
+    }
+    let mut ps = passive.clone();
+    ps.sort();
+    ps.dedup();
+    prop_assert_eq!(ps.len(), passive.len(), "duplicate in passive view");
+    for p in active {
+        prop_assert_eq!(o.conns.get(p), Some(&Conn::Active));
+    }
+    for p in o.eager_peers() {
+        prop_assert!(active.contains(&p), "eager peer not active");
+    }
+    for out in outputs {
+        match out {
+            Output::Send { to, frame } => {
+                prop_assert!(*to != o.peer_id());
+                prop_assert!(frame.len() <= wire::MAX_FRAME_LEN);
+            }
+            Output::Connect { peer, .. } => prop_assert!(*peer != o.peer_id()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(Vec<usize>),
+    Up(usize),
+    Down(usize),
+    Msg(usize, Message),
+    Garbage(usize, Vec<u8>),
+    Advance(u64),
+    Broadcast(Vec<u8>),
+}
+
+fn arb_msg(ids: Vec<PeerId>, me: PeerId) -> impl Strategy<Value = (usize, Message)> {
+    let n = ids.len();
+    (
+        0..n,
+        0..n,
+        0..n,
+        any::<u8>(),
+        any::<bool>(),
+        any::<u64>(),
+        0..12u8,
+    )
+        .prop_map(move |(from, a, b, ttl, flag, nonce, kind)| {
+            let (f, pa, pb) = (ids[from], ids[a], ids[b]);
+            let msg = match kind {
+                0 => Message::Join,
+                1 => Message::ForwardJoin {
+                    newcomer: pa,
+                    ttl: ttl % 7,
+                    path: vec![f],
+                },
+                2 => Message::Neighbor {
+                    priority: if flag { Priority::High } else { Priority::Low },
+                },
+                3 => Message::NeighborReply { accepted: flag },
+                4 => Message::Disconnect,
+                5 => Message::Shuffle {
+                    ttl: ttl % 7,
+                    path: vec![pb, f],
+                    entries: vec![
+                        PeerEntry {
+                            peer: pa,
+                            route: vec![pa],
+                        },
+                        PeerEntry {
+                            peer: me,
+                            route: vec![],
+                        },
+                    ],
+                },
+                6 => Message::Ping { nonce },
+                7 => Message::IHave(vec![(
+                    MsgId {
+                        origin: pa,
+                        seq: nonce % 4,
+                    },
+                    ttl as u16,
+                )]),
+                8 => Message::Graft {
+                    id: flag.then_some(MsgId {
+                        origin: pa,
+                        seq: nonce % 4,
+                    }),
+                },
+                9 => Message::Prune,
+                10 => Message::Route {
+                    path: vec![f, me, pa],
+                    hop: 0,
+                    body: Routed::ShuffleReply {
+                        entries: vec![PeerEntry {
+                            peer: pb,
+                            route: vec![pb],
+                        }],
+                    },
+                },
+                _ => Message::Route {
+                    path: vec![f, me],
+                    hop: 0,
+                    body: if flag {
+                        Routed::NeighborQuery
+                    } else {
+                        Routed::NeighborAnswer { room: true }
+                    },
+                },
+            };
+            (from, msg)
+        })
+}
+
+fn arb_op(ids: Vec<PeerId>, me: PeerId) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => prop::collection::vec(0..POOL, 0..4).prop_map(Op::Join),
+        1 => (0..POOL).prop_map(Op::Up),
+        1 => (0..POOL).prop_map(Op::Down),
+        4 => arb_msg(ids, me).prop_map(|(f, m)| Op::Msg(f, m)),
+        1 => ((0..POOL), prop::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(f, b)| Op::Garbage(f, b)),
+        1 => (0..5_000u64).prop_map(Op::Advance),
+        1 => prop::collection::vec(any::<u8>(), 0..16).prop_map(Op::Broadcast),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn views_keep_their_invariants_whatever_the_inputs(
+        ops in prop::collection::vec(
+            arb_op(pool().iter().map(|i| i.peer_id()).collect(), me().peer_id()),
+            1..120,
+        ),
+        seed in any::<u64>(),
+    ) {
+        let ids: Vec<PeerId> = pool().iter().map(|i| i.peer_id()).collect();
+        let mut o = Overlay::new(me(), small_config(), seed);
+        let mut now = 0u64;
+        for op in ops {
+            let input = match op {
+                Op::Join(c) => Input::Join { contacts: c.into_iter().map(|i| ids[i]).collect() },
+                Op::Up(i) => Input::ConnectionUp { peer: ids[i] },
+                Op::Down(i) => Input::ConnectionDown { peer: ids[i] },
+                Op::Msg(i, m) => Input::Frame { from: ids[i], bytes: wire::encode(&m).unwrap() },
+                Op::Garbage(i, mut b) => {
+                    b.insert(0, 0xff);
+                    Input::Frame { from: ids[i], bytes: b }
+                }
+                Op::Advance(ms) => {
+                    now += ms;
+                    Input::Timer
+                }
+                Op::Broadcast(p) => Input::Broadcast { payload: p },
+            };
+            let out = o.handle(now, input);
+            check_invariants(&o, &out)?;
+        }
+    }
+
+    #[test]
+    fn arbitrary_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let ids: Vec<PeerId> = pool().iter().map(|i| i.peer_id()).collect();
+        let mut o = Overlay::new(me(), small_config(), 7);
+        o.handle(0, Input::Join { contacts: vec![ids[0]] });
+        o.handle(1, Input::ConnectionUp { peer: ids[0] });
+        let mut framed = vec![wire::WIRE_VERSION];
+        framed.extend_from_slice(&bytes);
+        let out = o.handle(2, Input::Frame { from: ids[0], bytes: framed });
+        check_invariants(&o, &out)?;
+    }
+}
+
+/// Moves frames between two overlays until neither has anything left to say.
+fn pump(a: &mut Overlay, b: &mut Overlay, now: u64, mut pending: Vec<(bool, Output)>) {
+    let mut steps = 0;
+    while let Some((from_a, out)) = pending.pop() {
+        steps += 1;
+        assert!(steps < 10_000, "pump did not settle");
+        let (src, dst) = if from_a {
+            (a.peer_id(), &mut *b)
+        } else {
+            (b.peer_id(), &mut *a)
+        };
+        if let Output::Send { to, frame } = out {
+            if to == dst.peer_id() {
+                let next = dst.handle(
+                    now,
+                    Input::Frame {
+                        from: src,
+                        bytes: frame,
+                    },
+                );
+                pending.extend(next.into_iter().map(|o| (!from_a, o)));
+            }
+        }
+    }
+}
+
+fn two_neighbours() -> (Overlay, Overlay) {
+    let mut a = Overlay::new(me(), Config::default(), 1);
+    let mut b = Overlay::new(pool()[0].clone(), Config::default(), 2);
+    a.handle(0, Input::Join { contacts: vec![] });
+    let out = b.handle(
+        0,
+        Input::Join {
+            contacts: vec![a.peer_id()],
+        },
+    );
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Connect { peer, via: SignalPath::Server } if *peer == a.peer_id())
+    ));
+    let ob = b.handle(1, Input::ConnectionUp { peer: a.peer_id() });
+    let oa = a.handle(1, Input::ConnectionUp { peer: b.peer_id() });
+    let mut pending: Vec<(bool, Output)> = oa.into_iter().map(|o| (true, o)).collect();
+    pending.extend(ob.into_iter().map(|o| (false, o)));
+    pump(&mut a, &mut b, 1, pending);
+    (a, b)
+}
+
+#[test]
+fn a_join_makes_contact_and_newcomer_neighbours() {
+    let (a, b) = two_neighbours();
+    assert_eq!(a.active_view(), &[b.peer_id()]);
+    assert_eq!(b.active_view(), &[a.peer_id()]);
+}
+
+#[test]
+fn a_broadcast_is_delivered_once_and_a_forgery_is_reported() {
+    let (mut a, mut b) = two_neighbours();
+    let out = a.handle(
+        5,
+        Input::Broadcast {
+            payload: b"hi".to_vec(),
+        },
+    );
+    let frame = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { to, frame } if *to == b.peer_id() => Some(frame.clone()),
+            _ => None,
+        })
+        .expect("eager push to the only neighbour");
+    let got = b.handle(
+        6,
+        Input::Frame {
+            from: a.peer_id(),
+            bytes: frame.clone(),
+        },
+    );
+    assert!(got.iter().any(
+        |o| matches!(o, Output::Event(Event::Broadcast { payload, hops: 1, .. }) if payload == b"hi")
+    ));
+    // The same frame again is a duplicate: no second delivery.
+    let again = b.handle(
+        7,
+        Input::Frame {
+            from: a.peer_id(),
+            bytes: frame.clone(),
+        },
+    );
+    assert!(!again
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Broadcast { .. }))));
+    // An altered payload under the same signature (new seq so it is not a duplicate).
+    let Ok(Message::Gossip(g)) = wire::decode(&frame) else {
+        panic!("not a gossip frame")
+    };
+    let forged = Message::Gossip(Gossip {
+        id: MsgId {
+            origin: g.id.origin,
+            seq: g.id.seq + 1,
+        },
+        payload: b"ho".to_vec(),
+        ..g
+    });
+    let got = b.handle(
+        8,
+        Input::Frame {
+            from: a.peer_id(),
+            bytes: wire::encode(&forged).unwrap(),
+        },
+    );
+    assert!(got.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Misbehaving {
+            reason: Misbehaviour::ForgedBroadcast(_),
+            ..
+        })
+    )));
+    assert!(got
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { peer } if *peer == a.peer_id())));
+    assert!(b.active_view().is_empty());
+}
+
+#[test]
+fn a_silent_neighbour_is_suspected_then_dropped() {
+    let (mut a, b) = two_neighbours();
+    let mut now = 1;
+    let mut suspected = false;
+    let mut dropped = false;
+    while now < 20_000 && !dropped {
+        now += 500;
+        let out = a.handle(now, Input::Timer);
+        suspected |= a.is_suspect(&b.peer_id());
+        dropped |= out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::NeighborDown(p)) if *p == b.peer_id()));
+    }
+    assert!(suspected, "never suspected");
+    assert!(dropped, "never dropped");
+    assert!(now <= 10_000, "took {now} ms");
+    assert_eq!(a.stats().declared_dead, 1);
+}
+
+#[test]
+fn an_oversized_broadcast_is_refused_locally() {
+    let (mut a, _) = two_neighbours();
+    let out = a.handle(
+        2,
+        Input::Broadcast {
+            payload: vec![0; wire::MAX_PAYLOAD_LEN + 1],
+        },
+    );
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Event(Event::Error(OverlayError::PayloadTooLarge(
+            _
+        )))]
+    ));
+}
+
+#[test]
+fn the_timer_is_announced_and_only_when_it_changes() {
+    let mut a = Overlay::new(me(), Config::default(), 1);
+    let out = a.handle(0, Input::Join { contacts: vec![] });
+    let timers: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::SetTimer { .. }))
+        .collect();
+    assert_eq!(timers.len(), 1);
+    let out = a.handle(0, Input::ServerUp);
+    assert!(out.is_empty());
+}

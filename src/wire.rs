@@ -1,0 +1,443 @@
+//! The peer-to-peer frame format: what one overlay core sends another over a data channel.
+//!
+//! A frame is one version byte followed by a [postcard](https://docs.rs/postcard) encoding
+//! of a [`Message`]. Postcard is compact (varints, no field names) and its decoder works on
+//! a borrowed slice and reports errors instead of panicking, which matters because every
+//! byte here comes from a peer we do not trust.
+//!
+//! Limits, all checked by [`decode`] before a message reaches the protocol code:
+//! - a frame is at most [`MAX_FRAME_LEN`] = 64 KiB, the largest message that every browser
+//!   delivers over a data channel (larger application data is chunked by the transport);
+//! - a broadcast payload is at most [`MAX_PAYLOAD_LEN`];
+//! - peer lists (walk paths, source routes, shuffle entries, IHAVE batches) have small
+//!   fixed bounds ([`MAX_PATH_LEN`], [`MAX_ENTRIES`], [`MAX_IHAVE`]).
+//!
+//! The version byte lets a future format live beside this one: a peer that receives a
+//! version it does not speak gets [`WireError::UnsupportedVersion`] and drops the sender.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{PeerId, Signature};
+use crate::signal::SignedEnvelope;
+
+/// Version of the frame format written by [`encode`].
+pub const WIRE_VERSION: u8 = 1;
+/// Largest frame accepted or produced, in bytes (version byte included).
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+/// Largest broadcast payload, in bytes: a frame minus room for the gossip header.
+pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - 1024;
+/// Longest walk path or source route carried in a frame.
+pub const MAX_PATH_LEN: usize = 16;
+/// Most peer entries in one shuffle or shuffle reply.
+pub const MAX_ENTRIES: usize = 32;
+/// Most message ids in one IHAVE batch.
+pub const MAX_IHAVE: usize = 256;
+
+/// Why a frame could not be decoded (or encoded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame had no bytes at all.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is longer than [`MAX_FRAME_LEN`].
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLong {
+        /// Length received.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The version byte names a format this peer does not speak.
+    #[error("unsupported wire version {0}")]
+    UnsupportedVersion(u8),
+    /// The bytes after the version byte are not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A valid message was followed by extra bytes.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    /// A list or payload inside the message is over its bound.
+    #[error("{what} has {len} items, more than the limit of {max}")]
+    LimitExceeded {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Priority of a HyParView NEIGHBOR request: `High` must be accepted (the sender has no
+/// other neighbour), `Low` may be refused by a peer whose active view is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    /// Must be accepted, evicting another neighbour if needed.
+    High,
+    /// Accepted only if there is room.
+    Low,
+}
+
+/// Identifies a broadcast: its origin and the origin's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MsgId {
+    /// The peer that signed the broadcast.
+    pub origin: PeerId,
+    /// The origin's sequence number for it.
+    pub seq: u64,
+}
+
+/// A peer address carried in a shuffle: the peer, and a source route to it from the
+/// peer that sent the entry (empty when unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// The advertised peer.
+    pub peer: PeerId,
+    /// Hops from the sender of the entry to `peer` (ending with `peer`); empty if the
+    /// sender knows no route.
+    pub route: Vec<PeerId>,
+}
+
+/// A broadcast as it travels the Plumtree: signed by its origin over
+/// `seq || payload`, so relays can neither forge nor alter it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip {
+    /// Origin and sequence number.
+    pub id: MsgId,
+    /// Hops travelled so far (not signed: relays increment it).
+    pub round: u16,
+    /// The application's bytes.
+    pub payload: Vec<u8>,
+    /// The origin's signature (see `overlay::broadcast::BROADCAST_CONTEXT`).
+    pub sig: Signature,
+}
+
+/// What a routed frame carries to a peer we are not connected to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Routed {
+    /// A WebRTC signal envelope (offer, answer, ICE candidate, abort).
+    Signal(SignedEnvelope),
+    /// The answer to a shuffle: entries from the receiver's passive view.
+    ShuffleReply {
+        /// Entries, with routes relative to the replying peer.
+        entries: Vec<PeerEntry>,
+    },
+    /// "Would you take me as a low-priority neighbour?" — asked before opening a
+    /// connection, so a refusal costs no RTCPeerConnection.
+    NeighborQuery,
+    /// Answer to [`Routed::NeighborQuery`].
+    NeighborAnswer {
+        /// Whether the sender has room in its active view right now.
+        room: bool,
+    },
+    /// A relay on `path` could not forward a routed frame to `target`.
+    Unreachable {
+        /// The final destination that could not be reached.
+        target: PeerId,
+    },
+}
+
+/// Every frame one overlay core sends another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// HyParView JOIN: "I am new, take me into your active view".
+    Join,
+    /// HyParView FORWARD_JOIN: a random walk announcing `newcomer`.
+    ForwardJoin {
+        /// The joining peer.
+        newcomer: PeerId,
+        /// Remaining hops.
+        ttl: u8,
+        /// Peers the walk has visited, starting with the newcomer's contact.
+        path: Vec<PeerId>,
+    },
+    /// HyParView NEIGHBOR: "please make me an active neighbour".
+    Neighbor {
+        /// Whether the receiver may refuse.
+        priority: Priority,
+    },
+    /// Answer to [`Message::Neighbor`].
+    NeighborReply {
+        /// `false` means the sender will close the connection.
+        accepted: bool,
+    },
+    /// HyParView DISCONNECT: "I drop you from my active view; keep me as passive".
+    Disconnect,
+    /// HyParView SHUFFLE: a random walk that exchanges view samples.
+    Shuffle {
+        /// Remaining hops.
+        ttl: u8,
+        /// Peers visited, starting with the origin of the shuffle.
+        path: Vec<PeerId>,
+        /// The origin's sample (itself, some active and some passive peers).
+        entries: Vec<PeerEntry>,
+    },
+    /// Failure detector probe.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// Failure detector answer.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// Plumtree eager push of a broadcast.
+    Gossip(Gossip),
+    /// Plumtree lazy push: "I have these messages" (id and round).
+    IHave(Vec<(MsgId, u16)>),
+    /// Plumtree GRAFT: "make me eager again, and send `id` if given".
+    Graft {
+        /// The missing message, or `None` for a tree optimisation graft.
+        id: Option<MsgId>,
+    },
+    /// Plumtree PRUNE: "stop eager-pushing to me".
+    Prune,
+    /// A frame travelling hop by hop along a source route (see `overlay::route`).
+    Route {
+        /// Every hop from the source (`path[0]`) to the target (last).
+        path: Vec<PeerId>,
+        /// Index in `path` of the peer that sent this frame.
+        hop: u8,
+        /// What is carried.
+        body: Routed,
+    },
+}
+
+impl Message {
+    /// Checks the length bounds documented in the module doc.
+    pub fn validate(&self) -> Result<(), WireError> {
+        fn bound(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+            if len > max {
+                Err(WireError::LimitExceeded { what, len, max })
+            } else {
+                Ok(())
+            }
+        }
+        fn entries(e: &[PeerEntry]) -> Result<(), WireError> {
+            bound("entries", e.len(), MAX_ENTRIES)?;
+            e.iter()
+                .try_for_each(|e| bound("entry route", e.route.len(), MAX_PATH_LEN))
+        }
+        match self {
+            Message::ForwardJoin { path, .. } => bound("path", path.len(), MAX_PATH_LEN),
+            Message::Shuffle {
+                path, entries: e, ..
+            } => {
+                bound("path", path.len(), MAX_PATH_LEN)?;
+                entries(e)
+            }
+            Message::Gossip(g) => bound("payload", g.payload.len(), MAX_PAYLOAD_LEN),
+            Message::IHave(ids) => bound("ihave", ids.len(), MAX_IHAVE),
+            Message::Route { path, body, .. } => {
+                bound("path", path.len(), MAX_PATH_LEN)?;
+                match body {
+                    Routed::ShuffleReply { entries: e } => entries(e),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Encodes `msg` as a frame. Fails only if the message breaks a documented limit.
+pub fn encode(msg: &Message) -> Result<Vec<u8>, WireError> {
+    msg.validate()?;
+    let out = postcard::to_extend(msg, vec![WIRE_VERSION])
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if out.len() > MAX_FRAME_LEN {
+        return Err(WireError::TooLong {
+            len: out.len(),
+            max: MAX_FRAME_LEN,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes one frame. Never panics, whatever the bytes.
+pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(WireError::TooLong {
+            len: frame.len(),
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let (&version, rest) = frame.split_first().ok_or(WireError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let (msg, trailing): (Message, _) =
+        postcard::take_from_bytes(rest).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !trailing.is_empty() {
+        return Err(WireError::TrailingBytes(trailing.len()));
+    }
+    msg.validate()?;
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Identity;
+    use crate::signal::SignalPayload;
+    use proptest::prelude::*;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId::from_bytes([n; 32])
+    }
+
+    fn arb_peer() -> impl Strategy<Value = PeerId> {
+        any::<[u8; 32]>().prop_map(PeerId::from_bytes)
+    }
+
+    fn arb_entry() -> impl Strategy<Value = PeerEntry> {
+        (arb_peer(), prop::collection::vec(arb_peer(), 0..4))
+            .prop_map(|(peer, route)| PeerEntry { peer, route })
+    }
+
+    fn arb_id() -> impl Strategy<Value = MsgId> {
+        (arb_peer(), any::<u64>()).prop_map(|(origin, seq)| MsgId { origin, seq })
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let sig = any::<[u8; 32]>().prop_map(|h| {
+            let mut b = [0u8; 64];
+            b[..32].copy_from_slice(&h);
+            Signature::from_bytes(b)
+        });
+        prop_oneof![
+            Just(Message::Join),
+            (
+                arb_peer(),
+                any::<u8>(),
+                prop::collection::vec(arb_peer(), 0..8)
+            )
+                .prop_map(|(newcomer, ttl, path)| Message::ForwardJoin {
+                    newcomer,
+                    ttl,
+                    path
+                }),
+            prop_oneof![Just(Priority::High), Just(Priority::Low)]
+                .prop_map(|priority| Message::Neighbor { priority }),
+            any::<bool>().prop_map(|accepted| Message::NeighborReply { accepted }),
+            Just(Message::Disconnect),
+            (
+                any::<u8>(),
+                prop::collection::vec(arb_peer(), 0..8),
+                prop::collection::vec(arb_entry(), 0..8)
+            )
+                .prop_map(|(ttl, path, entries)| Message::Shuffle {
+                    ttl,
+                    path,
+                    entries
+                }),
+            any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+            any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+            (
+                arb_id(),
+                any::<u16>(),
+                prop::collection::vec(any::<u8>(), 0..300),
+                sig
+            )
+                .prop_map(|(id, round, payload, sig)| Message::Gossip(Gossip {
+                    id,
+                    round,
+                    payload,
+                    sig
+                })),
+            prop::collection::vec((arb_id(), any::<u16>()), 0..20).prop_map(Message::IHave),
+            prop::option::of(arb_id()).prop_map(|id| Message::Graft { id }),
+            Just(Message::Prune),
+            (
+                prop::collection::vec(arb_peer(), 0..8),
+                any::<u8>(),
+                prop::collection::vec(arb_entry(), 0..4)
+            )
+                .prop_map(|(path, hop, entries)| Message::Route {
+                    path,
+                    hop,
+                    body: Routed::ShuffleReply { entries }
+                }),
+            (prop::collection::vec(arb_peer(), 0..8), arb_peer()).prop_map(|(path, target)| {
+                Message::Route {
+                    path,
+                    hop: 0,
+                    body: Routed::Unreachable { target },
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(msg in arb_message()) {
+            let frame = encode(&msg).unwrap();
+            prop_assert!(frame.len() <= MAX_FRAME_LEN);
+            prop_assert_eq!(decode(&frame).unwrap(), msg);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+            let mut v = vec![WIRE_VERSION];
+            v.extend_from_slice(&bytes);
+            let _ = decode(&v);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(msg in arb_message(), cut in any::<prop::sample::Index>()) {
+            let frame = encode(&msg).unwrap();
+            let at = cut.index(frame.len());
+            prop_assert!(decode(&frame[..at]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_signal_envelope_round_trips() {
+        let a = Identity::from_secret_bytes([1; 32]);
+        let env = SignedEnvelope::seal(&a, peer(2), 7, &SignalPayload::Offer { sdp: "v=0".into() });
+        let msg = Message::Route {
+            path: vec![a.peer_id(), peer(3), peer(2)],
+            hop: 0,
+            body: Routed::Signal(env),
+        };
+        assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
+    }
+
+    #[test]
+    fn bad_frames_get_typed_errors() {
+        assert_eq!(decode(&[]), Err(WireError::Empty));
+        assert_eq!(decode(&[9, 0]), Err(WireError::UnsupportedVersion(9)));
+        assert!(matches!(
+            decode(&vec![WIRE_VERSION; MAX_FRAME_LEN + 1]),
+            Err(WireError::TooLong { .. })
+        ));
+        let mut frame = encode(&Message::Join).unwrap();
+        frame.push(0);
+        assert_eq!(decode(&frame), Err(WireError::TrailingBytes(1)));
+        assert!(matches!(
+            decode(&[WIRE_VERSION, 200]),
+            Err(WireError::Malformed(_))
+        ));
+        let long = Message::ForwardJoin {
+            newcomer: peer(1),
+            ttl: 1,
+            path: vec![peer(2); MAX_PATH_LEN + 1],
+        };
+        assert!(matches!(
+            encode(&long),
+            Err(WireError::LimitExceeded { .. })
+        ));
+        // A hand-made frame that breaks a limit is refused by decode too.
+        let mut raw = vec![WIRE_VERSION];
+        raw.extend(postcard::to_allocvec(&long).unwrap());
+        assert!(matches!(decode(&raw), Err(WireError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn control_frames_are_small() {
+        assert!(encode(&Message::Ping { nonce: u64::MAX }).unwrap().len() <= 12);
+        assert_eq!(encode(&Message::Prune).unwrap().len(), 2);
+    }
+}
