@@ -65,7 +65,7 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     relay_secs: f64,
     /// Upper bound on the whole run, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     max_secs: u64,
     /// The rhizome-signaling binary (default: next to this example's directory).
     #[arg(long)]
@@ -76,6 +76,9 @@ struct Args {
     /// Skip the PeerJS server (no ratios then).
     #[arg(long)]
     skip_peerjs: bool,
+    /// Rounds per server (alternating which goes first); the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,24 +177,52 @@ async fn run(args: Args) {
         .unwrap_or_else(|| manifest.join("bench/node_modules/peer/dist/bin/peerjs.js"));
 
     eprintln!(
-        "{} sessions, rooms of {}, {} pairs x window {}, {} B payload, {} s relay",
-        args.sessions, args.room_size, args.pairs, args.window, args.payload, args.relay_secs
+        "{} sessions, rooms of {}, {} pairs x window {}, {} B payload, {} s relay, {} rounds",
+        args.sessions,
+        args.room_size,
+        args.pairs,
+        args.window,
+        args.payload,
+        args.relay_secs,
+        args.rounds
     );
-    let rhizome = bench(Kind::Rhizome, &args, || start_rhizome(&server_bin)).await;
-    print_results(Kind::Rhizome, &rhizome);
-    let peer = if args.skip_peerjs {
-        None
+    let with_peerjs = if args.skip_peerjs {
+        false
     } else if !peerjs.exists() {
         eprintln!(
-            "{} not found: run `npm install` in signaling/bench (or pass --peerjs); skipping PeerJS",
+            "{} not found: run `npm ci` in signaling/bench (or pass --peerjs); skipping PeerJS",
             peerjs.display()
         );
-        None
+        false
     } else {
-        let r = bench(Kind::PeerJs, &args, || start_peerjs(&peerjs)).await;
-        print_results(Kind::PeerJs, &r);
-        Some(r)
+        true
     };
+    // Alternate which server goes first, so a change in machine load during the run
+    // does not always favour the same one; report medians over rounds.
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let mut order = vec![Kind::Rhizome];
+        if with_peerjs {
+            order.push(Kind::PeerJs);
+        }
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for kind in order {
+            let r = match kind {
+                Kind::Rhizome => bench(kind, &args, || start_rhizome(&server_bin)).await,
+                Kind::PeerJs => bench(kind, &args, || start_peerjs(&peerjs)).await,
+            };
+            print_results(kind, &r);
+            match kind {
+                Kind::Rhizome => ours.push(r),
+                Kind::PeerJs => theirs.push(r),
+            }
+        }
+    }
+    let rhizome = median(&ours);
+    let peer = with_peerjs.then(|| median(&theirs));
     println!();
     println!(
         "| measure | {} | {} | ratio |",
@@ -246,8 +277,12 @@ async fn run(args: Args) {
         rhizome.rss_idle_kib as f64 / 1024.0,
         p.rss_idle_kib as f64 / 1024.0
     );
+    println!(
+        "| failed connects (all rounds) | {} | {} | |",
+        rhizome.failed_connects, p.failed_connects
+    );
     println!();
-    println!("Ratios are rhizome's advantage: >1x means rhizome-signaling is better on that line.");
+    println!("Medians over {} rounds. Ratios are rhizome's advantage: >1x means rhizome-signaling is better on that line.", args.rounds.max(1));
 }
 
 async fn start_rhizome(bin: &PathBuf) -> Server {
@@ -591,6 +626,27 @@ async fn recv_loop(
         }
     }
     latencies
+}
+
+/// The median of every measure over rounds (each measure on its own).
+fn median(rounds: &[Results]) -> Results {
+    let pick = |f: &dyn Fn(&Results) -> f64| -> f64 {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Results {
+        sessions: pick(&|r| r.sessions as f64) as usize,
+        joins_per_sec: pick(&|r| r.joins_per_sec),
+        rss_before_kib: pick(&|r| r.rss_before_kib as f64) as u64,
+        rss_idle_kib: pick(&|r| r.rss_idle_kib as f64) as u64,
+        bytes_per_session: pick(&|r| r.bytes_per_session),
+        relayed: pick(&|r| r.relayed as f64) as u64,
+        relay_per_sec: pick(&|r| r.relay_per_sec),
+        p50_ms: pick(&|r| r.p50_ms),
+        p99_ms: pick(&|r| r.p99_ms),
+        failed_connects: rounds.iter().map(|r| r.failed_connects).sum(),
+    }
 }
 
 fn print_results(kind: Kind, r: &Results) {

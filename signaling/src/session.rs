@@ -15,6 +15,7 @@
 //! [`ErrorCode::close_code`]), then a short wait for the client's close reply so that
 //! neither frame is lost to a TCP reset.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use rhizome::signal::{
     verify_join_proof, ClientMsg, ErrorCode, ServerMsg, CLOSE_TOO_BIG, MAX_ROOM_LEN,
     PROTOCOL_VERSION,
 };
+use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
@@ -208,9 +210,9 @@ impl Session {
         }
         match decode(text.as_str()) {
             Err((code, message)) => self.refuse(code, message).await,
-            Ok(ClientMsg::Ping) => self.send(&ServerMsg::Pong).await,
-            Ok(ClientMsg::Join { room, peer, proof }) => self.join(room, peer, proof).await,
-            Ok(ClientMsg::Signal { to, envelope }) => self.signal(to, envelope).await,
+            Ok(Incoming::Ping) => self.send(&ServerMsg::Pong).await,
+            Ok(Incoming::Join { room, peer, proof }) => self.join(room, peer, proof).await,
+            Ok(Incoming::Signal { to, envelope }) => self.signal(to, envelope).await,
         }
     }
 
@@ -256,16 +258,13 @@ impl Session {
         }
     }
 
-    async fn signal(&mut self, to: PeerId, envelope: serde_json::Value) -> Result<(), End> {
+    async fn signal(&mut self, to: PeerId, envelope: &RawValue) -> Result<(), End> {
         let Some((room, from)) = &self.joined else {
             return self
                 .refuse(ErrorCode::NotJoined, "join a room before signalling")
                 .await;
         };
-        let frame = encode(&ServerMsg::Signal {
-            from: *from,
-            envelope,
-        });
+        let frame = encode_signal(from, envelope);
         match self.shared.rooms.relay(room, from, self.id, &to, frame) {
             Ok(()) => {
                 telemetry::relayed();
@@ -378,25 +377,81 @@ fn read_error(e: axum::Error, hard_limit: usize) -> End {
     }
 }
 
-/// Parses a client frame, telling an unknown `type` apart from a malformed message.
-fn decode(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
-    serde_json::from_str::<ClientMsg>(text).map_err(|e| {
-        #[derive(serde::Deserialize)]
-        struct Tagged {
-            #[serde(rename = "type")]
-            ty: String,
+/// A decoded client frame. A signal keeps its envelope as the raw JSON text it arrived
+/// in: the server never looks inside, so it neither builds a tree for it nor re-encodes
+/// it (relaying is the hot path).
+#[derive(Debug)]
+enum Incoming<'a> {
+    Ping,
+    Join {
+        room: String,
+        peer: PeerId,
+        proof: Signature,
+    },
+    Signal {
+        to: PeerId,
+        envelope: &'a RawValue,
+    },
+}
+
+/// Parses a client frame (the shapes of [`ClientMsg`]), telling an unknown `type` apart
+/// from a malformed message.
+fn decode(text: &str) -> Result<Incoming<'_>, (ErrorCode, String)> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        ty: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SignalIn<'a> {
+        to: PeerId,
+        #[serde(borrow)]
+        envelope: Option<&'a RawValue>,
+    }
+    let bad = |e: serde_json::Error| (ErrorCode::BadRequest, e.to_string());
+    if !text.trim_start().starts_with('{') {
+        return Err((
+            ErrorCode::BadRequest,
+            "a message is a JSON object".to_string(),
+        ));
+    }
+    let head: Head = serde_json::from_str(text).map_err(bad)?;
+    match head.ty.as_deref() {
+        Some("signal") => {
+            let s: SignalIn = serde_json::from_str(text).map_err(bad)?;
+            Ok(Incoming::Signal {
+                to: s.to,
+                envelope: s.envelope.unwrap_or(RawValue::NULL),
+            })
         }
-        match serde_json::from_str::<Tagged>(text) {
-            Ok(t) if !["join", "signal", "ping"].contains(&t.ty.as_str()) => {
-                let shown: String = t.ty.chars().take(40).collect();
-                (
-                    ErrorCode::UnknownType,
-                    format!("unknown message type {shown:?}"),
-                )
-            }
-            _ => (ErrorCode::BadRequest, e.to_string()),
+        Some("join") | Some("ping") => match serde_json::from_str::<ClientMsg>(text) {
+            Ok(ClientMsg::Join { room, peer, proof }) => Ok(Incoming::Join { room, peer, proof }),
+            Ok(ClientMsg::Ping) => Ok(Incoming::Ping),
+            Ok(ClientMsg::Signal { .. }) => Err((
+                ErrorCode::BadRequest,
+                "inconsistent message type".to_string(),
+            )),
+            Err(e) => Err(bad(e)),
+        },
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            Err((
+                ErrorCode::UnknownType,
+                format!("unknown message type {shown:?}"),
+            ))
         }
-    })
+        None => Err((ErrorCode::BadRequest, "missing field `type`".to_string())),
+    }
+}
+
+/// The relayed form of a signal, `ServerMsg::Signal` on the wire, with the envelope
+/// copied as it arrived.
+fn encode_signal(from: &PeerId, envelope: &RawValue) -> Utf8Bytes {
+    format!(
+        r#"{{"type":"signal","from":"{from}","envelope":{}}}"#,
+        envelope.get()
+    )
+    .into()
 }
 
 fn encode(msg: &ServerMsg) -> Utf8Bytes {
@@ -419,7 +474,7 @@ mod tests {
 
     #[test]
     fn unknown_types_are_told_apart_from_malformed_messages() {
-        assert!(matches!(decode(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping)));
+        assert!(matches!(decode(r#"{"type":"ping"}"#), Ok(Incoming::Ping)));
         assert_eq!(
             decode(r#"{"type":"dance"}"#).map_err(|e| e.0).err(),
             Some(ErrorCode::UnknownType)
@@ -439,6 +494,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_relayed_signal_is_the_documented_server_message_with_the_envelope_verbatim() {
+        let from = rhizome::id::Identity::from_secret_bytes([1; 32]).peer_id();
+        let to = rhizome::id::Identity::from_secret_bytes([2; 32]).peer_id();
+        let text =
+            format!(r#"{{"type":"signal","to":"{to}","envelope": {{"b":[1,2.5,"x"],"a":null}} }}"#);
+        let Ok(Incoming::Signal { to: got, envelope }) = decode(&text) else {
+            panic!("a signal decodes");
+        };
+        assert_eq!(got, to);
+        let relayed = encode_signal(&from, envelope);
+        let msg: ServerMsg = serde_json::from_str(relayed.as_str()).unwrap();
+        assert_eq!(
+            msg,
+            ServerMsg::Signal {
+                from,
+                envelope: serde_json::json!({"b": [1, 2.5, "x"], "a": null}),
+            }
+        );
+        // A missing envelope is relayed as null, as `ClientMsg` would read it.
+        let text = format!(r#"{{"type":"signal","to":"{to}"}}"#);
+        let Ok(Incoming::Signal { envelope, .. }) = decode(&text) else {
+            panic!("a signal without envelope decodes");
+        };
+        assert_eq!(envelope.get(), "null");
     }
 
     #[test]
