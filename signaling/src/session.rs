@@ -145,12 +145,20 @@ impl Session {
         let mailbox = self.mailbox.clone();
         let join_by = Instant::now() + config.join_deadline;
         let mut idle_at = Instant::now() + config.idle_timeout;
-        loop {
-            let (deadline, expired) = if self.joined.is_none() && join_by <= idle_at {
+        // The deadline in force: the join deadline until joined, then the idle timeout.
+        let deadline = |joined: bool, idle_at: Instant| {
+            if !joined && join_by <= idle_at {
                 (join_by, ErrorCode::JoinTimeout)
             } else {
                 (idle_at, ErrorCode::IdleTimeout)
-            };
+            }
+        };
+        // One timer per session, re-armed only when it fires early: a busy session moves
+        // its idle deadline with every frame, and touching the timer wheel each time
+        // would cost more than the frame.
+        let timer = sleep_until(deadline(false, idle_at).0);
+        tokio::pin!(timer);
+        loop {
             let step = tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => {
@@ -163,10 +171,18 @@ impl Session {
                         "a newer session joined with the same peer id",
                     )),
                 },
-                _ = sleep_until(deadline) => Err(End::close(expired, match expired {
-                    ErrorCode::JoinTimeout => "no join within the join deadline",
-                    _ => "nothing received within the idle timeout",
-                })),
+                () = &mut timer => {
+                    let (at, expired) = deadline(self.joined.is_some(), idle_at);
+                    if Instant::now() >= at {
+                        Err(End::close(expired, match expired {
+                            ErrorCode::JoinTimeout => "no join within the join deadline",
+                            _ => "nothing received within the idle timeout",
+                        }))
+                    } else {
+                        timer.as_mut().reset(at);
+                        Ok(())
+                    }
+                }
                 incoming = self.ws.recv() => match incoming {
                     None => Err(End::Disconnected),
                     Some(Err(e)) => Err(read_error(e, config.hard_frame_bytes())),

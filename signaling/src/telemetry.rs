@@ -5,9 +5,9 @@
 //! facade's design), so several servers started in one process (as in the tests) share
 //! one set of counters; gauges move by increments so they stay correct even then.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rhizome::signal::ErrorCode;
 
@@ -100,9 +100,11 @@ pub fn left() {
     gauge!(MEMBERS).decrement(1.0);
 }
 
-/// A signal was queued for its target.
+/// A signal was queued for its target. The hot path: the counter handle is looked up
+/// once (after [`handle`] installed the recorder, which `serve` does first).
 pub fn relayed() {
-    counter!(RELAYED).increment(1);
+    static RELAYED_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(RELAYED));
+    RELAYED_COUNTER.increment(1);
 }
 
 /// An error frame was sent.
