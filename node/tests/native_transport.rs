@@ -281,7 +281,9 @@ async fn a_full_send_queue_refuses_without_losing_what_it_accepted() {
         assert!(accepted < 1000, "the queue never filled");
     };
     assert_eq!(refused, TransportError::Backpressure);
-    assert!(accepted >= 4, "the queue took its fill ({accepted})");
+    // Chunk headers count too, so 2 MiB holds three whole 512 KiB messages (more if the
+    // writer drained some meanwhile).
+    assert!(accepted >= 3, "the queue took its fill ({accepted})");
     assert_eq!(
         a.conn.send(&vec![0u8; 2 * 1024 * 1024]),
         Err(TransportError::TooLarge {
