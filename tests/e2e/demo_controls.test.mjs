@@ -104,6 +104,27 @@ test('"leave" leaves the room: the other tabs stop drawing this tab\'s peers', a
   }, 20_000);
 });
 
+test('a duplicated tab (same sessionStorage) takes a fresh peer id', async () => {
+  const original = pages[1];
+  const secret = await original.page.evaluate(() => sessionStorage.getItem('rhizome.demo.secret'));
+  const page = await browser.context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  await page.addInitScript((s) => sessionStorage.setItem('rhizome.demo.secret', s), secret);
+  await page.goto(`${server.url}/?room=${room}`);
+  await page.waitForFunction(() => window.rhizomeDemo?.snapshot().state === 'joined', null, { timeout: 20_000 });
+  pages.push({ page, errors });
+  const copy = (await page.textContent('#peer-id')).trim();
+  const first = (await snapshot(original.page)).me;
+  assert.match(copy, /^[0-9a-f]{64}$/);
+  assert.notEqual(copy, first);
+  await until('both tabs draw each other', async () => {
+    const snaps = await Promise.all([original.page, page].map(snapshot));
+    return snaps.every((s) => s.nodes.includes(copy) && s.nodes.includes(first)) || snaps.map((s) => s.nodes.length);
+  }, 20_000);
+});
+
 test('no page of the controls test logged a console error', () => {
   for (const [i, p] of pages.entries()) assert.deepEqual(p.errors, [], `page ${i + 1}`);
 });

@@ -54,6 +54,12 @@ async function main() {
   } catch {
     identity = new Identity();
   }
+  if (!(await claimId(identity.id))) {
+    // A duplicated tab inherits sessionStorage, so the same identity: take a fresh one.
+    identity.free();
+    identity = new Identity();
+    await claimId(identity.id);
+  }
   const secret = identity.secret;
   sessionStorage.setItem(SECRET_KEY, secret);
   const peerId = $('peer-id');
@@ -93,6 +99,34 @@ async function main() {
   addEventListener('pagehide', () => {
     for (const l of app.locals) l.node.leave().catch(() => {});
   });
+}
+
+// Tabs of this origin tell each other which peer ids they use: a duplicated tab copies
+// sessionStorage, and two tabs with one id would keep replacing each other on the server.
+const tabs = 'BroadcastChannel' in window ? new BroadcastChannel('rhizome-demo-ids') : null;
+let claimedId = null;
+let claimAnswered = null;
+tabs?.addEventListener('message', ({ data }) => {
+  if (data?.type === 'who' && data.id === claimedId) tabs.postMessage({ type: 'taken', id: data.id });
+  if (data?.type === 'taken' && claimAnswered) claimAnswered(data.id);
+});
+
+/** Resolves to false when another open tab already uses peer id `id`. */
+async function claimId(id) {
+  if (!tabs) return true;
+  const taken = await new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), 150);
+    claimAnswered = (other) => {
+      if (other === id) {
+        clearTimeout(timer);
+        resolve(true);
+      }
+    };
+    tabs.postMessage({ type: 'who', id });
+  });
+  claimAnswered = null;
+  if (!taken) claimedId = id;
+  return !taken;
 }
 
 function addLocal(node, primary = false) {
