@@ -3,12 +3,12 @@
 //! socket is bound to 127.0.0.1 and no ICE server is configured, so no packet leaves the
 //! machine.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rhizome::id::{Identity, PeerId};
-use rhizome::signal::SignedEnvelope;
+use rhizome::signal::{SignalPayload, SignedEnvelope};
 use rhizome::transport::native::{NativeConfig, NativeConnection};
 use rhizome::transport::native_signaling::{SignalingClient, SignalingError, SignalingEvent};
 use rhizome::transport::{ConnEvent, ConnLimits, TransportError};
@@ -65,6 +65,8 @@ impl Drop for Server {
 struct Endpoint {
     conn: Arc<NativeConnection>,
     events: mpsc::UnboundedReceiver<ConnEvent>,
+    /// Kinds of the signals this side sent, in order ("offer", "answer", "candidate").
+    sent: Arc<Mutex<Vec<&'static str>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -84,22 +86,22 @@ impl Endpoint {
         remote: PeerId,
         initiate: bool,
         limits: ConnLimits,
+        config: &NativeConfig,
     ) -> Endpoint {
-        let (conn, rx) = NativeConnection::with_config(
-            me.peer_id(),
-            remote,
-            &[],
-            limits,
-            initiate,
-            &NativeConfig::loopback(),
-        )
-        .await
-        .expect("creates a connection");
+        let (conn, rx) =
+            NativeConnection::with_config(me.peer_id(), remote, &[], limits, initiate, config)
+                .await
+                .expect("creates a connection");
         Self::plumb(me, client, Arc::new(conn), rx)
     }
 
     /// Waits for the first envelope from anyone and answers that peer.
-    async fn accept(me: Identity, mut client: SignalingClient, limits: ConnLimits) -> Endpoint {
+    async fn accept(
+        me: Identity,
+        mut client: SignalingClient,
+        limits: ConnLimits,
+        config: &NativeConfig,
+    ) -> Endpoint {
         let envelope = loop {
             match timeout(WAIT, client.next_event()).await.expect("a signal") {
                 Some(SignalingEvent::Signal { envelope, .. }) => {
@@ -111,16 +113,10 @@ impl Endpoint {
             }
         };
         let first = envelope.open(&me.peer_id()).expect("a valid envelope");
-        let (conn, rx) = NativeConnection::with_config(
-            me.peer_id(),
-            envelope.from,
-            &[],
-            limits,
-            false,
-            &NativeConfig::loopback(),
-        )
-        .await
-        .expect("creates a connection");
+        let (conn, rx) =
+            NativeConnection::with_config(me.peer_id(), envelope.from, &[], limits, false, config)
+                .await
+                .expect("creates a connection");
         conn.handle_signal(first).await.expect("takes the offer");
         Self::plumb(me, client, Arc::new(conn), rx)
     }
@@ -134,12 +130,20 @@ impl Endpoint {
         let (out, events) = mpsc::unbounded_channel();
         let sender = client.sender();
         let remote = conn.remote();
+        let sent = Arc::new(Mutex::new(Vec::new()));
         let outgoing = {
             let me = me.clone();
+            let sent = sent.clone();
             tokio::spawn(async move {
                 while let Some(ev) = rx.next().await {
                     match ev {
                         ConnEvent::Signal(payload) => {
+                            sent.lock().unwrap().push(match payload {
+                                SignalPayload::Offer { .. } => "offer",
+                                SignalPayload::Answer { .. } => "answer",
+                                SignalPayload::Candidate { .. } => "candidate",
+                                SignalPayload::Abort => "abort",
+                            });
                             let env = SignedEnvelope::seal(&me, remote, 1, &payload);
                             let _ = sender.send_signal(&env);
                         }
@@ -173,6 +177,7 @@ impl Endpoint {
         Endpoint {
             conn,
             events,
+            sent,
             tasks: vec![outgoing, incoming],
         }
     }
@@ -191,6 +196,16 @@ impl Endpoint {
             other => panic!("expected Open, got {other:?}"),
         }
         assert!(self.conn.is_open());
+    }
+
+    /// How many signals of `kind` this side sent.
+    fn sent(&self, kind: &str) -> usize {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == kind)
+            .count()
     }
 
     async fn message(&mut self) -> Vec<u8> {
@@ -214,8 +229,16 @@ async fn pair(server: &Server, room: &str, limits: ConnLimits) -> (Endpoint, End
         vec![a_id.peer_id()],
         "the second is introduced to the first"
     );
-    let dial = Endpoint::dial(b_id, b_client, a_id.peer_id(), true, limits.clone());
-    let accept = Endpoint::accept(a_id, a_client, limits);
+    let config = NativeConfig::loopback();
+    let dial = Endpoint::dial(
+        b_id,
+        b_client,
+        a_id.peer_id(),
+        true,
+        limits.clone(),
+        &config,
+    );
+    let accept = Endpoint::accept(a_id, a_client, limits, &config);
     let (mut b, mut a) = tokio::join!(dial, accept);
     tokio::join!(a.opened(), b.opened());
     (a, b)
@@ -329,9 +352,10 @@ async fn simultaneous_connects_from_both_sides_end_with_one_working_connection()
     let (b_id, b_client, _) = server.join(2, "glare").await;
     let (a_peer, b_peer) = (a_id.peer_id(), b_id.peer_id());
     // Both offer at once; each side holds one connection for the other, as a driver would.
+    let config = NativeConfig::loopback();
     let (mut a, mut b) = tokio::join!(
-        Endpoint::dial(a_id, a_client, b_peer, true, ConnLimits::default()),
-        Endpoint::dial(b_id, b_client, a_peer, true, ConnLimits::default()),
+        Endpoint::dial(a_id, a_client, b_peer, true, ConnLimits::default(), &config),
+        Endpoint::dial(b_id, b_client, a_peer, true, ConnLimits::default(), &config),
     );
     tokio::join!(a.opened(), b.opened());
     a.conn.send(b"a->b").unwrap();
@@ -343,6 +367,14 @@ async fn simultaneous_connects_from_both_sides_end_with_one_working_connection()
     assert!(a.events.try_recv().is_err(), "no further events on a");
     assert!(b.events.try_recv().is_err(), "no further events on b");
     assert!(a.conn.is_open() && b.conn.is_open());
+    // Both offered; only the polite side answered (after rolling its own offer back).
+    let (polite, impolite) = if a.conn.is_polite() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!((polite.sent("offer"), impolite.sent("offer")), (1, 1));
+    assert_eq!((polite.sent("answer"), impolite.sent("answer")), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,4 +442,45 @@ async fn a_silent_server_times_out() {
         .err()
         .expect("times out");
     assert_eq!(err, SignalingError::Timeout { url, ms: 300 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_vanishes_without_closing_is_noticed_by_ice_timeouts() {
+    let server = Server::start().await;
+    let (a_id, a_client, _) = server.join(1, "vanish").await;
+    let (b_id, b_client, _) = server.join(2, "vanish").await;
+    let a_peer = a_id.peer_id();
+    // `b` lives in a runtime of its own, so it can die the way a killed process does:
+    // webrtc-rs's driver and sockets stop and nothing more is sent, not even a goodbye.
+    let b_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = b_runtime.spawn(async move {
+        let config = NativeConfig::loopback();
+        Endpoint::dial(b_id, b_client, a_peer, true, ConnLimits::default(), &config).await
+    });
+    let quick = NativeConfig {
+        ice_disconnected_timeout: Duration::from_millis(500),
+        ice_failed_timeout: Duration::from_secs(1),
+        ice_keepalive_interval: Duration::from_millis(200),
+        ..NativeConfig::loopback()
+    };
+    let mut a = Endpoint::accept(a_id, a_client, ConnLimits::default(), &quick).await;
+    let mut b = b.await.unwrap();
+    tokio::join!(a.opened(), b.opened());
+
+    b_runtime.shutdown_background();
+    let died = Instant::now();
+    match a.next().await {
+        ConnEvent::Closed(reason) => eprintln!("noticed after {:?}: {reason}", died.elapsed()),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    assert!(!a.conn.is_open());
+    assert!(
+        died.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        died.elapsed()
+    );
 }
