@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, root } from './harness.mjs';
+import { startServer, launchBrowser, requireDemoBundle, root } from './harness.mjs';
 
 const shots = join(root, 'results', 'e2e');
 const room = `controls-${Date.now().toString(36)}`;
@@ -13,6 +13,7 @@ let browser;
 const pages = [];
 
 before(async () => {
+  requireDemoBundle();
   mkdirSync(shots, { recursive: true });
   server = await startServer();
   browser = await launchBrowser();

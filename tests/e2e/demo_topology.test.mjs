@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, root } from './harness.mjs';
+import { startServer, launchBrowser, requireDemoBundle, root } from './harness.mjs';
 
 const PAGES = 6;
 const FORM_DEADLINE_MS = 60_000; // six tabs find each other and announce their views
@@ -23,6 +23,7 @@ const room = `demo-${Date.now().toString(36)}`;
 const pages = []; // { page, id, errors }
 
 before(async () => {
+  requireDemoBundle();
   mkdirSync(shots, { recursive: true });
   server = await startServer();
   browser = await launchBrowser();

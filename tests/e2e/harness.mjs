@@ -1,7 +1,7 @@
 // Shared helpers for the end-to-end tests: a real signaling server and a real headless
 // Chromium (Debian's, driven by playwright-core; Playwright never downloads a browser).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,4 +77,12 @@ export async function launchBrowser() {
       rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/** Fails early, and says how to fix it, when the demo page's bundle has not been built. */
+export function requireDemoBundle() {
+  const bundle = join(root, 'www', 'dist', 'demo.js');
+  if (!existsSync(bundle)) {
+    throw new Error(`${bundle} is missing: run \`npm run build:demo\` (npm test does) before the e2e tests`);
+  }
 }

@@ -218,13 +218,17 @@ export class Graph {
    */
   animateTrace(origin, hops) {
     const t0 = performance.now() + 50;
+    // With reduced motion the whole path lights up at once, without travelling packets.
+    const still = matchMedia('(prefers-reduced-motion: reduce)').matches;
+    if (still) hops = hops.map((h) => ({ ...h, depth: 0 }));
     this.tracesPlayed += 1;
     this.el.dataset.traces = String(this.tracesPlayed);
     this.animations.push({ type: 'pulse', at: origin, start: t0, dur: 800 });
     for (const h of hops) {
       const start = t0 + h.depth * HOP_MS;
-      this.animations.push({ type: 'hop', from: h.from, to: h.to, start, dur: TRAVEL_MS });
-      this.animations.push({ type: 'pulse', at: h.to, start: start + TRAVEL_MS, dur: 800 });
+      const dur = still ? 1 : TRAVEL_MS;
+      this.animations.push({ type: 'hop', from: h.from, to: h.to, start, dur });
+      if (!still) this.animations.push({ type: 'pulse', at: h.to, start: start + dur, dur: 800 });
     }
     this.kick();
   }
@@ -327,7 +331,7 @@ export class Graph {
           a.line.setAttribute('x1', from.x); a.line.setAttribute('y1', from.y);
           a.line.setAttribute('x2', x); a.line.setAttribute('y2', y);
           a.dot.setAttribute('cx', x); a.dot.setAttribute('cy', y);
-          a.dot.style.opacity = t >= 1 ? '0' : '1';
+          a.dot.style.opacity = t >= 1 || a.dur < 10 ? '0' : '1';
           const fade = now - (a.start + a.dur);
           a.line.style.opacity = fade > 0 ? String(Math.max(0, 1 - fade / LINGER_MS)) : '1';
         }
