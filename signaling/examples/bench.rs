@@ -108,6 +108,12 @@ struct Results {
     p50_ms: f64,
     p99_ms: f64,
     failed_connects: usize,
+    /// Server CPU seconds (user + system) spent in the join phase.
+    join_cpu_secs: f64,
+    /// Server CPU seconds spent in the relay phase.
+    relay_cpu_secs: f64,
+    joins_per_cpu_sec: f64,
+    relays_per_cpu_sec: f64,
 }
 
 struct Server {
@@ -249,6 +255,18 @@ async fn run(args: Args) {
         ratio(rhizome.joins_per_sec, p.joins_per_sec)
     );
     println!(
+        "| joins per server CPU-second (higher is better) | {:.0} | {:.0} | {} |",
+        rhizome.joins_per_cpu_sec,
+        p.joins_per_cpu_sec,
+        ratio(rhizome.joins_per_cpu_sec, p.joins_per_cpu_sec)
+    );
+    println!(
+        "| relayed signals per server CPU-second (higher is better) | {:.0} | {:.0} | {} |",
+        rhizome.relays_per_cpu_sec,
+        p.relays_per_cpu_sec,
+        ratio(rhizome.relays_per_cpu_sec, p.relays_per_cpu_sec)
+    );
+    println!(
         "| relay signals/s (higher is better) | {:.0} | {:.0} | {} |",
         rhizome.relay_per_sec,
         p.relay_per_sec,
@@ -372,6 +390,38 @@ async fn start_peerjs(script: &PathBuf) -> Server {
     Server { child, addr }
 }
 
+/// The number after `"t":` in a relayed frame.
+fn timestamp(text: &str) -> Option<u64> {
+    let at = text.find(r#""t":"#)? + 4;
+    let digits = text[at..].find(|c: char| !c.is_ascii_digit())?;
+    text[at..at + digits].parse().ok()
+}
+
+/// User + system CPU seconds a process has used (from /proc/PID/stat).
+fn cpu_secs(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / ticks
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -402,6 +452,7 @@ where
     let addr = server.addr.clone();
 
     // Phase 1: joins.
+    let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     let sem = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let mut tasks = Vec::with_capacity(args.sessions);
@@ -432,6 +483,7 @@ where
         }
     }
     let join_secs = t0.elapsed().as_secs_f64();
+    let join_cpu = cpu_secs(pid) - cpu0;
     eprintln!(
         "{}: {} sessions joined in {:.2} s ({} failed)",
         kind.name(),
@@ -448,6 +500,7 @@ where
     // Phase 3: relay between pairs of sessions in the same room.
     let pairs = args.pairs.min(held / 2);
     let mut pair_sessions: Vec<Session> = sessions.drain(..pairs * 2).collect();
+    let cpu1 = cpu_secs(pid);
     let bench_start = Instant::now();
     let relay_for = Duration::from_secs_f64(args.relay_secs);
     let pad = "x".repeat(args.payload);
@@ -472,14 +525,15 @@ where
             std::future::pending::<Vec<u64>>().await
         }));
         handles.push(tokio::spawn(recv_loop(
-            kind,
             rx_stream,
             window,
             bench_start,
             relay_for,
         )));
     }
-    tokio::time::sleep(relay_for + Duration::from_millis(500)).await;
+    tokio::time::sleep(relay_for).await;
+    let relay_cpu = cpu_secs(pid) - cpu1;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies: Vec<u64> = Vec::new();
     for h in handles {
         if h.is_finished() {
@@ -510,6 +564,10 @@ where
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         failed_connects: failed,
+        join_cpu_secs: join_cpu,
+        relay_cpu_secs: relay_cpu,
+        joins_per_cpu_sec: held as f64 / join_cpu.max(0.01),
+        relays_per_cpu_sec: latencies.len() as f64 / relay_cpu.max(0.01),
     };
     drop(sessions);
     drop(server);
@@ -578,21 +636,25 @@ async fn send_loop(
     pad: String,
 ) -> Vec<u64> {
     let until = start + duration;
+    // The frame is built by string concatenation, so the client spends as little CPU as
+    // possible and the servers' costs dominate.
+    let (prefix, suffix) = match kind {
+        Kind::Rhizome => (
+            format!(r#"{{"type":"signal","to":"{target}","envelope":{{"t":"#),
+            format!(r#","pad":"{pad}"}}}}"#),
+        ),
+        Kind::PeerJs => (
+            format!(r#"{{"type":"CANDIDATE","dst":"{target}","payload":{{"t":"#),
+            format!(r#","pad":"{pad}"}}}}"#),
+        ),
+    };
     loop {
         let Ok(Ok(permit)) = tokio::time::timeout_at(until.into(), window.acquire()).await else {
             break;
         };
         permit.forget();
         let t = start.elapsed().as_nanos() as u64;
-        let text = match kind {
-            Kind::Rhizome => serde_json::json!({
-                "type": "signal", "to": target, "envelope": {"t": t, "pad": pad}
-            }),
-            Kind::PeerJs => serde_json::json!({
-                "type": "CANDIDATE", "dst": target, "payload": {"t": t, "pad": pad}
-            }),
-        }
-        .to_string();
+        let text = format!("{prefix}{t}{suffix}");
         if sink.send(Message::text(text)).await.is_err() {
             break;
         }
@@ -602,7 +664,6 @@ async fn send_loop(
 }
 
 async fn recv_loop(
-    kind: Kind,
     mut stream: SplitStream<Ws>,
     window: Arc<Semaphore>,
     start: Instant,
@@ -612,14 +673,9 @@ async fn recv_loop(
     let mut latencies = Vec::new();
     while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until.into(), stream.next()).await {
         let Message::Text(text) = msg else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
-            continue;
-        };
-        let body = match kind {
-            Kind::Rhizome => &v["envelope"],
-            Kind::PeerJs => &v["payload"],
-        };
-        if let Some(t) = body["t"].as_u64() {
+        // Find the timestamp without parsing the whole frame (client CPU is shared with
+        // the server under test).
+        if let Some(t) = timestamp(text.as_str()) {
             let now = start.elapsed().as_nanos() as u64;
             latencies.push(now.saturating_sub(t));
             window.add_permits(1);
@@ -646,13 +702,17 @@ fn median(rounds: &[Results]) -> Results {
         p50_ms: pick(&|r| r.p50_ms),
         p99_ms: pick(&|r| r.p99_ms),
         failed_connects: rounds.iter().map(|r| r.failed_connects).sum(),
+        join_cpu_secs: pick(&|r| r.join_cpu_secs),
+        relay_cpu_secs: pick(&|r| r.relay_cpu_secs),
+        joins_per_cpu_sec: pick(&|r| r.joins_per_cpu_sec),
+        relays_per_cpu_sec: pick(&|r| r.relays_per_cpu_sec),
     }
 }
 
 fn print_results(kind: Kind, r: &Results) {
     eprintln!(
         "{}: {} sessions ({} failed), {:.0} joins/s, RSS {} -> {} KiB ({:.0} B/session), \
-         {} relayed ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms",
+         {} relayed ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms; server CPU: joins {:.2} s, relay {:.2} s",
         kind.name(),
         r.sessions,
         r.failed_connects,
@@ -663,6 +723,8 @@ fn print_results(kind: Kind, r: &Results) {
         r.relayed,
         r.relay_per_sec,
         r.p50_ms,
-        r.p99_ms
+        r.p99_ms,
+        r.join_cpu_secs,
+        r.relay_cpu_secs
     );
 }

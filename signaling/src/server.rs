@@ -37,8 +37,10 @@ use crate::{session, telemetry};
 
 /// Time limit on a plain HTTP request (static files, health, metrics).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes of the read buffer of each WebSocket: small, because idle sessions dominate.
-const WS_READ_BUFFER: usize = 4096;
+/// Bytes of the read buffer of each WebSocket. It is allocated (and zero-filled) for
+/// every session, and idle sessions dominate, so it is small; larger frames grow it as
+/// needed, and 2 KiB still takes several typical signals (300-500 bytes) per read.
+const WS_READ_BUFFER: usize = 2048;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]

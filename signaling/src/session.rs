@@ -106,7 +106,7 @@ pub(crate) async fn run(
         } = end
         {
             debug!(%code, "closing session");
-            session.close(code, message, close).await;
+            Box::pin(session.close(code, message, close)).await;
         } else {
             debug!("client went away");
         }
@@ -188,7 +188,9 @@ impl Session {
                     Some(Err(e)) => Err(read_error(e, config.hard_frame_bytes())),
                     Some(Ok(msg)) => {
                         idle_at = Instant::now() + config.idle_timeout;
-                        self.on_message(msg).await
+                        // Boxed: its state is large and only alive while a frame is
+                        // handled, so idle sessions should not carry room for it.
+                        Box::pin(self.on_message(msg)).await
                     }
                 },
             };
