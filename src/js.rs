@@ -1,12 +1,543 @@
-//! The JavaScript API, through wasm-bindgen.
+//! The JavaScript API, through wasm-bindgen: `await Rhizome.join({...})` gives a node
+//! with `broadcast`, `neighbors`, `topology`, `stats`, `on/off` and `leave`.
 //!
-//! This grows into the full node API (`Rhizome.join`, `broadcast`, events; see the
-//! browser-node work). Today it exposes identities, so a page can create, show and
-//! persist its peer id.
+//! The shape follows what JS developers know from PeerJS and Trystero: one promise to
+//! join, plain methods, string event names, `Uint8Array` data, and errors that are real
+//! `Error` objects carrying a stable `code`. Options and results cross the boundary
+//! through serde-wasm-bindgen; the TypeScript types below are written by hand so they say
+//! exactly what the code accepts.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_util::StreamExt;
+use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use serde::Deserialize;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::spawn_local;
 
-use crate::id::Identity as CoreIdentity;
+use crate::id::{Identity as CoreIdentity, PeerId};
+use crate::node::{Node, NodeConfig, NodeError, NodeEvent};
+use crate::transport::IceServer;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Options of `Rhizome.join`. */
+export interface JoinOptions {
+  /** Signaling server WebSocket URLs (`ws://host/ws`), tried in order. */
+  signaling: string | string[];
+  /** The room: peers in the same room form one overlay. */
+  room: string;
+  /** STUN/TURN servers, as in `RTCConfiguration.iceServers`. Default: none. */
+  iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
+  /**
+   * Identity: an `Identity`, its `secret` (hex), or `true` to keep one in
+   * `localStorage` (key `rhizome.identity`) so a reload keeps the same peer id.
+   * Default: a fresh identity.
+   */
+  identity?: Identity | string | boolean;
+  /** Overlay mode. Only `"unstructured"` (HyParView + Plumtree) exists today. */
+  mode?: "unstructured";
+  /** Active view size (open connections kept). Default 5. */
+  activeViewSize?: number;
+  /** Passive view size (peers remembered for repair). Default 30. */
+  passiveViewSize?: number;
+  /** Deadline to reach a signaling server and join, per URL, in ms. Default 10000. */
+  joinTimeoutMs?: number;
+  /**
+   * Broadcast this node's active view every so many ms, so every node can draw the
+   * whole network (`node.topology()`). One broadcast per peer per interval: for demos
+   * and small rooms. Default: off.
+   */
+  announceTopology?: number;
+}
+
+/** An error from rhizome: a real `Error` with a stable machine-readable `code`. */
+export interface RhizomeError extends Error {
+  code: string;
+  peer?: string;
+}
+
+/** Payloads of the node's events. */
+export interface RhizomeEvents {
+  "neighbor-up": { peer: string };
+  "neighbor-down": { peer: string };
+  broadcast: { from: string; seq: number; data: Uint8Array; hops: number };
+  error: { code: string; message: string; peer?: string };
+  /** The picture of the network changed: call `node.topology()`. */
+  topology: {};
+  left: {};
+}
+
+export interface RhizomeNode {
+  /** Registers a handler for one of the node's events (typed by event name). */
+  on<K extends keyof RhizomeEvents>(event: K, handler: (event: RhizomeEvents[K]) => void): void;
+  /** Removes a handler registered with `on`. */
+  off<K extends keyof RhizomeEvents>(event: K, handler: (event: RhizomeEvents[K]) => void): void;
+}
+
+/**
+ * What `node.topology()` returns: this node, the peers it knows of and their links.
+ * With `announceTopology` on, that is the whole network as the peers describe it.
+ */
+export interface Topology {
+  me: string;
+  peers: {
+    id: string;
+    /** How this node knows the peer. */
+    view: "self" | "active" | "passive" | "announced";
+    /** The peer's active view, as it announced it. */
+    neighbors: string[];
+    delivered: number;
+    frames_sent: number;
+    frames_received: number;
+  }[];
+  /** Links, each listed once with the smaller id first. */
+  edges: [string, string][];
+}
+
+/** What `node.stats()` returns. */
+export interface NodeStats {
+  neighbors: number;
+  passive: number;
+  connections: number;
+  page_connections_created: number;
+  connects: number;
+  delivered: number;
+  duplicates: number;
+  frames_sent: number;
+  frames_received: number;
+  relayed: number;
+  bootstraps: number;
+  server_connected: boolean;
+  broadcasts_sent: number;
+  bytes_sent: number;
+  bytes_received: number;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `JoinOptions` in TypeScript.
+    #[wasm_bindgen(typescript_type = "JoinOptions")]
+    pub type JoinOptionsJs;
+    /// `Topology` in TypeScript.
+    #[wasm_bindgen(typescript_type = "Topology")]
+    pub type TopologyJs;
+    /// `NodeStats` in TypeScript.
+    #[wasm_bindgen(typescript_type = "NodeStats")]
+    pub type NodeStatsJs;
+    /// `keyof RhizomeEvents` in TypeScript.
+    #[wasm_bindgen(typescript_type = "keyof RhizomeEvents")]
+    pub type EventNameJs;
+    /// An event handler in TypeScript.
+    #[wasm_bindgen(typescript_type = "(event: any) => void")]
+    pub type HandlerJs;
+    /// `string[]` in TypeScript.
+    #[wasm_bindgen(typescript_type = "string[]")]
+    pub type StringArrayJs;
+    /// `[string, string][]` in TypeScript.
+    #[wasm_bindgen(typescript_type = "[string, string][]")]
+    pub type EdgeListJs;
+    /// Data accepted by `broadcast`.
+    #[wasm_bindgen(typescript_type = "Uint8Array | string")]
+    pub type DataJs;
+}
+
+/// A JS `Error` with a `code` (and optionally a `peer`).
+fn js_error(code: &str, message: &str, peer: Option<PeerId>) -> JsValue {
+    let err = js_sys::Error::new(message);
+    err.set_name("RhizomeError");
+    let _ = Reflect::set(&err, &"code".into(), &code.into());
+    if let Some(p) = peer {
+        let _ = Reflect::set(&err, &"peer".into(), &p.to_string().into());
+    }
+    err.into()
+}
+
+fn node_error(e: NodeError) -> JsValue {
+    use crate::transport::web_signaling::SignalingError as S;
+    let code = match &e {
+        NodeError::Identity(_) => "identity",
+        NodeError::Signaling(S::Timeout { .. }) => "signaling-timeout",
+        NodeError::Signaling(S::Refused { .. }) => "signaling-refused",
+        NodeError::Signaling(S::NoServers) => "no-signaling-servers",
+        NodeError::Signaling(_) => "signaling-unreachable",
+        NodeError::Left => "left",
+        NodeError::Overlay(_) => "overlay",
+    };
+    js_error(code, &e.to_string(), None)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct IceServerOpt {
+    urls: Urls,
+    username: Option<String>,
+    credential: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JoinOptions {
+    signaling: OneOrMany,
+    room: String,
+    #[serde(default)]
+    ice_servers: Vec<IceServerOpt>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    active_view_size: Option<usize>,
+    #[serde(default)]
+    passive_view_size: Option<usize>,
+    #[serde(default)]
+    join_timeout_ms: Option<u32>,
+    #[serde(default)]
+    announce_topology: Option<u32>,
+    // `identity` is read separately: it may be an `Identity` object.
+    #[serde(default)]
+    #[allow(dead_code)]
+    identity: serde::de::IgnoredAny,
+}
+
+const IDENTITY_KEY: &str = "rhizome.identity";
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+/// Resolves the `identity` option.
+fn identity_option(options: &JsValue) -> Result<Option<CoreIdentity>, JsValue> {
+    let value = Reflect::get(options, &"identity".into()).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() || value == JsValue::FALSE {
+        return Ok(None);
+    }
+    if let Some(secret) = value.as_string() {
+        return CoreIdentity::from_secret_hex(&secret)
+            .map(Some)
+            .map_err(|e| js_error("bad-options", &format!("identity: {e}"), None));
+    }
+    if value == JsValue::TRUE {
+        let storage = local_storage();
+        if let Some(saved) = storage
+            .as_ref()
+            .and_then(|s| s.get_item(IDENTITY_KEY).ok().flatten())
+        {
+            if let Ok(id) = CoreIdentity::from_secret_hex(&saved) {
+                return Ok(Some(id));
+            }
+        }
+        let id =
+            CoreIdentity::generate().map_err(|e| js_error("identity", &e.to_string(), None))?;
+        if let Some(s) = storage {
+            let _ = s.set_item(IDENTITY_KEY, &id.secret_hex());
+        }
+        return Ok(Some(id));
+    }
+    // An `Identity` object made by this module: read its secret through its getter.
+    if let Some(secret) = Reflect::get(&value, &"secret".into())
+        .ok()
+        .and_then(|s| s.as_string())
+    {
+        return CoreIdentity::from_secret_hex(&secret)
+            .map(Some)
+            .map_err(|e| js_error("bad-options", &format!("identity: {e}"), None));
+    }
+    Err(js_error(
+        "bad-options",
+        "identity must be an Identity, a secret hex string or true",
+        None,
+    ))
+}
+
+fn parse_options(options: &JsValue) -> Result<NodeConfig, JsValue> {
+    let opts: JoinOptions = serde_wasm_bindgen::from_value(options.clone())
+        .map_err(|e| js_error("bad-options", &format!("invalid join options: {e}"), None))?;
+    let signaling = match opts.signaling {
+        OneOrMany::One(u) => vec![u],
+        OneOrMany::Many(us) => us,
+    };
+    if signaling.is_empty() {
+        return Err(js_error(
+            "bad-options",
+            "signaling needs at least one URL",
+            None,
+        ));
+    }
+    if let Some(mode) = opts.mode.as_deref() {
+        if mode != "unstructured" {
+            return Err(js_error(
+                "bad-options",
+                &format!("mode {mode:?} is not available (only \"unstructured\")"),
+                None,
+            ));
+        }
+    }
+    let mut config = NodeConfig::new(signaling, opts.room);
+    config.ice_servers = opts
+        .ice_servers
+        .into_iter()
+        .map(|s| IceServer {
+            urls: match s.urls {
+                Urls::One(u) => vec![u],
+                Urls::Many(us) => us,
+            },
+            username: s.username,
+            credential: s.credential,
+        })
+        .collect();
+    if let Some(n) = opts.active_view_size {
+        if n == 0 || n > 32 {
+            return Err(js_error(
+                "bad-options",
+                "activeViewSize must be 1..=32",
+                None,
+            ));
+        }
+        config.overlay.active_view_capacity = n;
+    }
+    if let Some(n) = opts.passive_view_size {
+        config.overlay.passive_view_capacity = n.min(1024);
+    }
+    if let Some(ms) = opts.join_timeout_ms {
+        config.join_timeout_ms = ms.max(100);
+    }
+    if let Some(ms) = opts.announce_topology {
+        config.announce_topology_ms = Some(ms.max(250));
+    }
+    config.identity = identity_option(options)?;
+    Ok(config)
+}
+
+/// Entry point: `await Rhizome.join(options)`.
+#[wasm_bindgen]
+pub struct Rhizome;
+
+#[wasm_bindgen]
+impl Rhizome {
+    /// Joins a room and resolves to a running node. Rejects with a `RhizomeError` whose
+    /// `code` is `bad-options`, `signaling-unreachable`, `signaling-timeout`,
+    /// `signaling-refused` or `no-signaling-servers`.
+    pub async fn join(options: JoinOptionsJs) -> Result<RhizomeNode, JsValue> {
+        let options: JsValue = options.into();
+        let config = parse_options(&options)?;
+        let (node, mut events) = Node::join(config).await.map_err(node_error)?;
+        let handlers: Rc<RefCell<HashMap<String, Vec<Function>>>> = Rc::default();
+        let dispatch = handlers.clone();
+        spawn_local(async move {
+            while let Some(ev) = events.next().await {
+                let (name, payload) = event_to_js(&ev);
+                let list = dispatch.borrow().get(name).cloned().unwrap_or_default();
+                for f in list {
+                    // A throwing handler must not stop the others or the node.
+                    let _ = f.call1(&JsValue::NULL, &payload);
+                }
+            }
+        });
+        Ok(RhizomeNode { node, handlers })
+    }
+}
+
+fn set(o: &Object, k: &str, v: &JsValue) {
+    let _ = Reflect::set(o, &JsValue::from_str(k), v);
+}
+
+fn event_to_js(ev: &NodeEvent) -> (&'static str, JsValue) {
+    let o = Object::new();
+    let name = match ev {
+        NodeEvent::NeighborUp(p) => {
+            set(&o, "peer", &p.to_string().into());
+            "neighbor-up"
+        }
+        NodeEvent::NeighborDown(p) => {
+            set(&o, "peer", &p.to_string().into());
+            "neighbor-down"
+        }
+        NodeEvent::Broadcast {
+            from,
+            seq,
+            data,
+            hops,
+        } => {
+            set(&o, "from", &from.to_string().into());
+            set(&o, "seq", &(*seq as f64).into());
+            set(&o, "data", &Uint8Array::from(data.as_slice()).into());
+            set(&o, "hops", &(*hops as f64).into());
+            "broadcast"
+        }
+        NodeEvent::Error {
+            code,
+            message,
+            peer,
+        } => {
+            set(&o, "code", &(*code).into());
+            set(&o, "message", &message.as_str().into());
+            if let Some(p) = peer {
+                set(&o, "peer", &p.to_string().into());
+            }
+            "error"
+        }
+        NodeEvent::TopologyChanged => "topology",
+        NodeEvent::Left => "left",
+    };
+    (name, o.into())
+}
+
+const EVENT_NAMES: [&str; 6] = [
+    "neighbor-up",
+    "neighbor-down",
+    "broadcast",
+    "error",
+    "topology",
+    "left",
+];
+
+fn parse_peer(id: &str) -> Result<PeerId, JsValue> {
+    id.parse::<PeerId>()
+        .map_err(|e| js_error("bad-peer-id", &e.to_string(), None))
+}
+
+/// A running rhizome node.
+#[wasm_bindgen]
+pub struct RhizomeNode {
+    node: Node,
+    handlers: Rc<RefCell<HashMap<String, Vec<Function>>>>,
+}
+
+#[wasm_bindgen]
+impl RhizomeNode {
+    /// This node's peer id (64 hex characters).
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.node.id().to_string()
+    }
+
+    /// Broadcasts `data` (bytes, or a string sent as UTF-8) to every peer of the room.
+    /// Each peer receives it once, as a `broadcast` event. Returns its sequence number
+    /// (`node.trace(node.id, seq)` shows the path it took).
+    pub fn broadcast(&self, data: DataJs) -> Result<f64, JsValue> {
+        let data: JsValue = data.into();
+        let bytes = if let Some(s) = data.as_string() {
+            s.into_bytes()
+        } else if let Some(u) = data.dyn_ref::<Uint8Array>() {
+            u.to_vec()
+        } else {
+            return Err(js_error(
+                "bad-data",
+                "broadcast takes a Uint8Array or a string",
+                None,
+            ));
+        };
+        self.node
+            .broadcast(bytes)
+            .map(|seq| seq as f64)
+            .map_err(node_error)
+    }
+
+    /// Peer ids of the active view (open connections).
+    pub fn neighbors(&self) -> StringArrayJs {
+        let list: Array = self
+            .node
+            .neighbors()
+            .iter()
+            .map(|p| JsValue::from_str(&p.to_string()))
+            .collect();
+        JsValue::from(list).unchecked_into()
+    }
+
+    /// This node, the peers it knows and their links (see `announceTopology`).
+    pub fn topology(&self) -> Result<TopologyJs, JsValue> {
+        to_js(&self.node.topology()).map(JsCast::unchecked_into)
+    }
+
+    /// The hops the broadcast `(origin, seq)` took, as `[from, to]` pairs, as far as the
+    /// peers' topology announcements tell (needs `announceTopology`).
+    pub fn trace(&self, origin: &str, seq: f64) -> Result<EdgeListJs, JsValue> {
+        let origin = parse_peer(origin)?;
+        to_js(&self.node.trace(origin, seq.max(0.0) as u64)).map(JsCast::unchecked_into)
+    }
+
+    /// Counters: views, connections, frames, deliveries.
+    pub fn stats(&self) -> Result<NodeStatsJs, JsValue> {
+        to_js(&self.node.stats()).map(JsCast::unchecked_into)
+    }
+
+    /// Registers `handler` for `event` (`neighbor-up`, `neighbor-down`, `broadcast`,
+    /// `error`, `left`).
+    pub fn on(&self, event: EventNameJs, handler: HandlerJs) -> Result<(), JsValue> {
+        let name = event_name(event)?;
+        let f: Function = JsValue::from(handler)
+            .dyn_into()
+            .map_err(|_| js_error("bad-handler", "handler must be a function", None))?;
+        self.handlers.borrow_mut().entry(name).or_default().push(f);
+        Ok(())
+    }
+
+    /// Removes a handler registered with `on`.
+    pub fn off(&self, event: EventNameJs, handler: HandlerJs) -> Result<(), JsValue> {
+        let name = event_name(event)?;
+        let handler: JsValue = handler.into();
+        if let Some(list) = self.handlers.borrow_mut().get_mut(&name) {
+            list.retain(|f| JsValue::from(f.clone()) != handler);
+        }
+        Ok(())
+    }
+
+    /// Leaves the room: tells the neighbours, closes every connection. Resolves when done.
+    pub async fn leave(&self) {
+        self.node.leave().await;
+    }
+
+    /// Closes the signaling session as if the server had died (for tests and demos).
+    #[wasm_bindgen(js_name = disconnectSignaling)]
+    pub fn disconnect_signaling(&self) {
+        self.node.disconnect_server();
+    }
+
+    /// Drops the connection to `peer` as a network failure would; the overlay repairs it.
+    #[wasm_bindgen(js_name = dropConnection)]
+    pub fn drop_connection(&self, peer: &str) -> Result<bool, JsValue> {
+        Ok(self.node.drop_connection(parse_peer(peer)?))
+    }
+}
+
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    value
+        .serialize(&serializer)
+        .map_err(|e| js_error("internal", &e.to_string(), None))
+}
+
+fn event_name(event: EventNameJs) -> Result<String, JsValue> {
+    let name = JsValue::from(event).as_string().unwrap_or_default();
+    if EVENT_NAMES.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(js_error(
+            "bad-event",
+            &format!(
+                "unknown event {name:?}; events are {}",
+                EVENT_NAMES.join(", ")
+            ),
+            None,
+        ))
+    }
+}
 
 /// An Ed25519 identity; its `id` is the peer id other peers know this page by.
 #[wasm_bindgen]
@@ -16,18 +547,18 @@ pub struct Identity(CoreIdentity);
 impl Identity {
     /// A fresh identity from `crypto.getRandomValues`.
     #[wasm_bindgen(constructor)]
-    pub fn new() -> Result<Identity, JsError> {
+    pub fn new() -> Result<Identity, JsValue> {
         CoreIdentity::generate()
             .map(Identity)
-            .map_err(|e| JsError::new(&e.to_string()))
+            .map_err(|e| js_error("identity", &e.to_string(), None))
     }
 
     /// Restores an identity saved with `secret`.
     #[wasm_bindgen(js_name = fromSecret)]
-    pub fn from_secret(secret: &str) -> Result<Identity, JsError> {
+    pub fn from_secret(secret: &str) -> Result<Identity, JsValue> {
         CoreIdentity::from_secret_hex(secret)
             .map(Identity)
-            .map_err(|e| JsError::new(&e.to_string()))
+            .map_err(|e| js_error("bad-identity", &e.to_string(), None))
     }
 
     /// The peer id: 64 hex characters.

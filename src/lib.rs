@@ -13,8 +13,11 @@
 pub mod id;
 pub mod overlay;
 pub mod signal;
+pub mod topology;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 pub mod js;
+#[cfg(target_arch = "wasm32")]
+pub mod node;
 pub mod transport;

@@ -232,29 +232,8 @@ impl Overlay {
             return self.punish(from, Misbehaviour::ForgedBroadcast(id.origin));
         }
         self.plumtree.make_eager(from);
-        let mut parent = from;
-        let mut round = gossip.round;
-        // Optimisation, early case: a lazy neighbour announced it on a path shorter by
-        // the threshold *before* the tree delivered it (the tree path was faster but
-        // longer). Swap the links now rather than wait for a later IHAVE.
-        if let Some(announcers) = self.plumtree.missing.remove(&id) {
-            let threshold = self.config.optimization_threshold;
-            let best = announcers
-                .iter()
-                .filter(|(p, _)| *p != from && self.membership.is_active(p))
-                .min_by_key(|(_, r)| *r)
-                .copied();
-            if let Some((a, r)) = best {
-                if r.saturating_add(1).saturating_add(threshold) <= gossip.round {
-                    self.plumtree.make_eager(a);
-                    self.plumtree.make_lazy(from);
-                    self.send(a, &Message::Graft { id: None });
-                    self.send(from, &Message::Prune);
-                    parent = a;
-                    round = r.saturating_add(1);
-                }
-            }
-        }
+        // An IHAVE may have arrived before the payload: the tree delivered in time.
+        self.plumtree.missing.remove(&id);
         self.stats.delivered += 1;
         self.event(Event::Broadcast {
             id,
@@ -267,8 +246,8 @@ impl Overlay {
             id,
             Seen {
                 at: self.now,
-                round,
-                parent: Some(parent),
+                round: gossip.round,
+                parent: Some(from),
                 gossip: Some(gossip),
             },
         );

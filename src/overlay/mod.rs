@@ -89,7 +89,7 @@ pub struct Config {
     pub shuffle_ttl: u8,
     /// Period of the housekeeping tick (failure detector, repair, timeouts). Default 1 s.
     pub heartbeat_interval_ms: u64,
-    /// Silence from a neighbour before it is pinged. Default 2 s.
+    /// Silence from a neighbour before it is pinged. Default 4 s.
     pub ping_interval_ms: u64,
     /// An unanswered ping after this long makes the neighbour *suspect*. Default 1.5 s.
     pub ping_timeout_ms: u64,
@@ -137,7 +137,7 @@ impl Default for Config {
             shuffle_passive: 4,
             shuffle_ttl: 6,
             heartbeat_interval_ms: 1_000,
-            ping_interval_ms: 2_000,
+            ping_interval_ms: 4_000,
             ping_timeout_ms: 1_500,
             suspicion_timeout_ms: 3_000,
             handshake_timeout_ms: 15_000,
@@ -422,7 +422,10 @@ impl Overlay {
     pub fn new(identity: Identity, config: Config, rng_seed: u64) -> Self {
         let me = identity.peer_id();
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
-        let first_seq = rng.next_u64() >> 1;
+        // A random start, so a restarted peer with the same identity does not reuse
+        // sequence numbers its old broadcasts still occupy in others' caches; below 2^52,
+        // so every sequence number stays exact as a JavaScript number.
+        let first_seq = rng.next_u64() >> 12;
         Overlay {
             identity,
             me,

@@ -1,0 +1,421 @@
+//! Browser tests of whole nodes: the overlay over real WebRTC in one headless Chromium
+//! page, bootstrapped by the real signaling server.
+//!
+//! `scripts/browser-tests` runs two servers: one that stays up (`RHIZOME_SIGNALING_URL`)
+//! and one that tests may stop and start through a control endpoint
+//! (`RHIZOME_KILLABLE_URL`, `RHIZOME_CONTROL_URL`), to prove the overlay outlives it.
+//! All three are read at build time.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use futures_util::StreamExt;
+use gloo_timers::future::TimeoutFuture;
+use rhizome::id::PeerId;
+use rhizome::node::{Node, NodeConfig, NodeEvent};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn signaling_url() -> String {
+    option_env!("RHIZOME_SIGNALING_URL")
+        .unwrap_or("ws://127.0.0.1:8080/ws")
+        .to_string()
+}
+
+fn killable_url() -> String {
+    option_env!("RHIZOME_KILLABLE_URL")
+        .unwrap_or("ws://127.0.0.1:18081/ws")
+        .to_string()
+}
+
+fn control_url() -> String {
+    option_env!("RHIZOME_CONTROL_URL")
+        .unwrap_or("http://127.0.0.1:18082")
+        .to_string()
+}
+
+fn fresh_room() -> String {
+    let id = rhizome::id::Identity::generate().expect("randomness");
+    format!("nodes-{}", id.peer_id().short())
+}
+
+/// A node under test with everything it has reported so far.
+struct TestNode {
+    node: Node,
+    events: Rc<RefCell<Vec<NodeEvent>>>,
+}
+
+impl TestNode {
+    fn id(&self) -> PeerId {
+        self.node.id()
+    }
+
+    fn broadcasts_from(&self, from: PeerId) -> Vec<Vec<u8>> {
+        self.events
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Broadcast { from: f, data, .. } if *f == from => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn errors_about(&self, peer: PeerId) -> Vec<(String, String)> {
+        self.events
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Error {
+                    code,
+                    message,
+                    peer: Some(p),
+                } if *p == peer => Some((code.to_string(), message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn start_node(url: &str, room: &str) -> TestNode {
+    let (node, mut rx) = Node::join(NodeConfig::new(vec![url.to_string()], room))
+        .await
+        .expect("the node joins through the signaling server");
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let sink = events.clone();
+    spawn_local(async move {
+        while let Some(ev) = rx.next().await {
+            sink.borrow_mut().push(ev);
+        }
+    });
+    TestNode { node, events }
+}
+
+async fn start_nodes(url: &str, room: &str, n: usize) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(start_node(url, room).await);
+    }
+    nodes
+}
+
+/// Polls `cond` every 100 ms for up to `ms`; panics with `what` and the last state.
+async fn eventually(ms: u32, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
+    let mut waited = 0;
+    loop {
+        match cond() {
+            Ok(()) => return,
+            Err(state) if waited >= ms => panic!("{what}: not true after {ms} ms: {state}"),
+            Err(_) => {}
+        }
+        TimeoutFuture::new(100).await;
+        waited += 100;
+    }
+}
+
+/// Ok when every active view is non-empty and symmetric and the graph is connected.
+fn overlay_is_healthy(nodes: &[TestNode]) -> Result<(), String> {
+    let views: HashMap<PeerId, Vec<PeerId>> =
+        nodes.iter().map(|n| (n.id(), n.node.neighbors())).collect();
+    for (me, view) in &views {
+        if view.is_empty() {
+            return Err(format!("{} has no neighbours", me.short()));
+        }
+        for other in view {
+            let back = views.get(other).is_some_and(|v| v.contains(me));
+            if views.contains_key(other) && !back {
+                return Err(format!(
+                    "{} lists {} but not the other way",
+                    me.short(),
+                    other.short()
+                ));
+            }
+        }
+    }
+    let start = nodes[0].id();
+    let mut seen = HashSet::from([start]);
+    let mut queue = VecDeque::from([start]);
+    while let Some(p) = queue.pop_front() {
+        for q in views.get(&p).into_iter().flatten() {
+            if seen.insert(*q) {
+                queue.push_back(*q);
+            }
+        }
+    }
+    if seen.len() != nodes.len() {
+        return Err(format!(
+            "only {} of {} peers reachable",
+            seen.len(),
+            nodes.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Broadcasts from `origin` and checks every other node gets it exactly once.
+async fn broadcast_reaches_everyone(nodes: &[TestNode], origin: usize, text: &str) {
+    let from = nodes[origin].id();
+    nodes[origin]
+        .node
+        .broadcast(text.as_bytes().to_vec())
+        .expect("broadcast accepted");
+    eventually(15_000, "every peer receives the broadcast", || {
+        let missing: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| {
+                *i != origin && !n.broadcasts_from(from).iter().any(|d| d == text.as_bytes())
+            })
+            .map(|(_, n)| n.id().short())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing at {missing:?}"))
+        }
+    })
+    .await;
+    // Let stragglers arrive, then count: exactly once each.
+    TimeoutFuture::new(500).await;
+    for (i, n) in nodes.iter().enumerate() {
+        if i == origin {
+            continue;
+        }
+        let copies = n
+            .broadcasts_from(from)
+            .iter()
+            .filter(|d| *d == text.as_bytes())
+            .count();
+        assert_eq!(copies, 1, "{} got {copies} copies", n.id().short());
+    }
+}
+
+async fn leave_all(nodes: &[TestNode]) {
+    for n in nodes {
+        n.node.leave().await;
+    }
+}
+
+async fn control(command: &str) {
+    let fetch = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("fetch"))
+        .expect("fetch exists")
+        .dyn_into::<js_sys::Function>()
+        .expect("fetch is a function");
+    let url = format!("{}/{command}", control_url());
+    let promise = fetch
+        .call1(&JsValue::NULL, &JsValue::from_str(&url))
+        .expect("fetch starts");
+    let response = JsFuture::from(js_sys::Promise::from(promise))
+        .await
+        .expect("the control endpoint answers");
+    let ok = js_sys::Reflect::get(&response, &JsValue::from_str("ok"))
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    assert!(ok, "control {command} failed");
+}
+
+#[wasm_bindgen_test]
+async fn eight_peers_in_one_page_form_a_connected_symmetric_overlay() {
+    let before = rhizome::transport::web::connections_created();
+    let nodes = start_nodes(&signaling_url(), &fresh_room(), 8).await;
+    eventually(30_000, "the overlay is connected and symmetric", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    // Each link is one RTCPeerConnection per side; joining churns a few more (forward
+    // joins displace neighbours). Ten per peer keeps a page with dozens of peers far
+    // below Chromium's ~500-per-page cap.
+    let created = rhizome::transport::web::connections_created() - before;
+    let links: usize = nodes
+        .iter()
+        .map(|n| n.node.neighbors().len())
+        .sum::<usize>()
+        / 2;
+    assert!(
+        created <= 10 * nodes.len() as u32,
+        "{created} RTCPeerConnections for {links} links among {} peers",
+        nodes.len()
+    );
+    leave_all(&nodes).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_broadcast_from_any_peer_reaches_all_eight_exactly_once() {
+    let nodes = start_nodes(&signaling_url(), &fresh_room(), 8).await;
+    eventually(30_000, "the overlay is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    broadcast_reaches_everyone(&nodes, 0, "from the first").await;
+    broadcast_reaches_everyone(&nodes, 7, "from the last").await;
+    broadcast_reaches_everyone(&nodes, 3, "from the middle").await;
+    leave_all(&nodes).await;
+}
+
+#[wasm_bindgen_test]
+async fn the_overlay_broadcasts_repairs_and_connects_with_the_signaling_server_gone() {
+    control("start").await;
+    let nodes = start_nodes(&killable_url(), &fresh_room(), 8).await;
+    eventually(30_000, "the overlay is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    // Let shuffles fill the passive views.
+    TimeoutFuture::new(1_000).await;
+
+    control("stop").await;
+    eventually(10_000, "every node notices the server is gone", || {
+        let still: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.node.stats().server_connected)
+            .map(|n| n.id().short())
+            .collect();
+        if still.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{still:?} still connected"))
+        }
+    })
+    .await;
+
+    // 1. Broadcast still reaches everyone.
+    broadcast_reaches_everyone(&nodes, 2, "no server needed").await;
+
+    // 2. Cut a link: the overlay repairs, and any new connection was necessarily
+    //    signalled through the overlay, since there is no server.
+    let connects_before: u64 = nodes.iter().map(|n| n.node.stats().connects).sum();
+    let victim = &nodes[0];
+    let neighbour = victim.node.neighbors()[0];
+    assert!(victim.node.drop_connection(neighbour));
+    let other = nodes
+        .iter()
+        .find(|n| n.id() == neighbour)
+        .expect("the neighbour is one of ours");
+    other.node.drop_connection(victim.id());
+    eventually(30_000, "the overlay repairs itself", || {
+        overlay_is_healthy(&nodes)?;
+        let connects: u64 = nodes.iter().map(|n| n.node.stats().connects).sum();
+        if connects > connects_before {
+            Ok(())
+        } else {
+            Err("no new connection yet".into())
+        }
+    })
+    .await;
+    broadcast_reaches_everyone(&nodes, 5, "after repair").await;
+
+    leave_all(&nodes).await;
+    control("start").await;
+}
+
+#[wasm_bindgen_test]
+async fn a_peer_that_sends_garbage_is_reported_and_dropped() {
+    let nodes = start_nodes(&signaling_url(), &fresh_room(), 3).await;
+    eventually(30_000, "the overlay is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    let bad = &nodes[0];
+    let victim_id = bad.node.neighbors()[0];
+    let victim = nodes
+        .iter()
+        .find(|n| n.id() == victim_id)
+        .expect("the neighbour is one of ours");
+    assert!(bad.node.send_raw(victim_id, b"\x01 definitely not a frame"));
+    eventually(10_000, "the victim reports the sender and drops it", || {
+        let errors = victim.errors_about(bad.id());
+        if errors.is_empty() {
+            return Err("no error event yet".into());
+        }
+        if victim.node.neighbors().contains(&bad.id()) {
+            return Err(format!("still a neighbour after {errors:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    let errors = victim.errors_about(bad.id());
+    assert_eq!(errors[0].0, "peer-misbehaved", "{errors:?}");
+    leave_all(&nodes).await;
+}
+
+#[wasm_bindgen_test]
+async fn with_announcements_every_node_sees_the_whole_network_and_the_path_of_a_broadcast() {
+    let room = fresh_room();
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        let mut config = NodeConfig::new(vec![signaling_url()], room.as_str());
+        config.announce_topology_ms = Some(300);
+        let (node, mut rx) = Node::join(config).await.expect("joins");
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let sink = events.clone();
+        spawn_local(async move {
+            while let Some(ev) = rx.next().await {
+                sink.borrow_mut().push(ev);
+            }
+        });
+        nodes.push(TestNode { node, events });
+    }
+    eventually(30_000, "the overlay is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    eventually(
+        10_000,
+        "every node draws all five peers and every link",
+        || {
+            let mut truth: Vec<(PeerId, PeerId)> = nodes
+                .iter()
+                .flat_map(|n| {
+                    let me = n.id();
+                    n.node
+                        .neighbors()
+                        .into_iter()
+                        .filter(move |p| me < *p)
+                        .map(move |p| (me, p))
+                })
+                .collect();
+            truth.sort();
+            for n in &nodes {
+                let t = n.node.topology();
+                if t.peers.len() != 5 {
+                    return Err(format!("{} knows {} peers", n.id().short(), t.peers.len()));
+                }
+                if t.edges != truth {
+                    return Err(format!("{} draws {:?}", n.id().short(), t.edges.len()));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    broadcast_reaches_everyone(&nodes, 0, "trace me").await;
+    let seq = match nodes[1]
+        .events
+        .borrow()
+        .iter()
+        .find(|e| matches!(e, NodeEvent::Broadcast { data, .. } if data == b"trace me"))
+    {
+        Some(NodeEvent::Broadcast { seq, .. }) => *seq,
+        _ => panic!("node 1 got the broadcast"),
+    };
+    let origin = nodes[0].id();
+    eventually(5_000, "the hop trace covers every receiver", || {
+        let hops = nodes[4].node.trace(origin, seq);
+        let receivers: HashSet<PeerId> = hops.iter().map(|(_, to)| *to).collect();
+        if receivers.len() == 4 && !receivers.contains(&origin) {
+            Ok(())
+        } else {
+            Err(format!("{} hops", hops.len()))
+        }
+    })
+    .await;
+    leave_all(&nodes).await;
+}
