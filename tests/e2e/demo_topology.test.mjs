@@ -111,7 +111,7 @@ test('a message sent from page 1 appears in every page', async () => {
   }
 });
 
-test('the receivers find the path of that message in the announcements and animate it', async (t) => {
+test('the receivers find the path of that message in the announcements and animate it', async () => {
   await until('the receivers are done tracing', async () => {
     const now = await Promise.all(pages.slice(1).map(snapshot));
     const states = now.map((s) => s.messages.find((x) => x.text === 'hello from page 1').trace);
@@ -121,14 +121,7 @@ test('the receivers find the path of that message in the announcements and anima
   const m = s.messages.find((x) => x.text === 'hello from page 1');
   await pages[1].page.waitForTimeout(700); // mid-animation, for the screenshot
   await pages[1].page.screenshot({ path: join(shots, 'demo-6-pages.png') });
-  if (m.trace === 'unsafe-seq') {
-    // The node hands JS its u64 sequence number as a float; above 2^53 (the sequence
-    // starts at a random 63-bit number) it is not exact, so node.trace(from, seq) cannot
-    // find the broadcast. The page says so instead of drawing a made-up path.
-    assert.ok(!Number.isSafeInteger(m.seq));
-    t.todo(`node.trace() needs exact sequence numbers; this one arrived as ${m.seq}`);
-    return;
-  }
+  assert.ok(Number.isSafeInteger(m.seq), `sequence numbers are exact in JS: ${m.seq}`);
   assert.equal(m.trace, 'done', 'the path was found in the announcements');
   assert.equal(m.pathLinks, PAGES - 1, 'the path reaches every other peer');
   assert.ok(s.traces >= 1, 'the path was animated');
