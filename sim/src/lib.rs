@@ -17,7 +17,9 @@
 //!   RTCPeerConnection created (one per side per attempt) is counted.
 //! - **Server.** A room: the set of online peers. A join or re-bootstrap gets a random
 //!   sample of `contacts` of them; envelopes are relayed with `server_latency_ms` each way
-//!   to peers still in the room. The server can be switched off.
+//!   to peers still in the room. An offer to a peer that left the room fails the attempt
+//!   at once (the server answers `unknown-peer` and the driver reports `ConnectionDown`).
+//!   The server can be switched off.
 //! - **Failures.** A crashed peer stops silently: its channels stay "open" to the other
 //!   side until the transport notices (ICE consent failure) after a delay drawn from
 //!   `crash_detect_ms`, unless the overlay's failure detector closes them first. A leaving
@@ -584,10 +586,15 @@ impl Sim {
                 let Some(j) = self.index_of(&envelope.to) else {
                     return;
                 };
+                let at = self.now + 2 * self.cfg.server_latency_ms;
                 if self.room_pos[j].is_some() {
                     self.counters.server_relays += 1;
-                    let at = self.now + 2 * self.cfg.server_latency_ms;
                     self.push(at, Ev::Input(j, Input::SignalFromServer { envelope }));
+                } else if self.attempts.contains_key(&(i, j)) {
+                    // The server answers `unknown-peer`; the driver fails the attempt.
+                    self.attempts.remove(&(i, j));
+                    let peer = envelope.to;
+                    self.push(at, Ev::Input(i, Input::ConnectionDown { peer }));
                 }
             }
             Output::DeliverSignal { envelope, payload } => {
