@@ -73,6 +73,9 @@ struct Args {
     /// The PeerJS server script (default: signaling/bench/node_modules/peer/dist/bin/peerjs.js).
     #[arg(long)]
     peerjs: Option<PathBuf>,
+    /// Extra argument for rhizome-signaling (repeat), e.g. `--server-arg=--threads=1`.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
     /// Skip the PeerJS server (no ratios then).
     #[arg(long)]
     skip_peerjs: bool,
@@ -217,7 +220,9 @@ async fn run(args: Args) {
         }
         for kind in order {
             let r = match kind {
-                Kind::Rhizome => bench(kind, &args, || start_rhizome(&server_bin)).await,
+                Kind::Rhizome => {
+                    bench(kind, &args, || start_rhizome(&server_bin, &args.server_arg)).await
+                }
                 Kind::PeerJs => bench(kind, &args, || start_peerjs(&peerjs)).await,
             };
             print_results(kind, &r);
@@ -303,7 +308,7 @@ async fn run(args: Args) {
     println!("Medians over {} rounds. Ratios are rhizome's advantage: >1x means rhizome-signaling is better on that line.", args.rounds.max(1));
 }
 
-async fn start_rhizome(bin: &PathBuf) -> Server {
+async fn start_rhizome(bin: &PathBuf, extra: &[String]) -> Server {
     let mut child = Command::new(bin)
         .args([
             "--bind",
@@ -327,6 +332,7 @@ async fn start_rhizome(bin: &PathBuf) -> Server {
             "--max-rooms",
             "100000",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -94,6 +94,20 @@ impl Mailbox {
         s.queue = VecDeque::new();
     }
 
+    /// A queued frame if there is one right now (not the replacement notice, which
+    /// [`Mailbox::next`] reports).
+    pub fn try_next(&self) -> Option<Utf8Bytes> {
+        let mut s = self.lock();
+        if s.replaced {
+            return None;
+        }
+        let frame = s.queue.pop_front();
+        if s.queue.is_empty() {
+            s.queue = VecDeque::new();
+        }
+        frame
+    }
+
     /// The next delivery; waits while the mailbox is empty. Cancel-safe: nothing is
     /// taken out unless it is returned.
     pub async fn next(&self) -> Delivery {

@@ -58,6 +58,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Bytes of relayed frames gathered before a write (see `Session::send_relayed`); single
+/// replies are flushed at once anyway. Nothing is allocated until something is written.
+const WS_WRITE_BATCH: usize = 8192;
+
 /// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
 
@@ -211,7 +215,7 @@ async fn websocket(
     let tasks = shared.tasks.clone();
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WS_WRITE_BATCH)
         .max_message_size(hard)
         .max_frame_size(hard)
         .on_failed_upgrade(|e| debug!("websocket upgrade failed: {e}"))

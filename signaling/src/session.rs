@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use rhizome::id::{PeerId, Signature};
 use rhizome::signal::{
     verify_join_proof, ClientMsg, ErrorCode, ServerMsg, CLOSE_TOO_BIG, MAX_ROOM_LEN,
@@ -35,6 +36,9 @@ use crate::rate_limit::TokenBucket;
 use crate::rooms::{JoinError, Member, RelayError, SessionId};
 use crate::server::Shared;
 use crate::telemetry;
+
+/// Most relayed frames written with one flush.
+const MAX_BATCH: usize = 32;
 
 /// Longest wait for the client's close reply after the server sent its close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -165,7 +169,7 @@ impl Session {
                     Err(End::close(ErrorCode::ShuttingDown, "the server is shutting down"))
                 }
                 delivery = mailbox.next() => match delivery {
-                    Delivery::Frame(frame) => self.send_frame(Message::Text(frame)).await,
+                    Delivery::Frame(frame) => self.send_relayed(frame).await,
                     Delivery::Replaced => Err(End::close(
                         ErrorCode::Replaced,
                         "a newer session joined with the same peer id",
@@ -330,6 +334,35 @@ impl Session {
 
     async fn send(&mut self, msg: &ServerMsg) -> Result<(), End> {
         self.send_frame(Message::Text(encode(msg))).await
+    }
+
+    /// Writes a relayed frame and whatever else is already waiting in the mailbox, with
+    /// one flush: a burst of signals (ICE candidates come in bursts) costs one write.
+    async fn send_relayed(&mut self, first: Utf8Bytes) -> Result<(), End> {
+        let limit = self.shared.config.write_timeout;
+        let mailbox = &self.mailbox;
+        let ws = &mut self.ws;
+        let batch = async {
+            ws.feed(Message::Text(first)).await?;
+            for _ in 1..MAX_BATCH {
+                let Some(frame) = mailbox.try_next() else {
+                    break;
+                };
+                ws.feed(Message::Text(frame)).await?;
+            }
+            ws.flush().await
+        };
+        tokio::select! {
+            sent = timeout(limit, batch) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Disconnected),
+                Err(_) => {
+                    debug!("write timed out; dropping a client that does not read");
+                    Err(End::Disconnected)
+                }
+            },
+            _ = self.shared.shutdown.cancelled() => Err(End::Disconnected),
+        }
     }
 
     /// Writes one frame, giving up on a client that does not read within the write
