@@ -651,6 +651,16 @@ impl Shared {
                 self.state.borrow_mut().last_sent = Some(id);
                 return;
             }
+            // An envelope that fails verification may be forged by whoever relayed it;
+            // the peer it names is not blamed, only the envelope is refused.
+            Event::Misbehaving {
+                peer,
+                reason: reason @ overlay::Misbehaviour::BadSignal(_),
+            } => NodeEvent::Error {
+                code: "bad-signal",
+                message: format!("refused a signal envelope claiming to be from it: {reason}"),
+                peer: Some(peer),
+            },
             Event::Misbehaving { peer, reason } => NodeEvent::Error {
                 code: "peer-misbehaved",
                 message: reason.to_string(),

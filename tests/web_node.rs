@@ -419,3 +419,70 @@ async fn with_announcements_every_node_sees_the_whole_network_and_the_path_of_a_
     .await;
     leave_all(&nodes).await;
 }
+
+#[wasm_bindgen_test]
+async fn a_forged_or_tampered_signal_envelope_is_refused_and_opens_no_connection() {
+    use rhizome::id::Identity;
+    use rhizome::signal::{SignalPayload, SignedEnvelope};
+    use rhizome::transport::web_signaling::SignalingClient;
+
+    let room = fresh_room();
+    let nodes = start_nodes(&signaling_url(), &room, 2).await;
+    eventually(30_000, "the pair is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    let (alice, bob) = (&nodes[0], &nodes[1]);
+
+    // Mallory joins the room with the plain signaling client and sends Bob envelopes:
+    // one that claims to be from Alice, and one of her own with the SDP altered after
+    // signing (as a man in the middle would, to swap the DTLS fingerprint).
+    let mallory = Identity::generate().expect("randomness");
+    let (client, _) = SignalingClient::connect(&signaling_url(), &mallory, &room, 5_000)
+        .await
+        .expect("mallory joins");
+    let offer = SignalPayload::Offer {
+        sdp: "v=0\r\na=fingerprint:sha-256 AA:BB\r\n".into(),
+    };
+    let mut forged = SignedEnvelope::seal(&mallory, bob.id(), 1, &offer);
+    forged.from = alice.id();
+    let mut tampered = SignedEnvelope::seal(&mallory, bob.id(), 2, &offer);
+    tampered.body = tampered.body.replace("AA:BB", "CC:DD");
+
+    let before = rhizome::transport::web::connections_created();
+    client.send_signal(&forged).expect("relayed");
+    client.send_signal(&tampered).expect("relayed");
+    eventually(10_000, "bob refuses both envelopes", || {
+        let refused: Vec<PeerId> = bob
+            .events
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Error {
+                    code: "bad-signal",
+                    peer: Some(p),
+                    ..
+                } => Some(*p),
+                _ => None,
+            })
+            .collect();
+        if refused.contains(&alice.id()) && refused.contains(&mallory.peer_id()) {
+            Ok(())
+        } else {
+            Err(format!("refused so far: {refused:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        rhizome::transport::web::connections_created(),
+        before,
+        "no RTCPeerConnection was made for a refused offer"
+    );
+    assert_eq!(
+        bob.node.neighbors(),
+        vec![alice.id()],
+        "nothing else changed"
+    );
+    client.close();
+    leave_all(&nodes).await;
+}
