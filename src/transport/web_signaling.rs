@@ -154,7 +154,10 @@ impl SignalingClient {
                     })
                 }
                 ServerMsg::Pong => {}
-                other => return Err(self.protocol(format!("unexpected {other:?} during join"))),
+                other => {
+                    let kind = message_kind(&other);
+                    return Err(self.protocol(format!("unexpected `{kind}` during join")));
+                }
             }
         }
     }
@@ -224,7 +227,7 @@ impl SignalingClient {
                 Ok(ServerMsg::Pong) => continue,
                 Ok(other) => SignalingEvent::Error {
                     code: None,
-                    message: format!("unexpected message from server: {other:?}"),
+                    message: format!("unexpected `{}` from server", message_kind(&other)),
                 },
                 Err(e) => SignalingEvent::Error {
                     code: None,
@@ -247,6 +250,18 @@ impl SignalingClient {
 impl Drop for SignalingClient {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// The `type` of a server message, for error messages (a `Debug` dump would drag the
+/// formatting of every payload into the wasm binary).
+fn message_kind(m: &ServerMsg) -> &'static str {
+    match m {
+        ServerMsg::Hello { .. } => "hello",
+        ServerMsg::Welcome { .. } => "welcome",
+        ServerMsg::Signal { .. } => "signal",
+        ServerMsg::Pong => "pong",
+        ServerMsg::Error { .. } => "error",
     }
 }
 
