@@ -152,8 +152,13 @@ fn random_and_malformed_frames_never_panic_the_server_or_disturb_a_room() {
     });
     let round = AtomicUsize::new(0);
 
+    // 128 cases by default keep the suite fast; PROPTEST_CASES=5000 for a longer hunt.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(128);
     let mut runner = TestRunner::new(ProptestConfig {
-        cases: 200,
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     });
