@@ -5,14 +5,21 @@
 //! joins a room and reports who it is and whom the server introduced it to; the overlay
 //! driver that turns those introductions into neighbours comes with the node driver.
 //!
+//! With `--links` it also accepts WebRTC connections and echoes what arrives
+//! ([`links`]), so browsers and other native peers can already reach it.
+//!
 //! The library half holds everything but the process plumbing, so tests drive it without
 //! spawning a binary: [`Args`] (the command line), [`join`] and [`Joined::report`].
 
 use std::io::Write;
+use std::net::SocketAddr;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use rhizome::id::{IdError, Identity, PeerId};
+use rhizome::transport::native::{MdnsMode, NativeConfig};
 use rhizome::transport::native_signaling::{SignalingClient, SignalingError};
+
+pub mod links;
 
 /// Command line of `rhizome-node`.
 #[derive(Debug, Clone, Parser)]
@@ -37,6 +44,49 @@ pub struct Args {
     /// How long to wait for the server to welcome us, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub join_timeout_ms: u32,
+
+    /// Accept WebRTC connections from peers that signal us and echo their messages (a
+    /// stand-in until the overlay runs natively).
+    #[arg(long)]
+    pub links: bool,
+
+    /// With --links: also offer a connection to every member we were introduced to.
+    #[arg(long, requires = "links")]
+    pub dial: bool,
+
+    /// UDP address for WebRTC to bind; repeat for several. Default 0.0.0.0:0: every
+    /// non-loopback interface, ephemeral ports.
+    #[arg(long = "bind")]
+    pub bind: Vec<SocketAddr>,
+
+    /// What to do with browsers' mDNS (`….local`) host candidates.
+    #[arg(long, value_enum, default_value_t = Mdns::Resolve)]
+    pub mdns: Mdns,
+}
+
+/// The `--mdns` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mdns {
+    /// Send no multicast; browsers reach us and we learn them as peer-reflexive candidates.
+    Off,
+    /// Resolve `.local` candidates with mDNS queries.
+    Resolve,
+}
+
+impl Args {
+    /// The transport settings these arguments ask for.
+    pub fn native_config(&self) -> NativeConfig {
+        let mut config = NativeConfig::default();
+        if !self.bind.is_empty() {
+            config.udp_addrs = self.bind.clone();
+            config.include_loopback = self.bind.iter().any(|a| a.ip().is_loopback());
+        }
+        config.mdns = match self.mdns {
+            Mdns::Off => MdnsMode::Disabled,
+            Mdns::Resolve => MdnsMode::Resolve,
+        };
+        config
+    }
 }
 
 /// Why the node could not start.

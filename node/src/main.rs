@@ -1,11 +1,13 @@
 //! The `rhizome-node` binary: joins a room, prints `peer <id>` and `introduced <id>`
-//! lines on stdout, then stays in the room logging what the server relays to stderr until
-//! Ctrl-C, SIGTERM or the server closes the session.
+//! lines on stdout, then stays in the room until Ctrl-C, SIGTERM or the server closes the
+//! session: logging what the server relays to stderr, or with `--links` serving WebRTC
+//! connections and printing their events on stdout (see `links.rs`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use rhizome::transport::native_signaling::SignalingEvent;
+use rhizome_node::links::{serve_links, LinkOptions};
 use rhizome_node::{join, Args};
 
 #[tokio::main]
@@ -27,6 +29,23 @@ async fn main() -> ExitCode {
         args.room,
         joined.signaling.url()
     );
+    if args.links {
+        let options = LinkOptions {
+            config: args.native_config(),
+            dial: args.dial,
+        };
+        let mut out = std::io::stdout();
+        return match serve_links(&mut joined, &options, shutdown_signal(), &mut out).await {
+            Ok(()) => {
+                joined.signaling.close();
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rhizome-node: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -466,7 +466,8 @@ impl NativeConnection {
                 self.add_candidate(&neg, init).await
             }
             SignalPayload::Abort => {
-                self.close_with("remote peer aborted the connection attempt");
+                // Closing continues in the background; nothing to wait for here.
+                drop(self.close_with("remote peer aborted the connection attempt"));
                 Ok(())
             }
         }
@@ -534,28 +535,39 @@ impl NativeConnection {
         Ok(())
     }
 
-    fn close_with(&self, reason: &str) {
+    /// Reports `Closed`, stops our tasks and starts closing the webrtc-rs connection; the
+    /// returned task finishes when webrtc-rs has said goodbye to the peer. `None` when
+    /// already torn down, or when there is no runtime to close on (a drop at shutdown:
+    /// the runtime's end stops webrtc-rs's driver anyway).
+    fn close_with(&self, reason: &str) -> Option<JoinHandle<()>> {
         self.shared.close_once(reason);
         if self.torn_down.swap(true, Ordering::AcqRel) {
-            return;
+            return None;
         }
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
         let (pc, dc) = (self.pc.clone(), self.dc.clone());
         // webrtc-rs's driver task lives until the connection is closed, and closing is
-        // async; without a runtime (a drop at shutdown) the runtime's end stops it anyway.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = dc.close().await;
-                let _ = pc.close().await;
-            });
-        }
+        // async.
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        Some(rt.spawn(async move {
+            let _ = dc.close().await;
+            let _ = pc.close().await;
+        }))
     }
 
     /// Closes the connection and stops its tasks. Idempotent.
     pub fn close(&self) {
         self.close_with("closed locally");
+    }
+
+    /// Closes like [`NativeConnection::close`] and waits until webrtc-rs has told the
+    /// peer, so it notices at once rather than by ICE timeout. For a process about to exit.
+    pub async fn close_and_wait(&self) {
+        if let Some(closing) = self.close_with("closed locally") {
+            let _ = closing.await;
+        }
     }
 }
 
