@@ -1,0 +1,584 @@
+// The browser side of `npm run bench`: every library in the same page, one after another.
+//
+// Bundled by esbuild (scripts/bench) with the release npm package of rhizome, simple-peer
+// and PeerJS, and driven by benches/browser.mjs through Playwright: each scenario is one
+// `window.bench.<name>(...)` call that resolves to plain numbers. Everything is bounded:
+// fixed message counts, and a deadline on every wait.
+//
+// Libraries, and how each one reaches the other peer:
+// - raw:        hand-wired RTCPeerConnection pairs with one negotiated data channel, the
+//               offer/answer/candidates passed by function calls inside the page (no server);
+// - raw-ws:     the same, the signals relayed through a WebSocket server (the local
+//               PeerJS server's relay, the cheapest server round trip available);
+// - simple-peer, simple-peer-ws: the same two ways, through simple-peer;
+// - peerjs:     PeerJS with its own server (npm `peer`, started locally);
+// - rhizome:    the npm package's `join` with the rhizome signaling server.
+import { join as rhizomeJoin, load as rhizomeLoad } from '../../target/npm/rhizome/index.js';
+import SimplePeer from 'simple-peer';
+import { Peer } from 'peerjs';
+
+const CFG = window.BENCH_CONFIG;
+const ICE = { iceServers: [] };
+/** Backpressure of every sender that uses a data channel directly (as rhizome's transport). */
+const HIGH = 1024 * 1024;
+const LOW = 256 * 1024;
+
+const now = () => performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let uidCounter = 0;
+const uid = (p) => `${p}-${Date.now().toString(36)}-${(uidCounter++).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+function defer() {
+  let resolve;
+  let reject;
+  const promise = new Promise((a, b) => { resolve = a; reject = b; });
+  return { promise, resolve, reject };
+}
+
+function deadline(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms); }),
+  ]);
+}
+
+const once = (target, event) => new Promise((r) => target.addEventListener(event, r, { once: true }));
+
+let wasm;
+async function loadWasm() {
+  wasm ??= await rhizomeLoad('./rhizome_bg.wasm');
+  return wasm;
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw RTCPeerConnection, wired by hand.
+
+/** One end: a connection with a negotiated channel; `emit` carries its signals away. */
+function rawPeer(emit) {
+  const pc = new RTCPeerConnection(ICE);
+  const dc = pc.createDataChannel('bench', { negotiated: true, id: 0 });
+  dc.binaryType = 'arraybuffer';
+  dc.bufferedAmountLowThreshold = LOW;
+  const pending = [];
+  let chain = Promise.resolve();
+  pc.onicecandidate = (e) => { if (e.candidate) emit({ candidate: e.candidate.toJSON() }); };
+  const handle = async (m) => {
+    if (m.sdp) {
+      await pc.setRemoteDescription(m.sdp);
+      for (const c of pending.splice(0)) await pc.addIceCandidate(c);
+      if (m.sdp.type === 'offer') {
+        await pc.setLocalDescription();
+        emit({ sdp: pc.localDescription.toJSON() });
+      }
+    } else if (m.candidate) {
+      if (!pc.remoteDescription) pending.push(m.candidate);
+      else await pc.addIceCandidate(m.candidate);
+    }
+  };
+  return {
+    pc,
+    dc,
+    offer: async () => {
+      await pc.setLocalDescription();
+      emit({ sdp: pc.localDescription.toJSON() });
+    },
+    signal: (m) => { chain = chain.then(() => handle(m)).catch(() => {}); },
+    close: () => { dc.close(); pc.close(); },
+  };
+}
+
+/** A pair of raw ends whose signals are function calls. */
+function rawPairInPage() {
+  let a;
+  let b;
+  a = rawPeer((m) => b.signal(m));
+  b = rawPeer((m) => a.signal(m));
+  a.offer();
+  return [a, b];
+}
+
+/** A session on the PeerJS server used as a plain signal relay (OFFER/ANSWER/CANDIDATE). */
+async function relaySession(id) {
+  const { host, port } = CFG.peerjs;
+  const ws = new WebSocket(`ws://${host}:${port}/peerjs?key=peerjs&id=${id}&token=${uid('t')}`);
+  const session = { onsignal: null, ws };
+  await new Promise((resolve, reject) => {
+    ws.onerror = () => reject(new Error('relay socket failed'));
+    ws.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      if (m.type === 'OPEN') resolve();
+      else if (m.type === 'ERROR' || m.type === 'ID-TAKEN') reject(new Error(`relay: ${m.type}`));
+    };
+  });
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    if (m.payload !== undefined && session.onsignal) session.onsignal(m.src, m.payload);
+  };
+  session.send = (dst, payload) => {
+    const kind = payload.sdp?.type ?? payload.type;
+    const type = kind === 'offer' ? 'OFFER' : kind === 'answer' ? 'ANSWER' : 'CANDIDATE';
+    ws.send(JSON.stringify({ type, dst, payload }));
+  };
+  session.close = () => ws.close();
+  return session;
+}
+
+async function rawPairRelayed() {
+  const [ia, ib] = [uid('a'), uid('b')];
+  const [ra, rb] = await Promise.all([relaySession(ia), relaySession(ib)]);
+  const a = rawPeer((m) => ra.send(ib, m));
+  const b = rawPeer((m) => rb.send(ia, m));
+  ra.onsignal = (_src, m) => a.signal(m);
+  rb.onsignal = (_src, m) => b.signal(m);
+  a.offer();
+  return [a, b, () => { ra.close(); rb.close(); }];
+}
+
+// ---------------------------------------------------------------------------------------
+// simple-peer and PeerJS.
+
+function simplePairInPage() {
+  const a = new SimplePeer({ initiator: true, config: ICE, trickle: true });
+  const b = new SimplePeer({ config: ICE, trickle: true });
+  a.on('signal', (d) => b.signal(d));
+  b.on('signal', (d) => a.signal(d));
+  return [a, b, () => {}];
+}
+
+async function simplePairRelayed() {
+  const [ia, ib] = [uid('a'), uid('b')];
+  const [ra, rb] = await Promise.all([relaySession(ia), relaySession(ib)]);
+  const a = new SimplePeer({ initiator: true, config: ICE, trickle: true });
+  const b = new SimplePeer({ config: ICE, trickle: true });
+  a.on('signal', (d) => ra.send(ib, d));
+  b.on('signal', (d) => rb.send(ia, d));
+  ra.onsignal = (_src, d) => a.signal(d);
+  rb.onsignal = (_src, d) => b.signal(d);
+  return [a, b, () => { ra.close(); rb.close(); }];
+}
+
+function peerjsPeer(id) {
+  const { host, port } = CFG.peerjs;
+  return new Promise((resolve, reject) => {
+    const p = new Peer(id, { host, port, path: '/', key: 'peerjs', secure: false, config: ICE, debug: 0 });
+    p.on('open', () => resolve(p));
+    p.on('error', reject);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// rhizome.
+
+const rhizomeOptions = (room, extra = {}) => ({ signaling: [CFG.signaling], room, iceServers: [], ...extra });
+
+async function rhizomeNodes(n, room, { sequential = true } = {}) {
+  await loadWasm();
+  if (!sequential) return Promise.all(Array.from({ length: n }, () => rhizomeJoin(rhizomeOptions(room))));
+  const nodes = [];
+  for (let i = 0; i < n; i++) nodes.push(await rhizomeJoin(rhizomeOptions(room)));
+  return nodes;
+}
+
+async function leaveAll(nodes) {
+  await Promise.all(nodes.map((n) => n.leave().catch(() => {})));
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Join → first delivered message.
+//
+// t0: before either peer starts (both start at once). Each side sends "hello" as soon as
+// its library says the link is usable; the result is the time to the first delivery on
+// either side. Includes, where the library has one, opening the server session.
+
+const joinBench = {
+  async raw() {
+    const t0 = now();
+    const first = defer();
+    const [a, b] = rawPairInPage();
+    for (const p of [a, b]) {
+      p.dc.onopen = () => p.dc.send('hello');
+      p.dc.onmessage = () => first.resolve(now());
+    }
+    try {
+      return { ms: (await deadline(first.promise, 15_000, 'raw join')) - t0 };
+    } finally { a.close(); b.close(); }
+  },
+  async 'raw-ws'() {
+    const t0 = now();
+    const first = defer();
+    const [a, b, closeRelay] = await rawPairRelayed();
+    const tServer = now();
+    for (const p of [a, b]) {
+      p.dc.onopen = () => p.dc.send('hello');
+      p.dc.onmessage = () => first.resolve(now());
+    }
+    try {
+      const t1 = await deadline(first.promise, 15_000, 'raw-ws join');
+      return { ms: t1 - t0, serverMs: tServer - t0 };
+    } finally { a.close(); b.close(); closeRelay(); }
+  },
+  async 'simple-peer'() { return simpleJoin(simplePairInPage, now()); },
+  async 'simple-peer-ws'() { return simpleJoin(simplePairRelayed, now()); },
+  async peerjs() {
+    const t0 = now();
+    const first = defer();
+    const [ia, ib] = [uid('pa'), uid('pb')];
+    const [pa, pb] = await Promise.all([peerjsPeer(ia), peerjsPeer(ib)]);
+    const tServer = now();
+    const hook = (c) => {
+      c.on('open', () => c.send('hello'));
+      c.on('data', () => first.resolve(now()));
+      c.on('error', (e) => first.reject(e));
+    };
+    pa.on('connection', hook);
+    hook(pb.connect(ia, { reliable: true }));
+    try {
+      const t1 = await deadline(first.promise, 15_000, 'peerjs join');
+      return { ms: t1 - t0, serverMs: tServer - t0 };
+    } finally { pa.destroy(); pb.destroy(); }
+  },
+  async rhizome() {
+    await loadWasm();
+    const room = uid('join');
+    const t0 = now();
+    const first = defer();
+    let tUp;
+    const nodes = await rhizomeNodes(2, room, { sequential: false });
+    const tServer = now();
+    for (const n of nodes) {
+      n.on('neighbor-up', () => {
+        tUp ??= now();
+        try { n.broadcast('hello'); } catch (e) { first.reject(e); }
+      });
+      n.on('broadcast', () => first.resolve(now()));
+    }
+    try {
+      const t1 = await deadline(first.promise, 15_000, 'rhizome join');
+      return { ms: t1 - t0, serverMs: tServer - t0, neighborUpMs: tUp - t0 };
+    } finally { await leaveAll(nodes); }
+  },
+};
+
+async function simpleJoin(make, t0) {
+  const first = defer();
+  const [a, b, closeRelay] = await make();
+  const tServer = now();
+  for (const p of [a, b]) {
+    p.on('connect', () => p.send('hello'));
+    p.on('data', () => first.resolve(now()));
+    p.on('error', (e) => first.reject(e));
+  }
+  try {
+    const t1 = await deadline(first.promise, 15_000, 'simple-peer join');
+    return { ms: t1 - t0, serverMs: tServer - t0 };
+  } finally { a.destroy(); b.destroy(); closeRelay(); }
+}
+
+// ---------------------------------------------------------------------------------------
+// A connected pair with one send interface, for the data-path scenarios.
+//
+// `sender.send(u8)`; `sender.full()` says the library (or our window) wants us to wait;
+// `sender.drain()` resolves when we may go on. `receiver(fn)` calls fn(byteLength) per
+// message delivered. `close()`.
+
+async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
+  if (lib === 'raw' || lib === 'raw-64k') {
+    // raw: the same backpressure as rhizome's transport (1 MiB high water, refill at
+    // 256 KiB); raw-64k: simple-peer's (64 KiB), as a second reference.
+    const high = lib === 'raw' ? HIGH : 64 * 1024;
+    const [a, b] = rawPairInPage();
+    if (lib === 'raw-64k') { a.dc.bufferedAmountLowThreshold = 0; }
+    await deadline(Promise.all([once(a.dc, 'open'), once(b.dc, 'open')]), 15_000, 'raw open');
+    return {
+      send: (u8) => a.dc.send(u8),
+      full: () => a.dc.bufferedAmount > high,
+      drain: () => once(a.dc, 'bufferedamountlow'),
+      receiver: (fn) => { b.dc.onmessage = (e) => fn(e.data.byteLength ?? e.data.length); },
+      close: () => { a.close(); b.close(); },
+    };
+  }
+  if (lib === 'simple-peer') {
+    // The stream API (`write` + `drain`) is simple-peer's way to send with backpressure.
+    const [a, b] = simplePairInPage();
+    await deadline(Promise.all([new Promise((r) => a.once('connect', r)), new Promise((r) => b.once('connect', r))]), 15_000, 'simple-peer open');
+    let ok = true;
+    return {
+      send: (u8) => { ok = a.write(u8); },
+      full: () => !ok,
+      drain: () => new Promise((r) => a.once('drain', () => { ok = true; r(); })),
+      receiver: (fn) => b.on('data', (d) => fn(d.length)),
+      close: () => { a.destroy(); b.destroy(); },
+    };
+  }
+  if (lib === 'peerjs') {
+    const [ia, ib] = [uid('pa'), uid('pb')];
+    const [pa, pb] = await Promise.all([peerjsPeer(ia), peerjsPeer(ib)]);
+    const incoming = new Promise((r) => pa.on('connection', r));
+    const ca = pb.connect(ia, { reliable: true });
+    const cb = await deadline(incoming, 15_000, 'peerjs connection');
+    await deadline(Promise.all([new Promise((r) => ca.on('open', r)), new Promise((r) => cb.on('open', r))]), 15_000, 'peerjs open');
+    const dc = ca.dataChannel;
+    dc.bufferedAmountLowThreshold = LOW;
+    return {
+      send: (u8) => ca.send(u8),
+      // PeerJS queues internally when the channel's buffer is over 8 MiB; we stop earlier.
+      full: () => dc.bufferedAmount > HIGH || ca.bufferSize > 0,
+      drain: () => Promise.race([once(dc, 'bufferedamountlow'), sleep(20)]),
+      receiver: (fn) => cb.on('data', (d) => fn(d.byteLength ?? d.length)),
+      close: () => { pa.destroy(); pb.destroy(); },
+    };
+  }
+  if (lib === 'rhizome') {
+    // Today's JS API has no point-to-point send and no backpressure signal: broadcast in a
+    // two-peer room, with a window of bytes in flight counted from the receiver's deliveries
+    // (read in this page; an app would need acks).
+    const room = uid('pair');
+    const up = defer();
+    const [a, b] = await rhizomeNodes(2, room);
+    a.on('neighbor-up', () => up.resolve());
+    if (a.neighbors().length > 0) up.resolve();
+    await deadline(up.promise, 15_000, 'rhizome neighbor');
+    let sent = 0;
+    let delivered = 0;
+    let waiter = null;
+    const errors = [];
+    a.on('error', (e) => errors.push(e.code));
+    b.on('error', (e) => errors.push(e.code));
+    let recv = () => {};
+    b.on('broadcast', (e) => {
+      delivered += e.data.byteLength;
+      recv(e.data.byteLength);
+      if (waiter && sent - delivered <= windowBytes / 2) { const w = waiter; waiter = null; w(); }
+    });
+    return {
+      send: (u8) => { a.broadcast(u8); sent += u8.byteLength; },
+      full: () => sent - delivered > windowBytes,
+      drain: () => new Promise((r) => { waiter = r; }),
+      receiver: (fn) => { recv = fn; },
+      close: () => leaveAll([a, b]),
+      errors,
+      stats: () => ({ a: a.stats(), b: b.stats() }),
+    };
+  }
+  throw new Error(`unknown library ${lib}`);
+}
+
+/** Sends `count` messages of `size` bytes (the last one shorter if `total` says so). */
+async function transfer(pair, { total, size, timeoutMs }) {
+  const buf = new Uint8Array(size);
+  crypto.getRandomValues(buf);
+  const done = defer();
+  let received = 0;
+  let messages = 0;
+  pair.receiver((len) => {
+    received += len;
+    messages += 1;
+    if (received >= total) done.resolve(now());
+  });
+  const t0 = now();
+  const send = (async () => {
+    let sent = 0;
+    while (sent < total) {
+      if (pair.full()) await pair.drain();
+      const n = Math.min(size, total - sent);
+      pair.send(n === size ? buf : buf.subarray(0, n));
+      sent += n;
+    }
+  })();
+  send.catch((e) => done.reject(e));
+  const t1 = await deadline(done.promise, timeoutMs, 'transfer');
+  return { ms: t1 - t0, bytes: received, messages };
+}
+
+// 2. Throughput of `total` bytes in 60 KiB messages (rhizome's broadcast limit is 63 KiB).
+async function throughput(lib, total = 64 << 20, size = 60 * 1024) {
+  const pair = await openPair(lib);
+  try {
+    const r = await transfer(pair, { total, size, timeoutMs: 120_000 });
+    return { ...r, mibps: total / (1 << 20) / (r.ms / 1000), errors: pair.errors?.length ?? 0 };
+  } finally { await pair.close(); }
+}
+
+// 3. Rate of `count` messages of `size` bytes.
+async function rate(lib, count = 10_000, size = 1024) {
+  const pair = await openPair(lib, { window: 1 << 20 });
+  try {
+    const r = await transfer(pair, { total: count * size, size, timeoutMs: 120_000 });
+    return { ...r, perSec: r.messages / (r.ms / 1000), errors: pair.errors?.length ?? 0 };
+  } finally { await pair.close(); }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4 + 5. Broadcast latency in an n-peer group, and memory per peer.
+
+async function memory() {
+  if (typeof window.gc === 'function') {
+    for (let i = 0; i < 3; i++) { window.gc(); await sleep(30); }
+  }
+  const m = {
+    jsHeap: performance.memory ? performance.memory.usedJSHeapSize : null,
+    wasm: wasm ? wasm.memory.buffer.byteLength : null,
+    uasm: null,
+  };
+  if (self.crossOriginIsolated && performance.measureUserAgentSpecificMemory) {
+    try {
+      m.uasm = (await deadline(performance.measureUserAgentSpecificMemory(), 30_000, 'measureUserAgentSpecificMemory')).bytes;
+    } catch { /* not available: say so in the results */ }
+  }
+  return m;
+}
+
+const pct = (sorted, p) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : null;
+
+/**
+ * A group of n peers where any one can broadcast: `send(origin, u8)`, `onDeliver(fn)`
+ * called with (receiver, u8). rhizome: an overlay (HyParView + Plumtree, default views).
+ * raw: a full mesh of n(n-1)/2 negotiated channels, a broadcast is a loop over them.
+ */
+async function openGroup(lib, n) {
+  if (lib === 'rhizome') {
+    const room = uid('group');
+    const nodes = await rhizomeNodes(n, room);
+    let deliver = () => {};
+    nodes.forEach((node, i) => node.on('broadcast', (e) => deliver(i, e.data, e.hops)));
+    // Formed: everyone has a neighbour and the neighbour counts stopped changing for 500 ms.
+    const end = now() + 20_000;
+    let last = '';
+    let stableSince = now();
+    while (now() < end) {
+      const counts = nodes.map((x) => x.neighbors().length);
+      const key = counts.join(',');
+      if (key !== last) { last = key; stableSince = now(); }
+      if (counts.every((c) => c > 0) && now() - stableSince > 500) break;
+      await sleep(50);
+    }
+    return {
+      send: (i, u8) => nodes[i].broadcast(u8),
+      onDeliver: (fn) => { deliver = fn; },
+      links: nodes.reduce((s, x) => s + x.neighbors().length, 0) / 2,
+      close: () => leaveAll(nodes),
+    };
+  }
+  if (lib === 'raw') {
+    const peers = Array.from({ length: n }, () => []);
+    const all = [];
+    for (let i = 0; i < n; i++) {
+      for (let j = i + 1; j < n; j++) {
+        const [a, b] = rawPairInPage();
+        peers[i].push(a.dc);
+        peers[j].push(b.dc);
+        all.push(a, b);
+        a.dc.__to = j;
+        b.dc.__to = i;
+      }
+    }
+    await deadline(Promise.all(all.map((p) => p.dc.readyState === 'open' ? null : once(p.dc, 'open'))), 30_000, 'raw mesh open');
+    let deliver = () => {};
+    for (const [i, chans] of peers.entries()) {
+      for (const dc of chans) dc.onmessage = (e) => deliver(i, new Uint8Array(e.data), 1);
+    }
+    return {
+      send: (i, u8) => { for (const dc of peers[i]) dc.send(u8); },
+      onDeliver: (fn) => { deliver = fn; },
+      links: all.length / 2,
+      close: () => all.forEach((p) => p.close()),
+    };
+  }
+  throw new Error(`unknown library ${lib}`);
+}
+
+async function latency(lib, n = 8, count = 100, gapMs = 25, size = 64, origins = n) {
+  if (lib === 'rhizome') await loadWasm();
+  const before = await memory();
+  const tForm = now();
+  const group = await openGroup(lib, n);
+  const formMs = now() - tForm;
+  const sentAt = new Map();
+  const samples = [];
+  let warm = 0;
+  let got = 0;
+  const all = defer();
+  const expected = count * (n - 1);
+  const hops = {};
+  const slowest = [];
+  group.onDeliver((_i, u8, h) => {
+    const k = new DataView(u8.buffer, u8.byteOffset, u8.byteLength).getUint32(0);
+    const t = sentAt.get(k);
+    if (t === undefined) return;
+    if (k < 1_000_000) { warm += 1; return; }
+    samples.push(now() - t);
+    hops[h] = (hops[h] ?? 0) + 1;
+    const j = k - 1_000_000;
+    slowest[j] = Math.max(slowest[j] ?? 0, now() - t);
+    got += 1;
+    if (got >= expected) all.resolve();
+  });
+  const msg = (k) => { const u8 = new Uint8Array(size); new DataView(u8.buffer).setUint32(0, k); return u8; };
+  try {
+    // Warm-up: 10 broadcasts from different origins (Plumtree builds its tree on them).
+    for (let w = 0; w < 10; w++) {
+      sentAt.set(w, now());
+      group.send(w % n, msg(w));
+      await sleep(gapMs);
+    }
+    const wEnd = now() + 5_000;
+    while (warm < 10 * (n - 1) && now() < wEnd) await sleep(20);
+    const warmDelivered = warm;
+    const mid = await memory();
+    for (let k = 0; k < count; k++) {
+      const key = 1_000_000 + k;
+      const u8 = msg(key);
+      sentAt.set(key, now());
+      group.send(k % origins, u8);
+      await sleep(gapMs);
+    }
+    await deadline(all.promise, 10_000, 'deliveries').catch(() => {});
+    samples.sort((a, b) => a - b);
+    return {
+      n,
+      links: group.links,
+      formMs,
+      p50: pct(samples, 50),
+      p99: pct(samples, 99),
+      max: samples.at(-1) ?? null,
+      mean: samples.reduce((a, b) => a + b, 0) / (samples.length || 1),
+      // Deliveries that took over 250 ms: in rhizome, those repaired by IHAVE → GRAFT
+      // (graft timeout 500 ms) instead of the eager tree.
+      over250: samples.filter((x) => x > 250).length,
+      hops,
+      slowest: slowest.map((x) => Math.round(x)),
+      delivered: samples.length,
+      expected,
+      warmDelivered,
+      memory: {
+        jsHeapPerPeer: before.jsHeap != null ? (mid.jsHeap - before.jsHeap) / n : null,
+        wasmPerPeer: before.wasm != null ? (mid.wasm - before.wasm) / n : null,
+        uasmPerPeer: before.uasm != null && mid.uasm != null ? (mid.uasm - before.uasm) / n : null,
+        wasmTotal: mid.wasm,
+        before,
+        after: mid,
+      },
+    };
+  } finally { await group.close(); }
+}
+
+// ---------------------------------------------------------------------------------------
+
+window.bench = {
+  join: (lib) => joinBench[lib](),
+  throughput,
+  rate,
+  latency,
+  memory,
+  loadWasm: async () => { await loadWasm(); return wasm.memory.buffer.byteLength; },
+  info: () => ({
+    userAgent: navigator.userAgent,
+    crossOriginIsolated: self.crossOriginIsolated,
+    performanceMemory: !!performance.memory,
+    measureUserAgentSpecificMemory: typeof performance.measureUserAgentSpecificMemory === 'function',
+    gc: typeof window.gc === 'function',
+    hardwareConcurrency: navigator.hardwareConcurrency,
+  }),
+};
+window.benchReady = true;
