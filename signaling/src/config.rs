@@ -74,7 +74,7 @@ pub struct Config {
     #[arg(long, env = "RHIZOME_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Origins allowed to open a WebSocket (e.g. "https://app.example"); repeat the flag
+    /// Origins allowed to open a WebSocket (e.g. `https://app.example`); repeat the flag
     /// or separate with commas. Empty: any origin. Requests without an Origin header
     /// (non-browser clients) are always allowed.
     #[arg(

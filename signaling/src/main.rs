@@ -28,8 +28,7 @@ struct Cli {
     #[arg(long, env = "RHIZOME_LOG", default_value = "info")]
     log: String,
 
-    /// Worker threads; 0 means one per CPU. 1 runs everything on one thread (no
-    /// cross-thread wake-ups; often the most efficient per CPU-second).
+    /// Worker threads; 0 means one per CPU, 1 runs everything on the main thread.
     #[arg(long, env = "RHIZOME_THREADS", default_value_t = 0)]
     threads: usize,
 
