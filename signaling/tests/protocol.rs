@@ -659,3 +659,23 @@ async fn every_error_code_has_a_test_or_is_documented_as_close_only() {
     );
     let _ = Event::Closed(None);
 }
+
+#[tokio::test]
+async fn independent_servers_share_no_state_so_each_introduces_only_its_own_members() {
+    let first = Server::start(fast_config()).await;
+    let second = Server::start(fast_config()).await;
+    let (a, _) = first.join("r").await;
+    let (mut b, welcome) = second.join("r").await;
+    assert!(welcome.is_empty(), "the second server knows nobody in r");
+    b.signal(a.peer(), json!("across")).await;
+    b.expect_error(ErrorCode::UnknownPeer).await;
+    // The same key may be a member on both servers at once; neither replaces the other.
+    let mut a_on_second = second.connect().await;
+    a_on_second.identity = a.identity.clone();
+    let welcome = a_on_second.join("r").await;
+    assert_eq!(welcome, vec![b.peer()]);
+    b.signal(a.peer(), json!("now reachable")).await;
+    assert!(matches!(a_on_second.recv().await, ServerMsg::Signal { .. }));
+    first.stop().await;
+    second.stop().await;
+}
