@@ -18,7 +18,7 @@ fn network(n: usize, seed: u64) -> Sim {
     for i in 0..n {
         sim.start_at(i, i as u64 * 50);
     }
-    sim.run_until(n as u64 * 50 + 20_000);
+    sim.run_until(n as u64 * 50 + 15_000);
     sim
 }
 
@@ -73,7 +73,7 @@ fn connected(sim: &Sim) -> bool {
 
 #[test]
 fn active_views_stay_symmetric() {
-    let mut sim = network(30, 1);
+    let mut sim = network(24, 1);
     sim.run_for(10_000);
     assert_eq!(sim.asymmetric_pairs(), vec![]);
     assert!(connected(&sim), "the overlay is partitioned");
@@ -99,7 +99,7 @@ fn an_isolated_peer_rejoins() {
     for d in &doomed {
         sim.crash(*d);
     }
-    sim.run_for(40_000);
+    sim.run_for(25_000);
     assert!(!sim.overlay(x).active_view().is_empty());
     assert!(views_hold_only_live_peers(&sim));
     let id = sim.broadcast(x, b"back".to_vec()).unwrap();
@@ -120,7 +120,7 @@ fn an_isolated_peer_rejoins() {
     for c in contacts {
         sim.crash(c);
     }
-    sim.run_for(30_000);
+    sim.run_for(20_000);
     assert!(
         sim.overlay(y).stats().bootstraps >= 1,
         "the isolated peer never asked the server"
@@ -133,7 +133,7 @@ fn an_isolated_peer_rejoins() {
 
 #[test]
 fn a_broadcast_reaches_every_survivor_after_half_the_network_crashes() {
-    let mut sim = network(60, 3);
+    let mut sim = network(40, 3);
     let warm = sim.broadcast(7, b"warm-up".to_vec()).unwrap();
     sim.run_for(5_000);
     assert_everyone_online_got(&sim, warm);
@@ -152,11 +152,11 @@ fn a_broadcast_reaches_every_survivor_after_half_the_network_crashes() {
 
 #[test]
 fn a_connection_to_a_passive_peer_is_signalled_through_the_overlay_with_no_server() {
-    let mut sim = network(30, 4);
+    let mut sim = network(24, 4);
     sim.set_server(false);
     sim.reset_counters();
     // Crash three peers: their neighbours must repair from their passive views.
-    for i in [5, 17, 26] {
+    for i in [5, 11, 20] {
         sim.crash(i);
     }
     sim.run_for(30_000);
@@ -282,7 +282,7 @@ fn garbage_frames_get_the_sender_reported_and_dropped() {
 #[test]
 fn the_simulator_is_deterministic() {
     let run = || {
-        let mut sim = network(15, 7);
+        let mut sim = network(10, 7);
         let id = sim.broadcast(1, b"x".to_vec()).unwrap();
         sim.run_for(3_000);
         (

@@ -9,12 +9,7 @@
 //! - all links start eager, so the first broadcast floods;
 //! - a peer that receives a payload it already has marks that link lazy and sends PRUNE,
 //!   so the eager links quickly form a spanning tree and the payload crosses each peer
-//!   once (relative message redundancy near 0) — except when the duplicate came by a
-//!   path `optimization_threshold` hops *shorter* than the first copy: then the first
-//!   link is pruned instead. The first copy wins on latency, and with realistic
-//!   latencies that is often a long chain of short hops; preferring hops while the tree
-//!   forms keeps it shallow for every origin that later shares it (in the simulator this
-//!   cut the last-delivery hop by 10–25 % and lowered RMR);
+//!   once (relative message redundancy near 0);
 //! - a peer that hears `IHAVE(id)` for a message it lacks waits [`graft_timeout_ms`]
 //!   for the tree to deliver it, then sends GRAFT to the announcer, which both fetches
 //!   the message and makes the link eager again: the tree heals itself after failures
@@ -212,26 +207,8 @@ impl Overlay {
 
     pub(super) fn on_gossip(&mut self, from: PeerId, gossip: Gossip) {
         let id = gossip.id;
-        if let Some(seen) = self.plumtree.seen.get_mut(&id) {
+        if self.plumtree.seen.contains_key(&id) {
             self.stats.duplicates += 1;
-            // Hop-aware pruning: the first copy came by the fastest path, which may be
-            // many short hops. If this later copy took `optimization_threshold` fewer
-            // hops, keep its link and prune the first one instead, so the tree that
-            // forms is shallow (low last-delivery hop) for every origin that uses it.
-            let threshold = self.config.optimization_threshold;
-            if let Some(parent) = seen.parent {
-                if parent != from
-                    && gossip.round.saturating_add(threshold) < seen.round
-                    && self.plumtree.eager.contains(&parent)
-                {
-                    seen.parent = Some(from);
-                    seen.round = gossip.round;
-                    self.plumtree.make_eager(from);
-                    self.plumtree.make_lazy(parent);
-                    self.send(parent, &Message::Prune);
-                    return;
-                }
-            }
             if self.plumtree.eager.contains(&from) {
                 self.plumtree.make_lazy(from);
                 self.send(from, &Message::Prune);
