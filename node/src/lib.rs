@@ -13,6 +13,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use rhizome::id::{IdError, Identity, PeerId};
@@ -20,6 +21,10 @@ use rhizome::transport::native::{MdnsMode, NativeConfig};
 use rhizome::transport::native_signaling::{SignalingClient, SignalingError};
 
 pub mod links;
+
+/// How often a node pings the signaling server. The server closes sessions silent for
+/// its idle timeout (60 s by default); browsers ping every 20 s too.
+pub const SERVER_PING: Duration = Duration::from_secs(20);
 
 /// Command line of `rhizome-node`.
 #[derive(Debug, Clone, Parser)]

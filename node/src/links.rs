@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rhizome::id::PeerId;
 use rhizome::signal::{SignalPayload, SignedEnvelope};
@@ -25,15 +25,28 @@ use rhizome::transport::native_signaling::SignalingEvent;
 use rhizome::transport::{ConnEvent, ConnLimits};
 use tokio::sync::mpsc;
 
-use crate::{Joined, NodeError};
+use crate::{Joined, NodeError, SERVER_PING};
 
 /// How the link manager behaves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LinkOptions {
     /// Where connections bind and how they gather candidates.
     pub config: NativeConfig,
     /// Offer a connection to every member the server introduced us to.
     pub dial: bool,
+    /// Interval of pings that keep the signaling session from idling out (default
+    /// [`SERVER_PING`]).
+    pub server_ping: Duration,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        LinkOptions {
+            config: NativeConfig::default(),
+            dial: false,
+            server_ping: SERVER_PING,
+        }
+    }
 }
 
 struct Link {
@@ -107,9 +120,16 @@ pub async fn serve_links(
     }
 
     tokio::pin!(shutdown);
+    let mut ping = tokio::time::interval(options.server_ping.max(Duration::from_millis(100)));
+    ping.tick().await; // the first tick is immediate
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = ping.tick() => {
+                if let Err(e) = joined.signaling.ping() {
+                    writeln!(out, "error server {e}")?;
+                }
+            }
             Some((peer, generation, event)) = events.recv() => {
                 let Some(link) = links.get_mut(&peer) else { continue };
                 if link.generation != generation {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use rhizome::transport::native_signaling::SignalingEvent;
 use rhizome_node::links::{serve_links, LinkOptions};
-use rhizome_node::{join, Args};
+use rhizome_node::{join, Args, SERVER_PING};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
         let options = LinkOptions {
             config: args.native_config(),
             dial: args.dial,
+            ..LinkOptions::default()
         };
         let mut out = std::io::stdout();
         return match serve_links(&mut joined, &options, shutdown_signal(), &mut out).await {
@@ -48,8 +49,15 @@ async fn main() -> ExitCode {
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut ping = tokio::time::interval(SERVER_PING);
+    ping.tick().await; // the first tick is immediate
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if let Err(e) = joined.signaling.ping() {
+                    eprintln!("rhizome-node: cannot ping the server: {e}");
+                }
+            }
             () = &mut shutdown => {
                 eprintln!("rhizome-node: shutting down");
                 joined.signaling.close();

@@ -84,6 +84,7 @@ async fn two_nodes_with_links_connect_and_a_leaving_one_says_goodbye() {
         let options = LinkOptions {
             config: args.native_config(),
             dial: args.dial,
+            ..LinkOptions::default()
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -113,4 +114,60 @@ async fn two_nodes_with_links_connect_and_a_leaving_one_says_goodbye() {
     expect_line(&mut a_lines, &format!("closed {b_id}")).await;
     let _ = a_stop.send(());
     a_task.await.unwrap().expect("a shuts down cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_links_keeps_its_signaling_session_alive_with_pings() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let config = Config {
+        idle_timeout: Duration::from_millis(600),
+        ..Config::default()
+    };
+    tokio::spawn(serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let secret = Identity::from_secret_bytes([3; 32]).secret_hex();
+    let args = Args::parse_from([
+        "rhizome-node",
+        "--signaling",
+        &url,
+        "--room",
+        "idle",
+        "--secret",
+        &secret,
+        "--links",
+    ]);
+    let mut joined = join(&args).await.expect("joins");
+    let options = LinkOptions {
+        server_ping: Duration::from_millis(150),
+        ..LinkOptions::default()
+    };
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut out = Lines {
+            partial: Vec::new(),
+            tx,
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let r = serve_links(&mut joined, &options, shutdown, &mut out).await;
+        (r, joined)
+    });
+    // Well past the idle timeout, a newcomer is still introduced to the node.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let newcomer = Identity::from_secret_bytes([4; 32]);
+    let (_c, peers) = rhizome::transport::native_signaling::SignalingClient::connect(
+        &url, &newcomer, "idle", 5_000,
+    )
+    .await
+    .expect("the newcomer joins");
+    assert_eq!(peers, vec![Identity::from_secret_bytes([3; 32]).peer_id()]);
+    let _ = stop.send(());
+    let (result, _joined) = task.await.unwrap();
+    result.expect("clean shutdown");
+    assert!(lines.try_recv().is_err(), "no errors were reported");
 }
