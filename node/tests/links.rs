@@ -141,6 +141,8 @@ async fn a_node_with_links_keeps_its_signaling_session_alive_with_pings() {
     ]);
     let mut joined = join(&args).await.expect("joins");
     let options = LinkOptions {
+        // No connection is made here; if one were, it would stay on 127.0.0.1.
+        config: rhizome::transport::native::NativeConfig::loopback(),
         server_ping: Duration::from_millis(150),
         ..LinkOptions::default()
     };
