@@ -484,3 +484,21 @@ async fn a_peer_that_vanishes_without_closing_is_noticed_by_ice_timeouts() {
         died.elapsed()
     );
 }
+
+/// Compile-time: a multi-threaded driver can own connections and sessions in spawned
+/// tasks and await their operations there.
+#[test]
+fn the_native_types_can_move_between_tokio_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<NativeConnection>();
+    send_sync::<rhizome::transport::native_signaling::SignalingSender>();
+    fn futures_are_send(c: &NativeConnection, s: &mut SignalingClient) {
+        send(&c.handle_signal(SignalPayload::Abort));
+        send(&c.close_and_wait());
+        send(&s.next_event());
+    }
+    let _ = futures_are_send;
+    fn session_is_send<T: Send>() {}
+    session_is_send::<SignalingClient>();
+}
