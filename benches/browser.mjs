@@ -16,9 +16,9 @@
 // rate, 100 broadcasts per latency run), a deadline on every page call, and a deadline
 // on the whole run (BENCH_DEADLINE_S, default 1500 s).
 import { createServer } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
-import { extname, join } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import { PeerServer } from 'peer';
@@ -30,14 +30,14 @@ const JOIN_ROUNDS = env('BENCH_JOIN_ROUNDS', 9);
 const LAT_ROUNDS = env('BENCH_LATENCY_ROUNDS', 3);
 const TOTAL = env('BENCH_BYTES', 64 << 20);
 // Broadcast latency groups: [peers, ms between broadcasts]. Origins rotate over all peers.
-const LATENCY_GROUPS = [[8, 25], [16, 25], [16, 100]];
+const LATENCY_GROUPS = [[8, 25], [16, 25], [16, 10]];
 const RATE_COUNT = env('BENCH_RATE_COUNT', 10_000);
 const ONLY = (process.env.BENCH_ONLY ?? 'join,throughput,rate,latency').split(',');
 // BENCH_PROFILE=1: no table; profile rhizome's side of each scenario with the DevTools
 // CPU profiler instead, on a build of the same wasm that keeps its function names
 // (target/bench/www-prof, made by `scripts/bench --profile`).
 const PROFILE = process.env.BENCH_PROFILE === '1';
-const www = join(root, 'target', 'bench', PROFILE ? 'www-prof' : 'www');
+const www = process.env.BENCH_WWW ?? join(root, 'target', 'bench', PROFILE ? 'www-prof' : 'www');
 const started = Date.now();
 const RUN_DEADLINE = started + env('BENCH_DEADLINE_S', 1500) * 1000;
 
@@ -62,10 +62,12 @@ const peerjs = { host: '127.0.0.1', port: peerServer.address().port };
 log(`peerjs server 127.0.0.1:${peerjs.port}`);
 
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.map': 'application/json' };
+// Serves target/bench/ (the page is in www/; experiments may load other builds beside it).
+const served = dirname(www);
 const pageServer = createServer((req, res) => {
-  const path = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'index.html';
-  const file = join(www, path);
-  if (!file.startsWith(www) || !existsSync(file)) { res.writeHead(404).end(); return; }
+  const path = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '');
+  const file = join(served, path);
+  if (!file.startsWith(served + '/') || !existsSync(file) || !statSync(file).isFile()) { res.writeHead(404).end(); return; }
   res.writeHead(200, {
     'content-type': types[extname(file)] ?? 'application/octet-stream',
     'cross-origin-opener-policy': 'same-origin',
@@ -75,7 +77,7 @@ const pageServer = createServer((req, res) => {
   res.end(readFileSync(file));
 });
 await new Promise((r) => pageServer.listen(0, '127.0.0.1', r));
-const pageUrl = `http://127.0.0.1:${pageServer.address().port}/index.html`;
+const pageUrl = (dir = basename(www)) => `http://127.0.0.1:${pageServer.address().port}/${dir}/index.html`;
 
 // --- browser ----------------------------------------------------------------------------
 
@@ -91,6 +93,8 @@ const context = await chromium.launchPersistentContext(profile, {
   ],
 });
 await context.addInitScript((cfg) => { window.BENCH_CONFIG = cfg; }, { signaling: signaling.wsUrl, peerjs });
+// The page reads the browser's CPU time around a transfer (see browserCpuMs).
+await context.exposeFunction('benchCpu', () => browserCpuMs());
 
 let shuttingDown = false;
 async function shutdown(code) {
@@ -108,20 +112,43 @@ process.on('SIGTERM', () => shutdown(143));
 setTimeout(() => { log('run deadline reached: stopping'); shutdown(2); }, RUN_DEADLINE - Date.now()).unref();
 
 /** A fresh page (and so a fresh wasm instance and a fresh RTCPeerConnection budget). */
-async function freshPage() {
+async function freshPage(dir) {
   const page = await context.newPage();
   page.on('pageerror', (e) => log('page error:', e.message));
   page.on('console', (m) => { if (m.type() === 'error') log('console:', m.text().slice(0, 300)); });
-  await page.goto(pageUrl);
+  await page.goto(pageUrl(dir));
   await page.waitForFunction(() => window.benchReady === true, null, { timeout: 15_000 });
   return page;
+}
+
+/**
+ * CPU time (user + system, ms) used so far by every process of this browser (found by its
+ * profile directory on the command line). Wall-clock numbers swing with the load of a
+ * shared machine; the CPU a scenario costs the browser swings much less.
+ */
+const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100);
+function browserCpuMs() {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(profile)) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch { /* the process ended meanwhile */ }
+  }
+  return ticks * TICK_MS;
 }
 
 async function call(page, fn, args, timeoutMs) {
   let timer;
   const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${fn}(${args}) timed out`)), timeoutMs); });
+  const cpu0 = browserCpuMs();
   try {
-    return await Promise.race([page.evaluate(([f, a]) => window.bench[f](...a), [fn, args]), timeout]);
+    const result = await Promise.race([page.evaluate(([f, a]) => window.bench[f](...a), [fn, args]), timeout]);
+    if (result && typeof result === 'object' && !Array.isArray(result)) result.callCpuMs = browserCpuMs() - cpu0;
+    return result;
   } finally { clearTimeout(timer); }
 }
 
@@ -192,10 +219,10 @@ async function profiled(fn, args, timeoutMs) {
 // BENCH_EVAL='[["latency", ["rhizome", 16]], …]': run these page calls (each in a fresh
 // page), print their results and stop. For experiments; no table.
 if (process.env.BENCH_EVAL) {
-  for (const [fn, args] of JSON.parse(process.env.BENCH_EVAL)) {
-    const page = await freshPage();
+  for (const [fn, args, dir] of JSON.parse(process.env.BENCH_EVAL)) {
+    const page = await freshPage(dir);
     try {
-      console.log(JSON.stringify({ fn, args, result: await call(page, fn, args, 130_000) }));
+      console.log(JSON.stringify({ fn, args, dir, result: await call(page, fn, args, 130_000) }));
     } catch (e) {
       console.log(JSON.stringify({ fn, args, error: String(e.message ?? e) }));
     } finally { await page.close(); }
@@ -210,11 +237,13 @@ if (PROFILE) {
     ['rate', ['raw', RATE_COUNT, 1024]],
     ['throughput', ['rhizome', TOTAL, 60 * 1024]],
     ['latency', ['rhizome', 16]],
+    ['repeat', [9, 'join', 'rhizome']],
+    ['repeat', [9, 'join', 'raw-ws']],
   ];
   for (const [fn, args] of runs) {
-    const key = `${fn}-${args[0]}`;
+    const key = fn === 'repeat' ? `${args[1]}-${args[2]}` : `${fn}-${args[0]}`;
     out[key] = await profiled(fn, args, 130_000);
-    log(key, JSON.stringify(short(out[key].result)));
+    log(key, JSON.stringify(Array.isArray(out[key].result) ? out[key].result.map(short) : short(out[key].result)));
     for (const t of out[key].top.slice(0, 20)) log(`  ${String(t.share).padStart(5)} %  ${String(t.ms).padStart(8)} ms  ${t.name}`);
   }
   mkdirSync(join(root, 'results'), { recursive: true });
@@ -232,7 +261,7 @@ if (ONLY.includes('join')) {
   await scenario('join', JOIN_ROUNDS, ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome'], 'join', 20_000);
 }
 if (ONLY.includes('throughput')) {
-  await scenario('throughput', ROUNDS, ['raw', 'raw-64k', 'simple-peer', 'peerjs', 'rhizome'], 'throughput', 130_000, [TOTAL, 60 * 1024], [4 << 20, 60 * 1024]);
+  await scenario('throughput', ROUNDS, ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome'], 'throughput', 130_000, [TOTAL, 60 * 1024], [4 << 20, 60 * 1024]);
 }
 if (ONLY.includes('rate')) {
   await scenario('rate', ROUNDS, ['raw', 'simple-peer', 'peerjs', 'rhizome'], 'rate', 130_000, [RATE_COUNT, 1024], [1000, 1024]);
@@ -289,8 +318,19 @@ if (raw.rounds.join) {
     neighborUpMs: median(raw.rounds.join.map((r) => (ok(r.rhizome) ? r.rhizome.neighborUpMs : null))),
   };
 }
-if (raw.rounds.throughput?.length) summary.throughput = summarize('throughput', 'mibps', ['raw', 'raw-64k', 'simple-peer', 'peerjs', 'rhizome'], { higherIsBetter: true });
-if (raw.rounds.rate?.length) summary.rate = summarize('rate', 'perSec', ['raw', 'simple-peer', 'peerjs', 'rhizome'], { higherIsBetter: true });
+// CPU per unit (whole browser, both peers): ms per MiB moved, µs per message.
+for (const row of raw.rounds.throughput ?? []) for (const v of Object.values(row)) if (ok(v) && v.cpuMs != null) v.cpuMsPerMiB = v.cpuMs / (v.bytes / (1 << 20));
+for (const row of raw.rounds.rate ?? []) for (const v of Object.values(row)) if (ok(v) && v.cpuMs != null) v.cpuUsPerMsg = (v.cpuMs * 1000) / v.messages;
+if (raw.rounds.throughput?.length) {
+  const libs = ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome'];
+  summary.throughput = summarize('throughput', 'mibps', libs, { higherIsBetter: true });
+  summary.throughputCpu = summarize('throughput', 'cpuMsPerMiB', libs, { higherIsBetter: false });
+}
+if (raw.rounds.rate?.length) {
+  const libs = ['raw', 'simple-peer', 'peerjs', 'rhizome'];
+  summary.rate = summarize('rate', 'perSec', libs, { higherIsBetter: true });
+  summary.rateCpu = summarize('rate', 'cpuUsPerMsg', libs, { higherIsBetter: false });
+}
 if (raw.rounds.latency?.length) {
   summary.latency = {};
   for (const [n, gap] of LATENCY_GROUPS) {
@@ -364,23 +404,24 @@ if (summary.join) {
   }
   lines.push('', `rhizome's part: server session up (join resolved) ${f(j.rhizomeBreakdown.serverMs)} ms, first \`neighbor-up\` ${f(j.rhizomeBreakdown.neighborUpMs)} ms.`, '');
 }
-const pairTable = (title, s, unit, d) => {
+const pairTable = (title, s, unit, d, cpu, cpuUnit) => {
   lines.push(title, '');
-  lines.push(`| library | median ${unit} | × raw |`, '|---|---:|---:|');
+  lines.push(`| library | median ${unit} | × raw | browser CPU ${cpuUnit} | CPU × raw |`, '|---|---:|---:|---:|---:|');
   const name = {
     raw: 'raw RTCDataChannel (1 MiB high water, as rhizome\'s transport)',
     'raw-64k': 'raw RTCDataChannel (64 KiB high water, as simple-peer)',
+    'raw-16k': 'raw RTCDataChannel, each message sent as 16 KiB pieces (rhizome\'s chunk size)',
     'simple-peer': 'simple-peer (stream `write`/`drain`)',
     peerjs: 'PeerJS (binary serialization)',
     rhizome: '**rhizome** (`broadcast` in a 2-peer room)',
   };
-  for (const lib of ['raw', 'raw-64k', 'simple-peer', 'peerjs', 'rhizome']) {
-    if (s[lib]) lines.push(`| ${name[lib]} | ${f(s[lib].median, d)} | ${pctOf(s[lib].ratioToRaw)} |`);
+  for (const lib of ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome']) {
+    if (s[lib]) lines.push(`| ${name[lib]} | ${f(s[lib].median, d)} | ${pctOf(s[lib].ratioToRaw)} | ${f(cpu?.[lib]?.median, 0)} | ${f(cpu?.[lib]?.ratioToRaw, 2)} |`);
   }
   lines.push('');
 };
-if (summary.throughput) pairTable(`**2. Throughput**, ${TOTAL >> 20} MiB in 60 KiB messages between two peers of one page (MiB/s, higher is better)`, summary.throughput, 'MiB/s', 1);
-if (summary.rate) pairTable(`**3. 1 KiB messages**, ${RATE_COUNT.toLocaleString('en')} between two peers (messages/s, higher is better)`, summary.rate, 'msg/s', 0);
+if (summary.throughput) pairTable(`**2. Throughput**, ${TOTAL >> 20} MiB in 60 KiB messages between two peers of one page (MiB/s, higher is better; CPU: ms of the whole browser's CPU time per MiB, lower is better)`, summary.throughput, 'MiB/s', 1, summary.throughputCpu, 'ms/MiB');
+if (summary.rate) pairTable(`**3. 1 KiB messages**, ${RATE_COUNT.toLocaleString('en')} between two peers (messages/s, higher is better; CPU: µs of the whole browser's CPU time per message, lower is better)`, summary.rate, 'msg/s', 0, summary.rateCpu, 'µs/msg');
 if (summary.latency) {
   lines.push('**4. Broadcast latency** (ms from the send call to each delivery, all peers in one page; 100 broadcasts of 64 B, the origin rotating over all peers) and **5. memory per peer**', '');
   lines.push('| peers | one broadcast every | group | links | p50 ms | p99 ms | p50 × raw | p99 × raw | delivered | over 250 ms | JS heap KiB/peer | wasm KiB/peer |', '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');

@@ -8,13 +8,16 @@
 import { build } from 'esbuild';
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { join, dirname } from 'node:path';
+import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const profile = process.argv.includes('--profile');
-const out = join(root, 'target', 'bench', profile ? 'www-prof' : 'www');
-let pkg = join(root, 'target', 'npm', 'rhizome');
+// --pkg DIR --out NAME: the same page over another build of the package (DIR holds
+// index.js and wasm/), written to target/bench/NAME: for trying a change in the build.
+const arg = (name) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
+const out = join(root, 'target', 'bench', arg('--out') ?? (profile ? 'www-prof' : 'www'));
+let pkg = arg('--pkg') ? resolve(arg('--pkg')) : join(root, 'target', 'npm', 'rhizome');
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 

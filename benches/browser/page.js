@@ -283,15 +283,19 @@ async function simpleJoin(make, t0) {
 // message delivered. `close()`.
 
 async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
-  if (lib === 'raw' || lib === 'raw-64k') {
+  if (lib === 'raw' || lib === 'raw-64k' || lib === 'raw-16k') {
     // raw: the same backpressure as rhizome's transport (1 MiB high water, refill at
-    // 256 KiB); raw-64k: simple-peer's (64 KiB), as a second reference.
-    const high = lib === 'raw' ? HIGH : 64 * 1024;
+    // 256 KiB); raw-64k: simple-peer's (64 KiB), as a second reference; raw-16k: like raw,
+    // each message sent as 16 KiB pieces, as rhizome's transport chunks (chunk.rs).
+    const high = lib === 'raw-64k' ? 64 * 1024 : HIGH;
     const [a, b] = rawPairInPage();
     if (lib === 'raw-64k') { a.dc.bufferedAmountLowThreshold = 0; }
     await deadline(Promise.all([once(a.dc, 'open'), once(b.dc, 'open')]), 15_000, 'raw open');
+    const piece = 16 * 1024;
     return {
-      send: (u8) => a.dc.send(u8),
+      send: lib === 'raw-16k'
+        ? (u8) => { for (let i = 0; i < u8.byteLength; i += piece) a.dc.send(u8.subarray(i, i + piece)); }
+        : (u8) => a.dc.send(u8),
       full: () => a.dc.bufferedAmount > high,
       drain: () => once(a.dc, 'bufferedamountlow'),
       receiver: (fn) => { b.dc.onmessage = (e) => fn(e.data.byteLength ?? e.data.length); },
@@ -376,6 +380,8 @@ async function transfer(pair, { total, size, timeoutMs }) {
     messages += 1;
     if (received >= total) done.resolve(now());
   });
+  // CPU time of the whole browser (every process), read by the runner from /proc.
+  const cpu0 = window.benchCpu ? await window.benchCpu() : null;
   const t0 = now();
   const send = (async () => {
     let sent = 0;
@@ -388,7 +394,8 @@ async function transfer(pair, { total, size, timeoutMs }) {
   })();
   send.catch((e) => done.reject(e));
   const t1 = await deadline(done.promise, timeoutMs, 'transfer');
-  return { ms: t1 - t0, bytes: received, messages };
+  const cpuMs = cpu0 == null ? null : (await window.benchCpu()) - cpu0;
+  return { ms: t1 - t0, bytes: received, messages, cpuMs };
 }
 
 // 2. Throughput of `total` bytes in 60 KiB messages (rhizome's broadcast limit is 63 KiB).
@@ -567,6 +574,12 @@ async function latency(lib, n = 8, count = 100, gapMs = 25, size = 64, origins =
 
 window.bench = {
   join: (lib) => joinBench[lib](),
+  /** Runs `window.bench[fn](...args)` n times in a row (for the profiler). */
+  repeat: async (n, fn, ...args) => {
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(await window.bench[fn](...args));
+    return out;
+  },
   throughput,
   rate,
   latency,
