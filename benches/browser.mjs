@@ -210,9 +210,21 @@ async function profiled(fn, args, timeoutMs) {
       total += us;
       self.set(name, (self.get(name) ?? 0) + us);
     });
+    // Where the heaviest frames are called from (url:line and the caller's name).
+    const parent = new Map();
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n);
+    const sites = new Map();
+    profile.samples.forEach((id, i) => {
+      const node = byId.get(id);
+      const cf = node.callFrame;
+      const key = `${cf.functionName || '(anonymous)'} @ ${cf.url.split('/').pop()}:${cf.lineNumber} ← ${parent.get(id)?.callFrame.functionName || '?'}`;
+      sites.set(key, (sites.get(key) ?? 0) + (dt[i] ?? 0));
+    });
+    const topSites = [...sites.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15)
+      .map(([site, us]) => ({ site: site.slice(0, 160), ms: Math.round(us / 100) / 10 }));
     const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)
       .map(([name, us]) => ({ name: name.slice(0, 120), ms: Math.round(us / 100) / 10, share: Math.round((us / total) * 1000) / 10 }));
-    return { result, totalMs: Math.round(total / 1000), top };
+    return { result, totalMs: Math.round(total / 1000), top, topSites };
   } finally { await page.close(); }
 }
 
@@ -232,7 +244,7 @@ if (process.env.BENCH_EVAL) {
 
 if (PROFILE) {
   const out = {};
-  const runs = [
+  const runs = process.env.BENCH_PROFILE_RUNS ? JSON.parse(process.env.BENCH_PROFILE_RUNS) : [
     ['rate', ['rhizome', RATE_COUNT, 1024]],
     ['rate', ['raw', RATE_COUNT, 1024]],
     ['throughput', ['rhizome', TOTAL, 60 * 1024]],
@@ -245,6 +257,7 @@ if (PROFILE) {
     out[key] = await profiled(fn, args, 130_000);
     log(key, JSON.stringify(Array.isArray(out[key].result) ? out[key].result.map(short) : short(out[key].result)));
     for (const t of out[key].top.slice(0, 20)) log(`  ${String(t.share).padStart(5)} %  ${String(t.ms).padStart(8)} ms  ${t.name}`);
+    for (const t of out[key].topSites.slice(0, 8)) log(`  site ${String(t.ms).padStart(8)} ms  ${t.site}`);
   }
   mkdirSync(join(root, 'results'), { recursive: true });
   writeFileSync(join(root, 'results', 'profile.json'), JSON.stringify({ date: new Date().toISOString(), ...out }, null, 2) + '\n');
