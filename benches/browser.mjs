@@ -394,7 +394,10 @@ const result = {
 };
 mkdirSync(join(root, 'results'), { recursive: true });
 writeFileSync(join(root, 'results', 'bench.json'), JSON.stringify(result, null, 2) + '\n');
-log('wrote results/bench.json');
+// A dated copy too, so the run a document quotes survives the next run.
+const dated = `bench-${machine.date.replace(/[:.]/g, '-')}.json`;
+writeFileSync(join(root, 'results', dated), JSON.stringify(result, null, 2) + '\n');
+log(`wrote results/bench.json and results/${dated}`);
 
 // --- the table in docs/BENCHMARKS.md -----------------------------------------------------
 
