@@ -666,6 +666,8 @@ impl Shared {
                 message: reason.to_string(),
                 peer: Some(peer),
             },
+            // DHT events are not exposed to JS yet (node.send / 'message' to be wired).
+            Event::Dht(_) => return,
             Event::Error(e) => NodeEvent::Error {
                 code: match e {
                     overlay::OverlayError::PayloadTooLarge(_) => "payload-too-large",

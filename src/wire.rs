@@ -202,6 +202,8 @@ pub enum Message {
         /// What is carried.
         body: Routed,
     },
+    /// A frame routed greedily over open links by XOR distance (see `overlay::dht`).
+    Dht(Box<crate::overlay::dht::DhtFrame>),
 }
 
 impl Message {
@@ -229,6 +231,7 @@ impl Message {
             }
             Message::Gossip(g) => bound("payload", g.payload.len(), MAX_PAYLOAD_LEN),
             Message::IHave(ids) => bound("ihave", ids.len(), MAX_IHAVE),
+            Message::Dht(frame) => frame.validate(),
             Message::Route { path, body, .. } => {
                 bound("path", path.len(), MAX_PATH_LEN)?;
                 match body {

@@ -204,6 +204,8 @@ pub struct Counters {
     pub connects_via_overlay: u64,
     /// Connects whose signals started via the server.
     pub connects_via_server: u64,
+    /// Connects whose signals were routed greedily over DHT links.
+    pub connects_via_dht: u64,
     /// Envelopes the server relayed.
     pub server_relays: u64,
     /// Re-bootstrap requests answered.
@@ -694,6 +696,7 @@ impl Sim {
         match via {
             SignalPath::Server => self.counters.connects_via_server += 1,
             SignalPath::Overlay { .. } => self.counters.connects_via_overlay += 1,
+            SignalPath::Dht => self.counters.connects_via_dht += 1,
         }
         let attempt = self.next_attempt;
         self.next_attempt += 1;

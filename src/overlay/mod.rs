@@ -59,10 +59,13 @@ use crate::signal::{EnvelopeError, SignalPayload, SignedEnvelope};
 use crate::wire::{self, Message, MsgId, WireError};
 
 pub mod broadcast;
+pub mod dht;
 pub mod failure;
 pub mod membership;
 pub mod route;
 
+#[cfg(test)]
+mod dht_tests;
 #[cfg(test)]
 mod tests;
 
@@ -123,6 +126,10 @@ pub struct Config {
     pub max_route_len: usize,
     /// How long a misbehaving peer is refused. Default 10 min.
     pub ban_ms: u64,
+    /// Which halves run: unstructured, structured or hybrid (default); see [`dht::Mode`].
+    pub mode: dht::Mode,
+    /// The DHT's parameters (see [`dht::DhtConfig`]).
+    pub dht: dht::DhtConfig,
 }
 
 impl Default for Config {
@@ -152,6 +159,8 @@ impl Default for Config {
             ihave_on_connect_ms: 30_000,
             max_route_len: 10,
             ban_ms: 600_000,
+            mode: dht::Mode::default(),
+            dht: dht::DhtConfig::default(),
         }
     }
 }
@@ -205,6 +214,8 @@ pub enum Input {
         /// The envelope to carry.
         envelope: SignedEnvelope,
     },
+    /// A DHT command: direct message, request/response, lookup, put, get (see [`dht`]).
+    Dht(dht::Command),
 }
 
 /// How the signals for a connection travel.
@@ -218,6 +229,8 @@ pub enum SignalPath {
         /// The hops.
         route: Vec<PeerId>,
     },
+    /// Greedily over open links toward the peer's id (see [`dht`]).
+    Dht,
 }
 
 /// Everything the overlay asks of the driver, in order.
@@ -296,6 +309,8 @@ pub enum Event {
     },
     /// A command could not be carried out.
     Error(OverlayError),
+    /// News from the DHT: direct messages, acknowledgements, lookups, records.
+    Dht(dht::DhtEvent),
 }
 
 /// What a misbehaving peer did.
@@ -377,6 +392,8 @@ enum Intent {
     Join,
     /// Ask to become neighbours.
     Neighbor(wire::Priority),
+    /// A long-lived DHT link (see [`dht`]).
+    DhtLink,
 }
 
 /// Where a connection stands.
@@ -414,6 +431,7 @@ pub struct Overlay {
     plumtree: broadcast::Plumtree,
     router: route::Router,
     detector: failure::Detector,
+    dht: dht::Dht,
 }
 
 impl Overlay {
@@ -426,6 +444,7 @@ impl Overlay {
         // sequence numbers its old broadcasts still occupy in others' caches; below 2^52,
         // so every sequence number stays exact as a JavaScript number.
         let first_seq = rng.next_u64() >> 12;
+        let dht = dht::Dht::new(&me, rng.next_u64() >> 12);
         Overlay {
             identity,
             me,
@@ -444,6 +463,7 @@ impl Overlay {
             plumtree: broadcast::Plumtree::new(first_seq),
             router: route::Router::default(),
             detector: failure::Detector::default(),
+            dht,
         }
     }
 
@@ -500,13 +520,22 @@ impl Overlay {
             Input::Broadcast { payload } => self.on_broadcast_command(payload),
             Input::Leave => self.on_leave_command(),
             Input::Frame { from, bytes } => self.on_frame(from, &bytes),
-            Input::ConnectionUp { peer } => self.on_connection_up(peer),
-            Input::ConnectionDown { peer } => self.on_connection_down(peer),
+            Input::ConnectionUp { peer } => {
+                if !self.dht_connection_up(peer) {
+                    self.on_connection_up(peer)
+                }
+            }
+            Input::ConnectionDown { peer } => {
+                if !self.dht_connection_down(peer) {
+                    self.on_connection_down(peer)
+                }
+            }
             Input::Timer => self.on_timer(),
             Input::ServerUp => self.server_up = true,
             Input::ServerDown => self.server_up = false,
             Input::SignalFromServer { envelope } => self.on_server_signal(envelope),
             Input::SendSignal { envelope } => self.on_send_signal(envelope),
+            Input::Dht(command) => self.on_dht_command(command),
         }
         self.announce_timer();
         std::mem::take(&mut self.out)
@@ -528,6 +557,9 @@ impl Overlay {
         self.detector.heard_from(from, self.now);
         match conn {
             Conn::Active => self.on_active_message(from, msg),
+            Conn::AwaitingHello { .. } if matches!(&msg, Message::Dht(f) if f.body == dht::DhtBody::LinkHello) => {
+                self.dht_link_hello(from)
+            }
             Conn::AwaitingHello { .. } | Conn::AwaitingReply { .. } => {
                 self.on_handshake_message(from, conn, msg)
             }
@@ -544,6 +576,12 @@ impl Overlay {
                 ttl,
                 path,
             } => self.on_forward_join(from, newcomer, ttl, path),
+            // On a DHT link (open, not in the active view) a NEIGHBOR request is decided
+            // as on a fresh connection, so both sides agree on the active view.
+            Message::Neighbor { priority } if !self.membership.is_active(&from) => {
+                let conn = Conn::AwaitingHello { since: self.now };
+                self.on_handshake_message(from, conn, Message::Neighbor { priority })
+            }
             Message::Neighbor { .. } => self.send(from, &Message::NeighborReply { accepted: true }),
             Message::NeighborReply { .. } => {}
             Message::Disconnect => self.on_disconnect_message(from),
@@ -555,6 +593,7 @@ impl Overlay {
             Message::Graft { id } => self.on_graft(from, id),
             Message::Prune => self.on_prune(from),
             Message::Route { path, hop, body } => self.on_route(from, path, hop, body),
+            Message::Dht(frame) => self.on_dht_frame(from, *frame),
         }
     }
 
@@ -564,6 +603,10 @@ impl Overlay {
         }
         if payload.len() > wire::MAX_PAYLOAD_LEN {
             return self.event(Event::Error(OverlayError::PayloadTooLarge(payload.len())));
+        }
+        if self.config.mode == dht::Mode::Structured {
+            let error = dht::DhtError::Disabled(dht::Mode::Structured);
+            return self.event(Event::Dht(dht::DhtEvent::Refused { error }));
         }
         self.broadcast(payload);
     }
@@ -618,6 +661,7 @@ impl Overlay {
             return;
         }
         self.check_liveness();
+        self.dht_tick();
         self.check_handshake_timeouts();
         self.expire_queries();
         self.repair();

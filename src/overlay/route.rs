@@ -134,6 +134,7 @@ impl Overlay {
                 }
             }
             Some(SignalPath::Server) => self.signal_via_server(envelope),
+            Some(SignalPath::Dht) => self.send_signal_via_dht(envelope),
             None => self.event(Event::Error(OverlayError::NoSignalPath(to))),
         }
     }

@@ -1,0 +1,2036 @@
+//! The structured half: a Kademlia routing table, greedy routing over open links, routed
+//! direct messages with acknowledgements, and signed records stored at the k closest peers.
+//!
+//! # Why routing over open links
+//! [Kademlia](https://pdos.csail.mit.edu/~petar/papers/maymounkov-kademlia-lncs.pdf)
+//! (Maymounkov & Mazières, IPTPS 2002) looks a key up *iteratively*: the searcher contacts
+//! α peers from its k-buckets, learns closer ones from their answers, and contacts those.
+//! Contacting a peer is one UDP datagram there; in a browser it is a WebRTC handshake
+//! (offer, answer, ICE, DTLS: 0.5–several seconds, and Chromium refuses more than ~500
+//! RTCPeerConnections in a page's lifetime). So rhizome keeps Kademlia's XOR metric and
+//! k-buckets as *knowledge* (peer ids, no connections) and moves every message
+//! **recursively over connections that are already open**: each hop hands the frame to
+//! its open link (active-view neighbour or DHT link) closest in XOR distance to the
+//! target, until no link is closer ([`DhtFrame`]).
+//!
+//! Greedy routing only converges quickly if the links are chosen for it. On the random
+//! graph of HyParView's active views alone it stalls after about log₂(view size) bits.
+//! [Kleinberg](https://www.cs.cornell.edu/home/kleinber/swn.pdf) (STOC 2000) showed that
+//! greedy routing needs long links drawn with probability ∝ 1/distance; Kademlia's buckets
+//! give exactly that distribution (bucket *i* holds half the space of bucket *i−1*), and
+//! [Symphony](https://www.usenix.org/legacy/events/usits03/tech/full_papers/manku/manku.pdf)
+//! (Manku, Bawa, Raghavan, USITS 2003) shows a handful of such links per node is enough.
+//! So each peer keeps **one DHT link per non-empty link slot**: slot (level, digit) holds
+//! peers sharing `level·b` leading bits with us whose next `b` bits are `digit`
+//! ([`DhtConfig::bits_per_hop`]). A frame at a peer sharing `c` bits with its target can
+//! always move to a link sharing at least `⌊c/b⌋·b + b` bits, so a lookup takes at most
+//! ⌈log₂N / b⌉ hops, about half that on average, and the active view covers the top
+//! levels for free.
+//!
+//! # Connection budget
+//! Links are opened through overlay-routed signals (no server) and kept for the session.
+//! A peer opens at most [`DhtConfig::max_links`] (default 12 ≈ log₂ 10,000 − 1; with b = 1
+//! there are ⌈log₂N⌉ levels and the active view covers the first one or two) and accepts
+//! at most [`DhtConfig::max_inbound_links`] (default 16). With the active view of 5 that is
+//! typically 5 + 12 + ~12 inbound ≈ 25–30 open RTCPeerConnections at 10,000 peers, and
+//! a new one only when a link dies (the simulator reports the per-peer count).
+//!
+//! # What runs on top
+//! - **Direct messages** ([`Command::SendDirect`]) are routed to an exact peer id; the
+//!   recipient answers an [`DhtBody::Ack`] routed back, and the sender reports
+//!   [`DhtEvent::Delivered`] or [`DhtEvent::Failed`] (timeout, or a relay found no closer
+//!   link: unreachable). A failed attempt is retried once through another first hop.
+//!   [`Command::Request`] / [`Command::Respond`] is the same with a payload in the answer.
+//! - **Lookups** ([`Command::Lookup`]) find the k closest live peers to a key. The first
+//!   query is routed to the key and answered by the closest peer the routing reaches with
+//!   its k closest known peers; the searcher then queries the unqueried among its k best
+//!   (α at a time, each routed over open links) until all k best have answered, as in
+//!   Kademlia. Peers learn each other from every frame they relay (the path is carried),
+//!   and every peer looks up its own id periodically to know its neighbourhood.
+//! - **Records** ([`Record`]): a value signed by its writer under a name; the key is
+//!   SHA-256(writer ‖ name), so only the writer can write it. A higher sequence number
+//!   wins, a record lives `ttl_ms`, and is stored at the k closest peers, which refuse bad
+//!   signatures, older sequence numbers and oversized values with a typed
+//!   [`RecordError`]. Holders and the writer republish every [`DhtConfig::republish_ms`].
+//! - **Signals**: a WebRTC envelope for a peer with no passive-view route travels the
+//!   same way ([`SignalPath::Dht`]), so any two peers can connect without the server.
+//!
+//! # Modes ([`Mode`])
+//! `Hybrid` (default) runs both halves. `Unstructured` opens no DHT links and refuses the
+//! commands here: the cheapest choice for a room that only broadcasts. `Structured`
+//! refuses the application's broadcasts (the peer still relays others'): for apps that
+//! only address peers and records and want no broadcast traffic of their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Conn, Event, Intent, Misbehaviour, Output, Overlay, SignalPath};
+use crate::id::{Identity, PeerId, Signature};
+use crate::signal::SignedEnvelope;
+use crate::wire::{Message, WireError, MAX_FRAME_LEN};
+
+/// Largest k accepted in a [`DhtBody::Nodes`] answer.
+pub const MAX_K: usize = 20;
+/// Most hops a DHT frame travels (its path is carried, so this bounds the frame too).
+pub const MAX_DHT_PATH: usize = 32;
+/// Largest direct message, request or response payload, in bytes.
+pub const MAX_DIRECT_PAYLOAD: usize = MAX_FRAME_LEN - 4096;
+/// Longest record name, in bytes.
+pub const MAX_RECORD_NAME: usize = 64;
+/// Largest record value the wire accepts, in bytes ([`DhtConfig::max_record_value`] may
+/// be lower).
+pub const MAX_RECORD_VALUE: usize = 16 * 1024;
+/// Signature context of records.
+const RECORD_CONTEXT: &[u8] = b"rhizome/dht-record/v1";
+/// Key derivation context of records.
+const KEY_CONTEXT: &[u8] = b"rhizome/dht-key/v1";
+/// How long a received direct message id is remembered to drop duplicates, ms.
+const SEEN_TTL_MS: u64 = 120_000;
+
+/// A point in the 256-bit XOR key space: a peer id, or the hash locating a record.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    /// A peer's position: its public key bytes.
+    pub fn of_peer(peer: &PeerId) -> Key {
+        Key(*peer.as_bytes())
+    }
+
+    /// Where the record `name` of `writer` lives: SHA-256 of a context, the writer and the name.
+    pub fn for_record(writer: &PeerId, name: &[u8]) -> Key {
+        let mut h = Sha256::new();
+        h.update(KEY_CONTEXT);
+        h.update(writer.as_bytes());
+        h.update(name);
+        Key(h.finalize().into())
+    }
+
+    /// XOR distance, compared as a big-endian number.
+    pub fn distance(&self, other: &Key) -> Key {
+        let mut d = [0u8; 32];
+        for (i, b) in d.iter_mut().enumerate() {
+            *b = self.0[i] ^ other.0[i];
+        }
+        Key(d)
+    }
+
+    /// Number of leading bits shared with `other` (256 if equal).
+    pub fn common_prefix_len(&self, other: &Key) -> usize {
+        for i in 0..32 {
+            let x = self.0[i] ^ other.0[i];
+            if x != 0 {
+                return i * 8 + x.leading_zeros() as usize;
+            }
+        }
+        256
+    }
+
+    /// The `bits` bits starting at bit `from` (big-endian), as a number.
+    fn bits(&self, from: usize, bits: usize) -> u32 {
+        let mut v = 0u32;
+        for i in from..(from + bits).min(256) {
+            v = (v << 1) | u32::from((self.0[i / 8] >> (7 - i % 8)) & 1);
+        }
+        v
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Which halves of the overlay run (see the module docs for when to pick which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Mode {
+    /// HyParView + Plumtree only: broadcasts, no DHT links, DHT commands refused.
+    Unstructured,
+    /// HyParView + DHT: direct messages and records; the app's broadcasts are refused.
+    Structured,
+    /// Both (default).
+    #[default]
+    Hybrid,
+}
+
+/// DHT parameters. One home for all of them, with the defaults documented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtConfig {
+    /// Bucket size and replication factor. Default 8 (Kademlia uses 20; 8 keeps browser
+    /// traffic down and still leaves 1/256 chance of losing a record to a 50% crash).
+    pub k: usize,
+    /// Parallel queries while refining a lookup. Default 3.
+    pub alpha: usize,
+    /// Bits resolved per hop, b: link slots are `2^b − 1` per level of `b` bits. Default 1.
+    pub bits_per_hop: u8,
+    /// DHT links this peer opens. Default 12 (see "Connection budget").
+    pub max_links: usize,
+    /// DHT links other peers may open to this one. Default 16.
+    pub max_inbound_links: usize,
+    /// Period of the link check (at most two new links per check). Default 5 s.
+    pub link_refresh_ms: u64,
+    /// Period of the lookup of our own id that keeps the neighbourhood known. Default 60 s.
+    pub self_lookup_ms: u64,
+    /// Deadline of one routed attempt (direct message, request, query); a direct message
+    /// or request gets two attempts. Default 4 s.
+    pub request_timeout_ms: u64,
+    /// How long a request that reached its recipient waits for the response. Default 10 s.
+    pub response_timeout_ms: u64,
+    /// Deadline of a whole lookup, put or get. Default 15 s.
+    pub lookup_timeout_ms: u64,
+    /// Largest record value accepted, at most [`MAX_RECORD_VALUE`]. Default 16 KiB.
+    pub max_record_value: usize,
+    /// Longest record lifetime accepted. Default 24 h.
+    pub max_record_ttl_ms: u64,
+    /// Records stored for others. Default 1,024.
+    pub max_records: usize,
+    /// Period of republishing (own records, and held records nobody re-stored). Default 10 min.
+    pub republish_ms: u64,
+    /// A bucket entry not heard of for this long may be replaced by a new peer. Default 10 min.
+    pub stale_ms: u64,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            k: 8,
+            alpha: 3,
+            bits_per_hop: 1,
+            max_links: 12,
+            max_inbound_links: 16,
+            link_refresh_ms: 5_000,
+            self_lookup_ms: 60_000,
+            request_timeout_ms: 4_000,
+            response_timeout_ms: 10_000,
+            lookup_timeout_ms: 15_000,
+            max_record_value: MAX_RECORD_VALUE,
+            max_record_ttl_ms: 24 * 3_600_000,
+            max_records: 1_024,
+            republish_ms: 600_000,
+            stale_ms: 600_000,
+        }
+    }
+}
+
+/// A DHT command from the application (`Input::Dht`). `id`s are chosen by the driver
+/// (a counter is fine) and come back in the matching [`DhtEvent`]; an id still in flight
+/// is refused with [`DhtError::DuplicateId`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send `payload` to `to`; answered by [`DhtEvent::Delivered`] or [`DhtEvent::Failed`].
+    SendDirect {
+        /// The driver's id for this send.
+        id: u64,
+        /// Recipient, anywhere in the network.
+        to: PeerId,
+        /// At most [`MAX_DIRECT_PAYLOAD`] bytes.
+        payload: Vec<u8>,
+    },
+    /// Send a request; answered by [`DhtEvent::Response`] or [`DhtEvent::Failed`].
+    Request {
+        /// The driver's id for this request.
+        id: u64,
+        /// Recipient.
+        to: PeerId,
+        /// At most [`MAX_DIRECT_PAYLOAD`] bytes.
+        payload: Vec<u8>,
+    },
+    /// Answer the [`DhtEvent::Request`] `id` from `to`.
+    Respond {
+        /// The requester (`from` of the event).
+        to: PeerId,
+        /// The request's `id` from the event.
+        id: u64,
+        /// At most [`MAX_DIRECT_PAYLOAD`] bytes.
+        payload: Vec<u8>,
+    },
+    /// Find the k closest live peers to `key`: [`DhtEvent::LookupDone`].
+    Lookup {
+        /// The driver's id.
+        id: u64,
+        /// The key.
+        key: Key,
+    },
+    /// Write our record `name`: [`DhtEvent::PutDone`] or [`DhtEvent::Failed`].
+    Put {
+        /// The driver's id.
+        id: u64,
+        /// At most [`MAX_RECORD_NAME`] bytes.
+        name: Vec<u8>,
+        /// At most [`DhtConfig::max_record_value`] bytes.
+        value: Vec<u8>,
+        /// Sequence number; `None` = one more than the newest found in the network.
+        seq: Option<u64>,
+        /// Lifetime, at most [`DhtConfig::max_record_ttl_ms`].
+        ttl_ms: u64,
+    },
+    /// Read the record `name` of `writer`: [`DhtEvent::GetDone`] or [`DhtEvent::Failed`].
+    Get {
+        /// The driver's id.
+        id: u64,
+        /// The record's writer.
+        writer: PeerId,
+        /// Its name.
+        name: Vec<u8>,
+    },
+}
+
+/// What the DHT tells the application (`Event::Dht`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// A direct message for us (each at most once).
+    Direct {
+        /// Its sender.
+        from: PeerId,
+        /// The sender's wire id (for logs; unique per sender).
+        id: u64,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// Our [`Command::SendDirect`] `id` reached `to` (its acknowledgement came back).
+    Delivered {
+        /// The command's id.
+        id: u64,
+        /// The recipient.
+        to: PeerId,
+        /// Hops the message travelled.
+        hops: u8,
+    },
+    /// A request for us; answer with [`Command::Respond`] `{ to: from, id, .. }`.
+    Request {
+        /// The requester.
+        from: PeerId,
+        /// Its id, to echo in the response.
+        id: u64,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// The response to our [`Command::Request`] `id`.
+    Response {
+        /// The command's id.
+        id: u64,
+        /// The responder.
+        from: PeerId,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// A lookup finished: the closest peers that answered, nearest first.
+    LookupDone {
+        /// The command's id.
+        id: u64,
+        /// The key.
+        key: Key,
+        /// Up to k peers (may include us).
+        closest: Vec<PeerId>,
+        /// Hops of the first routed query (to the closest peer routing reached).
+        hops: u8,
+    },
+    /// Our record was stored.
+    PutDone {
+        /// The command's id.
+        id: u64,
+        /// Where it lives.
+        key: Key,
+        /// Its sequence number.
+        seq: u64,
+        /// Peers that accepted it (us included if we are among the k closest).
+        stored: usize,
+    },
+    /// The newest valid record found.
+    GetDone {
+        /// The command's id.
+        id: u64,
+        /// The record (its signature checked).
+        record: Record,
+    },
+    /// Command `id` failed.
+    Failed {
+        /// The command's id.
+        id: u64,
+        /// Why.
+        error: DhtError,
+    },
+    /// A command without an id (a [`Command::Respond`], or a broadcast in structured mode)
+    /// was refused.
+    Refused {
+        /// Why.
+        error: DhtError,
+    },
+}
+
+/// Why a DHT command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DhtError {
+    /// The configured [`Mode`] does not allow this.
+    #[error("not available in {0:?} mode")]
+    Disabled(Mode),
+    /// Not joined.
+    #[error("not joined")]
+    NotJoined,
+    /// A payload, name or value over its limit.
+    #[error("{what} of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The id is already used by a command in flight.
+    #[error("id {0} is already in flight")]
+    DuplicateId(u64),
+    /// Addressed to ourselves.
+    #[error("addressed to this peer")]
+    SelfTarget,
+    /// No answer before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// Routing reached a peer with no link closer to the target: it is gone or unknown.
+    #[error("unreachable")]
+    Unreachable,
+    /// No valid record found.
+    #[error("not found")]
+    NotFound,
+    /// Every replica refused the record.
+    #[error("record refused: {0}")]
+    Record(RecordError),
+}
+
+/// Why a record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RecordError {
+    /// The signature does not match the writer.
+    #[error("bad signature")]
+    BadSignature,
+    /// A record with an equal or higher sequence number is stored.
+    #[error("stale: have seq {have}, got {got}")]
+    Stale {
+        /// Stored sequence number.
+        have: u64,
+        /// Offered sequence number.
+        got: u64,
+    },
+    /// Name or value too long.
+    #[error("{what} of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// "name" or "value".
+        what: String,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Lifetime over the limit.
+    #[error("ttl of {ttl_ms} ms exceeds {max_ms}")]
+    TtlTooLong {
+        /// Offered.
+        ttl_ms: u64,
+        /// The limit.
+        max_ms: u64,
+    },
+    /// Already expired on arrival.
+    #[error("expired")]
+    Expired,
+    /// The store is full.
+    #[error("store full")]
+    StoreFull,
+}
+
+/// A signed record: `value` under `name`, written by `writer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The writer (signer).
+    pub writer: PeerId,
+    /// The name, at most [`MAX_RECORD_NAME`] bytes.
+    pub name: Vec<u8>,
+    /// Sequence number: a higher one replaces a lower one.
+    pub seq: u64,
+    /// Lifetime from the write, ms.
+    pub ttl_ms: u64,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The writer's signature over key, seq, ttl and value.
+    pub sig: Signature,
+}
+
+impl Record {
+    /// Signs a record as `identity`.
+    pub fn sign(identity: &Identity, name: Vec<u8>, seq: u64, ttl_ms: u64, value: Vec<u8>) -> Self {
+        let writer = identity.peer_id();
+        let msg = Self::signed_bytes(&Key::for_record(&writer, &name), seq, ttl_ms, &value);
+        Record {
+            writer,
+            name,
+            seq,
+            ttl_ms,
+            value,
+            sig: identity.sign(RECORD_CONTEXT, &msg),
+        }
+    }
+
+    /// Where the record lives.
+    pub fn key(&self) -> Key {
+        Key::for_record(&self.writer, &self.name)
+    }
+
+    fn signed_bytes(key: &Key, seq: u64, ttl_ms: u64, value: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(48 + value.len());
+        m.extend_from_slice(&key.0);
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(&ttl_ms.to_be_bytes());
+        m.extend_from_slice(value);
+        m
+    }
+
+    /// Checks limits and the signature.
+    pub fn verify(&self, config: &DhtConfig) -> Result<(), RecordError> {
+        let too = |what: &str, len: usize, max: usize| RecordError::TooLarge {
+            what: what.into(),
+            len: len as u64,
+            max: max as u64,
+        };
+        if self.name.len() > MAX_RECORD_NAME {
+            return Err(too("name", self.name.len(), MAX_RECORD_NAME));
+        }
+        let max = config.max_record_value.min(MAX_RECORD_VALUE);
+        if self.value.len() > max {
+            return Err(too("value", self.value.len(), max));
+        }
+        if self.ttl_ms > config.max_record_ttl_ms {
+            return Err(RecordError::TtlTooLong {
+                ttl_ms: self.ttl_ms,
+                max_ms: config.max_record_ttl_ms,
+            });
+        }
+        let msg = Self::signed_bytes(&self.key(), self.seq, self.ttl_ms, &self.value);
+        self.writer
+            .verify(RECORD_CONTEXT, &msg, &self.sig)
+            .map_err(|_| RecordError::BadSignature)
+    }
+}
+
+/// A frame routed greedily over open links toward `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtFrame {
+    /// Where it goes.
+    pub target: Key,
+    /// `true`: only the peer whose id is `target` may take it (a relay with no closer
+    /// link answers [`DhtBody::Unreachable`]); `false`: the closest peer reached takes it.
+    pub exact: bool,
+    /// The source then every relay so far (the last one is the sender of this frame).
+    pub path: Vec<PeerId>,
+    /// What is carried.
+    pub body: DhtBody,
+}
+
+/// What a [`DhtFrame`] carries. `rpc` ids are the source's, unique per source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DhtBody {
+    /// First frame on a new DHT link: "this connection is a DHT link".
+    LinkHello,
+    /// A direct message; answered by `Ack`.
+    Direct {
+        /// Source's id.
+        rpc: u64,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// Acknowledges `Direct` `rpc`.
+    Ack {
+        /// The message's id.
+        rpc: u64,
+        /// Hops it travelled.
+        hops: u8,
+    },
+    /// A request; acknowledged by `Ack` on arrival, answered by `Response`.
+    Request {
+        /// Source's id.
+        rpc: u64,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// Answers `Request` `rpc`.
+    Response {
+        /// The request's id.
+        rpc: u64,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// A relay had no link closer to the exact target of `rpc`.
+    Unreachable {
+        /// The id of the frame that could not be delivered.
+        rpc: u64,
+    },
+    /// "Which k peers do you know closest to `key`?" (and the record at `key` if `value`).
+    Find {
+        /// Source's id.
+        rpc: u64,
+        /// The key.
+        key: Key,
+        /// Also return the record stored at `key`.
+        value: bool,
+    },
+    /// Answers `Find`.
+    Nodes {
+        /// The query's id.
+        rpc: u64,
+        /// Up to k peers, the answerer included if close.
+        peers: Vec<PeerId>,
+        /// The record, if asked for and held.
+        record: Option<Record>,
+        /// Hops the query travelled.
+        hops: u8,
+    },
+    /// "Store this record."
+    Store {
+        /// Source's id.
+        rpc: u64,
+        /// The record.
+        record: Record,
+        /// How long the sender has held it (0 for the writer), ms.
+        age_ms: u64,
+    },
+    /// Answers `Store`.
+    Stored {
+        /// The store's id.
+        rpc: u64,
+        /// Why it was refused, if it was.
+        refused: Option<RecordError>,
+    },
+    /// A WebRTC signal envelope for the target.
+    Signal(SignedEnvelope),
+}
+
+impl DhtFrame {
+    /// Checks the length bounds (called by `wire::decode`).
+    pub fn validate(&self) -> Result<(), WireError> {
+        fn bound(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+            if len > max {
+                Err(WireError::LimitExceeded { what, len, max })
+            } else {
+                Ok(())
+            }
+        }
+        fn record(r: &Record) -> Result<(), WireError> {
+            bound("record name", r.name.len(), MAX_RECORD_NAME)?;
+            bound("record value", r.value.len(), MAX_RECORD_VALUE)
+        }
+        bound("dht path", self.path.len(), MAX_DHT_PATH)?;
+        match &self.body {
+            DhtBody::Direct { payload, .. }
+            | DhtBody::Request { payload, .. }
+            | DhtBody::Response { payload, .. } => {
+                bound("payload", payload.len(), MAX_DIRECT_PAYLOAD)
+            }
+            DhtBody::Nodes {
+                peers, record: r, ..
+            } => {
+                bound("peers", peers.len(), MAX_K)?;
+                r.as_ref().map_or(Ok(()), record)
+            }
+            DhtBody::Store { record: r, .. } => record(r),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Counters for the simulator and `stats()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    /// DHT frames relayed for others.
+    pub relayed: u64,
+    /// DHT links opened by us that came up.
+    pub links_opened: u64,
+    /// DHT links accepted from others.
+    pub links_accepted: u64,
+    /// Direct messages and requests retried through another first hop.
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Contact {
+    peer: PeerId,
+    seen: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    New,
+    Asked,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+enum OpKind {
+    Lookup,
+    Refresh,
+    Get,
+    Put {
+        name: Vec<u8>,
+        value: Vec<u8>,
+        seq: Option<u64>,
+        ttl_ms: u64,
+    },
+    Republish(Record, u64),
+    Storing {
+        record: Record,
+        outstanding: usize,
+        stored: usize,
+        refused: Option<RecordError>,
+    },
+}
+
+/// A lookup (and what to do with its result) in progress.
+#[derive(Debug, Clone)]
+struct Op {
+    app: Option<u64>,
+    kind: OpKind,
+    key: Key,
+    deadline: u64,
+    hops: u8,
+    /// By distance to `key`.
+    shortlist: BTreeMap<Key, (PeerId, Probe)>,
+    found: Option<Record>,
+    /// The first (key-routed) query has not been answered yet.
+    routing: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Waiting {
+    Direct {
+        app: u64,
+        to: PeerId,
+        payload: Vec<u8>,
+    },
+    Request {
+        app: u64,
+        to: PeerId,
+        payload: Vec<u8>,
+    },
+    /// A query of op `op` to `peer` (`None`: the first, key-routed query).
+    Find {
+        op: u64,
+        peer: Option<PeerId>,
+    },
+    Store {
+        op: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    what: Waiting,
+    deadline: u64,
+    attempt: u8,
+    first_hop: Option<PeerId>,
+    /// A request reached its recipient: wait for the response, do not retry.
+    acked: bool,
+}
+
+/// How one replica answered a store.
+#[derive(Debug, Clone)]
+enum StoreOutcome {
+    Stored,
+    Refused(RecordError),
+    /// No answer (unreachable or timed out).
+    Lost,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    record: Record,
+    expires: u64,
+    stored_at: u64,
+}
+
+/// DHT state of one peer.
+#[derive(Debug, Clone)]
+pub(super) struct Dht {
+    me: Key,
+    /// k-buckets by common prefix length with `me`.
+    buckets: Vec<Vec<Contact>>,
+    links_out: BTreeSet<PeerId>,
+    links_in: BTreeSet<PeerId>,
+    next_rpc: u64,
+    pending: BTreeMap<u64, Pending>,
+    ops: BTreeMap<u64, Op>,
+    app_ids: BTreeSet<u64>,
+    seen: BTreeMap<(PeerId, u64), u64>,
+    records: BTreeMap<Key, Held>,
+    own: BTreeMap<Vec<u8>, Record>,
+    next_links: u64,
+    next_refresh: u64,
+    next_republish: u64,
+    pub(super) stats: DhtStats,
+}
+
+impl Dht {
+    pub(super) fn new(me: &PeerId, first_rpc: u64) -> Self {
+        Dht {
+            me: Key::of_peer(me),
+            buckets: vec![Vec::new(); 256],
+            links_out: BTreeSet::new(),
+            links_in: BTreeSet::new(),
+            next_rpc: first_rpc,
+            pending: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            app_ids: BTreeSet::new(),
+            seen: BTreeMap::new(),
+            records: BTreeMap::new(),
+            own: BTreeMap::new(),
+            next_links: 0,
+            next_refresh: 0,
+            next_republish: 0,
+            stats: DhtStats::default(),
+        }
+    }
+
+    /// Adds or refreshes `peer` in its bucket.
+    pub(super) fn learn(&mut self, peer: PeerId, now: u64, k: usize, stale_ms: u64) {
+        let key = Key::of_peer(&peer);
+        if key == self.me {
+            return;
+        }
+        let b = &mut self.buckets[self.me.common_prefix_len(&key).min(255)];
+        if let Some(c) = b.iter_mut().find(|c| c.peer == peer) {
+            c.seen = c.seen.max(now);
+            return;
+        }
+        if b.len() < k.max(1) {
+            b.push(Contact { peer, seen: now });
+        } else if let Some(oldest) = b.iter_mut().min_by_key(|c| c.seen) {
+            if oldest.seen + stale_ms <= now {
+                *oldest = Contact { peer, seen: now };
+            }
+        }
+    }
+
+    /// Forgets `peer` (it failed to answer or to connect).
+    pub(super) fn forget(&mut self, peer: &PeerId) {
+        let key = Key::of_peer(peer);
+        let b = &mut self.buckets[self.me.common_prefix_len(&key).min(255)];
+        b.retain(|c| &c.peer != peer);
+    }
+
+    /// Every peer in the routing table.
+    pub(super) fn known(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.buckets.iter().flatten().map(|c| c.peer)
+    }
+
+    /// The `n` known peers closest to `key`, nearest first.
+    fn closest_known(&self, key: &Key, n: usize) -> Vec<PeerId> {
+        let mut all: Vec<(Key, PeerId)> = self
+            .known()
+            .map(|p| (Key::of_peer(&p).distance(key), p))
+            .collect();
+        all.sort();
+        all.into_iter().take(n).map(|(_, p)| p).collect()
+    }
+
+    /// The link slot of `peer`: (level, digit) with `b` bits per level.
+    fn slot(&self, peer: &PeerId, b: usize) -> (usize, u32) {
+        let key = Key::of_peer(peer);
+        let level = self.me.common_prefix_len(&key) / b;
+        (level, key.bits(level * b, b))
+    }
+
+    fn new_rpc(&mut self) -> u64 {
+        self.next_rpc = self.next_rpc.wrapping_add(1);
+        self.next_rpc
+    }
+}
+
+impl Overlay {
+    fn dht_on(&self) -> bool {
+        self.config.mode != Mode::Unstructured
+    }
+
+    /// Peers with an open connection usable for routing (active view and DHT links).
+    fn open_links(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, c)| **c == Conn::Active)
+            .map(|(p, _)| *p)
+    }
+
+    /// The open link closest to `target`, skipping `avoid`, if it is closer than `than`.
+    fn next_hop(&self, target: &Key, than: &Key, avoid: &[PeerId]) -> Option<PeerId> {
+        let best = self
+            .open_links()
+            .filter(|p| !avoid.contains(p))
+            .min_by_key(|p| Key::of_peer(p).distance(target))?;
+        (Key::of_peer(&best).distance(target) < *than).then_some(best)
+    }
+
+    /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat.
+    fn dht_learn_views(&mut self) {
+        let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
+        let peers: Vec<PeerId> = self
+            .membership
+            .active
+            .iter()
+            .copied()
+            .chain(self.membership.passive.iter().map(|e| e.peer))
+            .collect();
+        for p in peers {
+            self.dht.learn(p, now, k, stale);
+        }
+    }
+
+    pub(super) fn dht_learn(&mut self, peer: PeerId) {
+        let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
+        if !self.is_banned(&peer) {
+            self.dht.learn(peer, now, k, stale);
+        }
+    }
+
+    // ---- commands ----
+
+    pub(super) fn on_dht_command(&mut self, cmd: Command) {
+        let id = match &cmd {
+            Command::Respond { .. } => None,
+            Command::SendDirect { id, .. }
+            | Command::Request { id, .. }
+            | Command::Lookup { id, .. }
+            | Command::Put { id, .. }
+            | Command::Get { id, .. } => Some(*id),
+        };
+        if let Err(error) = self.check_command(&cmd, id) {
+            let e = match id {
+                Some(id) => DhtEvent::Failed { id, error },
+                None => DhtEvent::Refused { error },
+            };
+            return self.event(Event::Dht(e));
+        }
+        if let Some(id) = id {
+            self.dht.app_ids.insert(id);
+        }
+        let deadline = self.now + self.config.dht.lookup_timeout_ms;
+        match cmd {
+            Command::SendDirect { id, to, payload } => self.send_attempt(
+                Waiting::Direct {
+                    app: id,
+                    to,
+                    payload,
+                },
+                0,
+                None,
+                None,
+            ),
+            Command::Request { id, to, payload } => self.send_attempt(
+                Waiting::Request {
+                    app: id,
+                    to,
+                    payload,
+                },
+                0,
+                None,
+                None,
+            ),
+            Command::Respond { to, id, payload } => {
+                self.dht_send(
+                    Key::of_peer(&to),
+                    true,
+                    DhtBody::Response { rpc: id, payload },
+                    &[],
+                );
+            }
+            Command::Lookup { id, key } => self.start_op(Some(id), OpKind::Lookup, key, deadline),
+            Command::Get { id, writer, name } => self.start_op(
+                Some(id),
+                OpKind::Get,
+                Key::for_record(&writer, &name),
+                deadline,
+            ),
+            Command::Put {
+                id,
+                name,
+                value,
+                seq,
+                ttl_ms,
+            } => {
+                let key = Key::for_record(&self.me, &name);
+                let kind = OpKind::Put {
+                    name,
+                    value,
+                    seq,
+                    ttl_ms,
+                };
+                self.start_op(Some(id), kind, key, deadline)
+            }
+        }
+    }
+
+    fn check_command(&self, cmd: &Command, id: Option<u64>) -> Result<(), DhtError> {
+        if !self.dht_on() {
+            return Err(DhtError::Disabled(self.config.mode));
+        }
+        if !self.joined {
+            return Err(DhtError::NotJoined);
+        }
+        if let Some(id) = id {
+            if self.dht.app_ids.contains(&id) {
+                return Err(DhtError::DuplicateId(id));
+            }
+        }
+        let bound = |what, len: usize, max: usize| {
+            if len > max {
+                Err(DhtError::TooLarge { what, len, max })
+            } else {
+                Ok(())
+            }
+        };
+        match cmd {
+            Command::SendDirect { to, payload, .. }
+            | Command::Request { to, payload, .. }
+            | Command::Respond { to, payload, .. } => {
+                if *to == self.me {
+                    return Err(DhtError::SelfTarget);
+                }
+                bound("payload", payload.len(), MAX_DIRECT_PAYLOAD)
+            }
+            Command::Put {
+                name,
+                value,
+                ttl_ms,
+                ..
+            } => {
+                bound("name", name.len(), MAX_RECORD_NAME)?;
+                let max = self.config.dht.max_record_value.min(MAX_RECORD_VALUE);
+                bound("value", value.len(), max)?;
+                if *ttl_ms > self.config.dht.max_record_ttl_ms || *ttl_ms == 0 {
+                    return Err(DhtError::Record(RecordError::TtlTooLong {
+                        ttl_ms: *ttl_ms,
+                        max_ms: self.config.dht.max_record_ttl_ms,
+                    }));
+                }
+                Ok(())
+            }
+            Command::Get { name, .. } => bound("name", name.len(), MAX_RECORD_NAME),
+            Command::Lookup { .. } => Ok(()),
+        }
+    }
+
+    /// Sends (or re-sends) a direct message or request.
+    fn send_attempt(
+        &mut self,
+        what: Waiting,
+        attempt: u8,
+        avoid: Option<PeerId>,
+        rpc: Option<u64>,
+    ) {
+        let rpc = rpc.unwrap_or_else(|| self.dht.new_rpc());
+        let (to, body) = match &what {
+            Waiting::Direct { to, payload, .. } => (
+                *to,
+                DhtBody::Direct {
+                    rpc,
+                    payload: payload.clone(),
+                },
+            ),
+            Waiting::Request { to, payload, .. } => (
+                *to,
+                DhtBody::Request {
+                    rpc,
+                    payload: payload.clone(),
+                },
+            ),
+            _ => return,
+        };
+        let avoid: Vec<PeerId> = avoid.into_iter().collect();
+        let deadline = self.now + self.config.dht.request_timeout_ms;
+        self.dht.pending.insert(
+            rpc,
+            Pending {
+                what,
+                deadline,
+                attempt,
+                first_hop: None,
+                acked: false,
+            },
+        );
+        let first = self.dht_send(Key::of_peer(&to), true, body, &avoid);
+        if let Some(p) = self.dht.pending.get_mut(&rpc) {
+            p.first_hop = first;
+        }
+    }
+
+    /// Sends a frame from us. Returns the first hop, if it left.
+    ///
+    /// A frame that cannot leave is handled here: delivered to us (key-routed) or failed
+    /// (exact target unreachable).
+    fn dht_send(
+        &mut self,
+        target: Key,
+        exact: bool,
+        body: DhtBody,
+        avoid: &[PeerId],
+    ) -> Option<PeerId> {
+        let me = self.me;
+        let frame = DhtFrame {
+            target,
+            exact,
+            path: vec![me],
+            body,
+        };
+        let here = self.dht.me.distance(&target);
+        // An exact target we are linked to takes the frame directly.
+        let direct = PeerId::from_bytes(target.0);
+        let next = if exact
+            && !avoid.contains(&direct)
+            && self.conns.get(&direct) == Some(&Conn::Active)
+        {
+            Some(direct)
+        } else {
+            self.next_hop(&target, &here, avoid)
+        };
+        match next {
+            Some(next) => {
+                self.send(next, &Message::Dht(Box::new(frame)));
+                Some(next)
+            }
+            None if !exact || target == self.dht.me => {
+                self.dht_deliver(frame);
+                None
+            }
+            None => {
+                if let Some(rpc) = request_rpc(&frame.body) {
+                    self.rpc_failed(rpc, DhtError::Unreachable);
+                }
+                None
+            }
+        }
+    }
+
+    // ---- routing ----
+
+    /// A DHT frame on an open connection from `from`.
+    pub(super) fn on_dht_frame(&mut self, from: PeerId, mut frame: DhtFrame) {
+        if frame.path.last() != Some(&from) || frame.path.is_empty() {
+            return self.punish(from, Misbehaviour::Protocol("dht path"));
+        }
+        if !self.dht_on() || matches!(frame.body, DhtBody::LinkHello) {
+            return;
+        }
+        for p in frame.path.clone() {
+            self.dht_learn(p);
+        }
+        let me_key = self.dht.me;
+        if frame.target == me_key {
+            return self.dht_deliver(frame);
+        }
+        let here = me_key.distance(&frame.target);
+        let direct = PeerId::from_bytes(frame.target.0);
+        let next = if frame.exact && self.conns.get(&direct) == Some(&Conn::Active) {
+            Some(direct)
+        } else {
+            self.next_hop(&frame.target, &here, &frame.path)
+        };
+        match next {
+            Some(next) if frame.path.len() < MAX_DHT_PATH => {
+                self.dht.stats.relayed += 1;
+                frame.path.push(self.me);
+                self.send(next, &Message::Dht(Box::new(frame)));
+            }
+            _ if !frame.exact => self.dht_deliver(frame),
+            _ => {
+                // No closer link: the exact target is gone or unknown here.
+                if let Some(rpc) = request_rpc(&frame.body) {
+                    let source = frame.path[0];
+                    self.dht_send(
+                        Key::of_peer(&source),
+                        true,
+                        DhtBody::Unreachable { rpc },
+                        &[],
+                    );
+                }
+            }
+        }
+    }
+
+    /// A frame addressed to us (or to a key we are the closest reachable peer to).
+    fn dht_deliver(&mut self, frame: DhtFrame) {
+        let source = frame.path[0];
+        let hops = (frame.path.len() as u8).saturating_sub(1) + u8::from(source != self.me);
+        let back = Key::of_peer(&source);
+        let now = self.now;
+        match frame.body {
+            DhtBody::LinkHello => {}
+            DhtBody::Direct { rpc, payload } => {
+                if self.dht.seen.insert((source, rpc), now).is_none() {
+                    self.event(Event::Dht(DhtEvent::Direct {
+                        from: source,
+                        id: rpc,
+                        payload,
+                    }));
+                }
+                self.dht_send(back, true, DhtBody::Ack { rpc, hops }, &[]);
+            }
+            DhtBody::Request { rpc, payload } => {
+                if self.dht.seen.insert((source, rpc), now).is_none() {
+                    self.event(Event::Dht(DhtEvent::Request {
+                        from: source,
+                        id: rpc,
+                        payload,
+                    }));
+                }
+                self.dht_send(back, true, DhtBody::Ack { rpc, hops }, &[]);
+            }
+            DhtBody::Ack { rpc, hops } => {
+                let response_wait = self.config.dht.response_timeout_ms;
+                let Some(p) = self.dht.pending.get_mut(&rpc) else {
+                    return;
+                };
+                match &p.what {
+                    Waiting::Direct { app, to, .. } if *to == source => {
+                        let (id, to) = (*app, *to);
+                        self.dht.pending.remove(&rpc);
+                        self.dht.app_ids.remove(&id);
+                        self.event(Event::Dht(DhtEvent::Delivered { id, to, hops }));
+                    }
+                    Waiting::Request { to, .. } if *to == source => {
+                        p.acked = true;
+                        p.deadline = now + response_wait;
+                    }
+                    _ => {}
+                }
+            }
+            DhtBody::Response { rpc, payload } => {
+                // Match by id and responder, so a third party cannot answer for `to`.
+                let ours = matches!(
+                    self.dht.pending.get(&rpc),
+                    Some(Pending { what: Waiting::Request { to, .. }, .. }) if *to == source
+                );
+                if ours {
+                    if let Some(Pending {
+                        what: Waiting::Request { app, .. },
+                        ..
+                    }) = self.take_pending(rpc)
+                    {
+                        self.dht.app_ids.remove(&app);
+                        self.event(Event::Dht(DhtEvent::Response {
+                            id: app,
+                            from: source,
+                            payload,
+                        }));
+                    }
+                }
+            }
+            DhtBody::Unreachable { rpc } => self.rpc_failed(rpc, DhtError::Unreachable),
+            DhtBody::Find { rpc, key, value } => {
+                let k = self.config.dht.k.min(MAX_K);
+                let mut peers = self.dht.closest_known(&key, k);
+                peers.push(self.me);
+                peers.sort_by_key(|p| Key::of_peer(p).distance(&key));
+                peers.truncate(k);
+                let record = if value {
+                    self.dht
+                        .records
+                        .get(&key)
+                        .filter(|h| h.expires > now)
+                        .map(|h| h.record.clone())
+                } else {
+                    None
+                };
+                let body = DhtBody::Nodes {
+                    rpc,
+                    peers,
+                    record,
+                    hops,
+                };
+                self.dht_send(back, true, body, &[]);
+            }
+            DhtBody::Nodes {
+                rpc,
+                peers,
+                record,
+                hops,
+            } => self.on_nodes(source, rpc, peers, record, hops),
+            DhtBody::Store {
+                rpc,
+                record,
+                age_ms,
+            } => {
+                let refused = self.store_record(record, age_ms).err();
+                self.dht_send(back, true, DhtBody::Stored { rpc, refused }, &[]);
+            }
+            DhtBody::Stored { rpc, refused } => {
+                if let Some(Pending {
+                    what: Waiting::Store { op },
+                    ..
+                }) = self.take_pending(rpc)
+                {
+                    let outcome = match refused {
+                        None => StoreOutcome::Stored,
+                        Some(e) => StoreOutcome::Refused(e),
+                    };
+                    self.on_stored(op, outcome);
+                }
+            }
+            DhtBody::Signal(envelope) => {
+                if envelope.from != source || self.is_banned(&source) {
+                    return;
+                }
+                match envelope.open(&self.me) {
+                    Ok(payload) => {
+                        self.router.set_path(source, SignalPath::Dht, now);
+                        self.out.push(Output::DeliverSignal { envelope, payload });
+                    }
+                    Err(e) => self.event(Event::Misbehaving {
+                        peer: source,
+                        reason: Misbehaviour::BadSignal(e),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn take_pending(&mut self, rpc: u64) -> Option<Pending> {
+        self.dht.pending.remove(&rpc)
+    }
+
+    /// An rpc of ours failed (unreachable or timed out).
+    fn rpc_failed(&mut self, rpc: u64, error: DhtError) {
+        let Some(p) = self.take_pending(rpc) else {
+            return;
+        };
+        match p.what {
+            Waiting::Direct { app, to, .. } | Waiting::Request { app, to, .. } => {
+                if p.attempt == 0 && !p.acked {
+                    // Once more, with the same id, through another first hop.
+                    self.dht.stats.retries += 1;
+                    return self.send_attempt(p.what, 1, p.first_hop, Some(rpc));
+                }
+                if error == DhtError::Unreachable {
+                    self.dht.forget(&to);
+                }
+                self.dht.app_ids.remove(&app);
+                self.event(Event::Dht(DhtEvent::Failed { id: app, error }));
+            }
+            Waiting::Find { op, peer } => {
+                if let Some(peer) = peer {
+                    self.dht.forget(&peer);
+                }
+                let Some(key) = self.dht.ops.get(&op).map(|o| o.key) else {
+                    return;
+                };
+                // The first query failed: fall back to what we know ourselves.
+                let known = match peer {
+                    Some(_) => Vec::new(),
+                    None => self.dht.closest_known(&key, self.config.dht.k),
+                };
+                if let Some(o) = self.dht.ops.get_mut(&op) {
+                    match peer {
+                        Some(peer) => {
+                            let d = Key::of_peer(&peer).distance(&key);
+                            o.shortlist.insert(d, (peer, Probe::Failed));
+                        }
+                        None => o.routing = false,
+                    }
+                    for p in known {
+                        let d = Key::of_peer(&p).distance(&key);
+                        o.shortlist.entry(d).or_insert((p, Probe::New));
+                    }
+                }
+                self.advance(op);
+            }
+            Waiting::Store { op } => self.on_stored(op, StoreOutcome::Lost),
+        }
+    }
+
+    // ---- lookups ----
+
+    fn start_op(&mut self, app: Option<u64>, kind: OpKind, key: Key, deadline: u64) {
+        let op = self.dht.new_rpc();
+        let mut shortlist = BTreeMap::new();
+        shortlist.insert(self.dht.me.distance(&key), (self.me, Probe::Done));
+        let mut found = None;
+        if let Some(h) = self.dht.records.get(&key).filter(|h| h.expires > self.now) {
+            found = Some(h.record.clone());
+        }
+        self.dht.ops.insert(
+            op,
+            Op {
+                app,
+                kind,
+                key,
+                deadline,
+                hops: 0,
+                shortlist,
+                found,
+                routing: true,
+            },
+        );
+        let rpc = self.dht.new_rpc();
+        let value = self.op_wants_value(op);
+        self.dht.pending.insert(
+            rpc,
+            Pending {
+                what: Waiting::Find { op, peer: None },
+                deadline: self.now + self.config.dht.request_timeout_ms,
+                attempt: 0,
+                first_hop: None,
+                acked: false,
+            },
+        );
+        self.dht_send(key, false, DhtBody::Find { rpc, key, value }, &[]);
+    }
+
+    fn op_wants_value(&self, op: u64) -> bool {
+        matches!(
+            self.dht.ops.get(&op).map(|o| &o.kind),
+            Some(OpKind::Get | OpKind::Put { .. })
+        )
+    }
+
+    fn on_nodes(
+        &mut self,
+        source: PeerId,
+        rpc: u64,
+        peers: Vec<PeerId>,
+        record: Option<Record>,
+        hops: u8,
+    ) {
+        let Some(Pending {
+            what: Waiting::Find { op, peer },
+            ..
+        }) = self.dht.pending.get(&rpc).cloned()
+        else {
+            return;
+        };
+        if peer.is_some_and(|p| p != source) {
+            return; // Not from the peer we asked.
+        }
+        self.dht.pending.remove(&rpc);
+        for p in &peers {
+            self.dht_learn(*p);
+        }
+        let dht_config = self.config.dht.clone();
+        let me = self.me;
+        let Some(o) = self.dht.ops.get_mut(&op) else {
+            return;
+        };
+        if peer.is_none() {
+            o.routing = false;
+            o.hops = hops;
+        }
+        let d = Key::of_peer(&source).distance(&o.key);
+        o.shortlist.insert(d, (source, Probe::Done));
+        for p in peers {
+            let d = Key::of_peer(&p).distance(&o.key);
+            o.shortlist.entry(d).or_insert((p, Probe::New));
+        }
+        if let Some(r) = record {
+            if r.key() == o.key
+                && r.verify(&dht_config).is_ok()
+                && o.found.as_ref().is_none_or(|f| r.seq > f.seq)
+            {
+                o.found = Some(r);
+            }
+        }
+        let _ = me;
+        self.advance(op);
+    }
+
+    /// Asks more peers, or finishes the op when its k closest have all answered.
+    fn advance(&mut self, op: u64) {
+        let (k, alpha) = (self.config.dht.k.max(1), self.config.dht.alpha.max(1));
+        let Some(o) = self.dht.ops.get(&op) else {
+            return;
+        };
+        if o.routing {
+            return;
+        }
+        let best: Vec<(Key, PeerId, Probe)> = o
+            .shortlist
+            .iter()
+            .filter(|(_, (_, s))| *s != Probe::Failed)
+            .take(k)
+            .map(|(d, (p, s))| (*d, *p, *s))
+            .collect();
+        let asked = best.iter().filter(|b| b.2 == Probe::Asked).count();
+        let fresh: Vec<(Key, PeerId)> = best
+            .iter()
+            .filter(|b| b.2 == Probe::New)
+            .map(|b| (b.0, b.1))
+            .collect();
+        if asked == 0 && fresh.is_empty() {
+            return self.finish(op);
+        }
+        let key = o.key;
+        let value = self.op_wants_value(op);
+        for (d, peer) in fresh.into_iter().take(alpha.saturating_sub(asked)) {
+            if let Some(o) = self.dht.ops.get_mut(&op) {
+                o.shortlist.insert(d, (peer, Probe::Asked));
+            }
+            let rpc = self.dht.new_rpc();
+            self.dht.pending.insert(
+                rpc,
+                Pending {
+                    what: Waiting::Find {
+                        op,
+                        peer: Some(peer),
+                    },
+                    deadline: self.now + self.config.dht.request_timeout_ms,
+                    attempt: 0,
+                    first_hop: None,
+                    acked: false,
+                },
+            );
+            self.dht_send(
+                Key::of_peer(&peer),
+                true,
+                DhtBody::Find { rpc, key, value },
+                &[],
+            );
+        }
+    }
+
+    fn finish(&mut self, op: u64) {
+        let Some(o) = self.dht.ops.remove(&op) else {
+            return;
+        };
+        let k = self.config.dht.k.max(1);
+        let closest: Vec<PeerId> = o
+            .shortlist
+            .values()
+            .filter(|(_, s)| *s == Probe::Done)
+            .take(k)
+            .map(|(p, _)| *p)
+            .collect();
+        let done = |this: &mut Overlay, e: DhtEvent| {
+            if let Some(app) = o.app {
+                this.dht.app_ids.remove(&app);
+                this.event(Event::Dht(e));
+            }
+        };
+        match o.kind {
+            OpKind::Refresh | OpKind::Storing { .. } => {}
+            OpKind::Lookup => done(
+                self,
+                DhtEvent::LookupDone {
+                    id: o.app.unwrap_or(0),
+                    key: o.key,
+                    closest,
+                    hops: o.hops,
+                },
+            ),
+            OpKind::Get => match o.found {
+                Some(record) => done(
+                    self,
+                    DhtEvent::GetDone {
+                        id: o.app.unwrap_or(0),
+                        record,
+                    },
+                ),
+                None => done(
+                    self,
+                    DhtEvent::Failed {
+                        id: o.app.unwrap_or(0),
+                        error: DhtError::NotFound,
+                    },
+                ),
+            },
+            OpKind::Put {
+                name,
+                value,
+                seq,
+                ttl_ms,
+            } => {
+                let newest = o.found.as_ref().map(|r| r.seq).into_iter();
+                let own = self.dht.own.get(&name).map(|r| r.seq).into_iter();
+                let seq = seq.unwrap_or_else(|| newest.chain(own).max().map_or(1, |s| s + 1));
+                let record = Record::sign(&self.identity, name.clone(), seq, ttl_ms, value);
+                self.dht.own.insert(name, record.clone());
+                self.store_at(o.app, record, 0, closest, o.deadline);
+            }
+            OpKind::Republish(record, age) => self.store_at(None, record, age, closest, o.deadline),
+        }
+    }
+
+    /// Sends `record` to `peers` (storing it ourselves if we are one).
+    fn store_at(
+        &mut self,
+        app: Option<u64>,
+        record: Record,
+        age_ms: u64,
+        peers: Vec<PeerId>,
+        deadline: u64,
+    ) {
+        let op = self.dht.new_rpc();
+        let key = record.key();
+        let mut stored = 0;
+        let mut refused = None;
+        let mut remote = Vec::new();
+        for p in peers {
+            if p == self.me {
+                match self.store_record(record.clone(), age_ms) {
+                    Ok(()) => stored += 1,
+                    Err(e) => refused = Some(e),
+                }
+            } else {
+                remote.push(p);
+            }
+        }
+        self.dht.ops.insert(
+            op,
+            Op {
+                app,
+                kind: OpKind::Storing {
+                    record: record.clone(),
+                    outstanding: remote.len(),
+                    stored,
+                    refused,
+                },
+                key,
+                deadline,
+                hops: 0,
+                shortlist: BTreeMap::new(),
+                found: None,
+                routing: false,
+            },
+        );
+        if remote.is_empty() {
+            return self.finish_store(op);
+        }
+        for p in remote {
+            let rpc = self.dht.new_rpc();
+            self.dht.pending.insert(
+                rpc,
+                Pending {
+                    what: Waiting::Store { op },
+                    deadline: self.now + self.config.dht.request_timeout_ms,
+                    attempt: 0,
+                    first_hop: None,
+                    acked: false,
+                },
+            );
+            let body = DhtBody::Store {
+                rpc,
+                record: record.clone(),
+                age_ms,
+            };
+            self.dht_send(Key::of_peer(&p), true, body, &[]);
+        }
+    }
+
+    /// One replica answered a store of op `op`.
+    fn on_stored(&mut self, op: u64, outcome: StoreOutcome) {
+        let Some(Op {
+            kind:
+                OpKind::Storing {
+                    outstanding,
+                    stored,
+                    refused,
+                    ..
+                },
+            ..
+        }) = self.dht.ops.get_mut(&op)
+        else {
+            return;
+        };
+        match outcome {
+            StoreOutcome::Stored => *stored += 1,
+            StoreOutcome::Refused(e) => *refused = Some(e),
+            StoreOutcome::Lost => {}
+        }
+        *outstanding = outstanding.saturating_sub(1);
+        if *outstanding == 0 {
+            self.finish_store(op);
+        }
+    }
+
+    fn finish_store(&mut self, op: u64) {
+        let Some(Op {
+            app: Some(app),
+            kind:
+                OpKind::Storing {
+                    record,
+                    stored,
+                    refused,
+                    ..
+                },
+            ..
+        }) = self.dht.ops.remove(&op)
+        else {
+            return;
+        };
+        self.dht.app_ids.remove(&app);
+        let e = match (stored, refused) {
+            (0, Some(e)) => DhtEvent::Failed {
+                id: app,
+                error: DhtError::Record(e),
+            },
+            (0, None) => DhtEvent::Failed {
+                id: app,
+                error: DhtError::Timeout,
+            },
+            (stored, _) => DhtEvent::PutDone {
+                id: app,
+                key: record.key(),
+                seq: record.seq,
+                stored,
+            },
+        };
+        self.event(Event::Dht(e));
+    }
+
+    // ---- records ----
+
+    /// Stores a record for the network, or says why not.
+    pub(super) fn store_record(&mut self, record: Record, age_ms: u64) -> Result<(), RecordError> {
+        record.verify(&self.config.dht)?;
+        if age_ms >= record.ttl_ms {
+            return Err(RecordError::Expired);
+        }
+        let key = record.key();
+        let now = self.now;
+        let expires = now + record.ttl_ms - age_ms;
+        match self.dht.records.get_mut(&key) {
+            Some(h) if h.expires > now => {
+                if record.seq < h.record.seq || (record.seq == h.record.seq && record != h.record) {
+                    return Err(RecordError::Stale {
+                        have: h.record.seq,
+                        got: record.seq,
+                    });
+                }
+                h.expires = if record.seq == h.record.seq {
+                    h.expires.max(expires)
+                } else {
+                    expires
+                };
+                h.record = record;
+                h.stored_at = now;
+            }
+            _ => {
+                if !self.dht.records.contains_key(&key)
+                    && self.dht.records.len() >= self.config.dht.max_records
+                {
+                    return Err(RecordError::StoreFull);
+                }
+                self.dht.records.insert(
+                    key,
+                    Held {
+                        record,
+                        expires,
+                        stored_at: now,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The record held here for `key`, if any and not expired.
+    pub fn stored_record(&self, key: &Key) -> Option<&Record> {
+        self.dht
+            .records
+            .get(key)
+            .filter(|h| h.expires > self.now)
+            .map(|h| &h.record)
+    }
+
+    /// Number of records held for the network.
+    pub fn stored_records(&self) -> usize {
+        self.dht.records.len()
+    }
+
+    /// The DHT routing table: every peer known, in no particular order.
+    pub fn dht_known_peers(&self) -> Vec<PeerId> {
+        self.dht.known().collect()
+    }
+
+    /// DHT links open now (connections kept for routing, not in the active view).
+    pub fn dht_links(&self) -> Vec<PeerId> {
+        self.dht
+            .links_out
+            .iter()
+            .chain(self.dht.links_in.iter())
+            .copied()
+            .filter(|p| self.conns.get(p) == Some(&Conn::Active))
+            .collect()
+    }
+
+    /// DHT counters.
+    pub fn dht_stats(&self) -> &DhtStats {
+        &self.dht.stats
+    }
+
+    // ---- links and housekeeping ----
+
+    /// Once per heartbeat: timeouts, links, self-lookup, republish, expiry.
+    pub(super) fn dht_tick(&mut self) {
+        self.reconcile_links();
+        if !self.dht_on() || !self.joined {
+            return;
+        }
+        let now = self.now;
+        // Timeouts.
+        let expired: Vec<u64> = self
+            .dht
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for rpc in expired {
+            self.rpc_failed(rpc, DhtError::Timeout);
+        }
+        let late: Vec<u64> = self
+            .dht
+            .ops
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(op, _)| *op)
+            .collect();
+        for op in late {
+            let storing = matches!(
+                self.dht.ops.get(&op).map(|o| &o.kind),
+                Some(OpKind::Storing { .. })
+            );
+            if storing {
+                self.finish_store(op);
+                self.dht.ops.remove(&op);
+            } else {
+                self.finish(op);
+            }
+        }
+        self.dht.seen.retain(|_, at| *at + SEEN_TTL_MS > now);
+        self.dht.records.retain(|_, h| h.expires > now);
+        if self.membership.active.is_empty() {
+            return;
+        }
+        self.dht_learn_views();
+        if now >= self.dht.next_refresh {
+            let jitter = self.rand_below(1 + self.config.dht.self_lookup_ms as usize / 5) as u64;
+            // Soon after joining, then periodically.
+            self.dht.next_refresh = if self.dht.next_refresh == 0 {
+                now + 2_000 + jitter / 10
+            } else {
+                now + self.config.dht.self_lookup_ms - self.config.dht.self_lookup_ms / 10 + jitter
+            };
+            let me = self.dht.me;
+            let deadline = now + self.config.dht.lookup_timeout_ms;
+            self.start_op(None, OpKind::Refresh, me, deadline);
+        }
+        if now >= self.dht.next_links {
+            self.dht.next_links = now + self.config.dht.link_refresh_ms;
+            self.open_links_for_slots();
+        }
+        if now >= self.dht.next_republish {
+            let first = self.dht.next_republish == 0;
+            let period = self.config.dht.republish_ms;
+            let jitter = self.rand_below(1 + period as usize / 5) as u64;
+            self.dht.next_republish = now + period - period / 10 + jitter;
+            if !first {
+                self.republish();
+            }
+        }
+    }
+
+    fn republish(&mut self) {
+        let now = self.now;
+        let period = self.config.dht.republish_ms;
+        let deadline = now + self.config.dht.lookup_timeout_ms;
+        let own: Vec<Record> = self.dht.own.values().cloned().collect();
+        for r in own {
+            let key = r.key();
+            self.start_op(None, OpKind::Republish(r, 0), key, deadline);
+        }
+        // Held records nobody re-stored during the last period (someone else republished
+        // the others, so usually one holder does the work).
+        let held: Vec<(Record, u64)> = self
+            .dht
+            .records
+            .values()
+            .filter(|h| h.stored_at + period <= now && h.record.writer != self.me)
+            .map(|h| {
+                (
+                    h.record.clone(),
+                    h.record.ttl_ms.saturating_sub(h.expires - now),
+                )
+            })
+            .collect();
+        for (r, age) in held {
+            if let Some(h) = self.dht.records.get_mut(&r.key()) {
+                h.stored_at = now;
+            }
+            let key = r.key();
+            self.start_op(None, OpKind::Republish(r, age), key, deadline);
+        }
+    }
+
+    /// Drops links whose connection is gone; keeps the failure detector in step.
+    fn reconcile_links(&mut self) {
+        let gone: Vec<PeerId> = self
+            .dht
+            .links_out
+            .iter()
+            .chain(self.dht.links_in.iter())
+            .copied()
+            .filter(|p| match self.conns.get(p) {
+                None => true,
+                Some(Conn::Connecting { intent, .. }) => *intent != Intent::DhtLink,
+                Some(_) => false,
+            })
+            .collect();
+        for p in gone {
+            self.dht.links_out.remove(&p);
+            self.dht.links_in.remove(&p);
+            if !self.membership.is_active(&p) {
+                self.detector.remove(&p);
+            }
+        }
+    }
+
+    /// Opens links for uncovered slots, at most two at a time, within the budget.
+    fn open_links_for_slots(&mut self) {
+        let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));
+        let covered: BTreeSet<(usize, u32)> = self
+            .open_links()
+            .chain(self.dht.links_out.iter().copied())
+            .map(|p| self.dht.slot(&p, b))
+            .collect();
+        let pending = self
+            .dht
+            .links_out
+            .iter()
+            .filter(|p| matches!(self.conns.get(p), Some(Conn::Connecting { .. })))
+            .count();
+        let mut budget = self
+            .config
+            .dht
+            .max_links
+            .saturating_sub(self.dht.links_out.len())
+            .min(2usize.saturating_sub(pending));
+        if budget == 0 {
+            return;
+        }
+        // Candidates by slot, most recently seen first; far levels first.
+        let mut by_slot: BTreeMap<(usize, u32), Vec<(u64, PeerId)>> = BTreeMap::new();
+        for c in self.dht.buckets.iter().flatten() {
+            if self.conns.contains_key(&c.peer) || self.is_banned(&c.peer) {
+                continue;
+            }
+            let slot = self.dht.slot(&c.peer, b);
+            if !covered.contains(&slot) {
+                by_slot.entry(slot).or_default().push((c.seen, c.peer));
+            }
+        }
+        for (_, mut cands) in by_slot {
+            if budget == 0 {
+                break;
+            }
+            cands.sort_by(|a, b| b.cmp(a));
+            let peer = cands[0].1;
+            self.conns.insert(
+                peer,
+                Conn::Connecting {
+                    intent: Intent::DhtLink,
+                    since: self.now,
+                },
+            );
+            self.dht.links_out.insert(peer);
+            // A passive-view route or the server while there is one (they work before the
+            // DHT links exist); else greedy routing over the links we have.
+            let via = self
+                .path_for_new_connection(&peer)
+                .unwrap_or(SignalPath::Dht);
+            self.router.set_path(peer, via.clone(), self.now);
+            self.stats.connects += 1;
+            self.out.push(Output::Connect { peer, via });
+            budget -= 1;
+        }
+    }
+
+    /// The connection to `peer` came up: if it is a DHT link we opened, say so on it.
+    /// Returns whether it was one.
+    pub(super) fn dht_connection_up(&mut self, peer: PeerId) -> bool {
+        if self.conns.get(&peer)
+            != Some(&Conn::Connecting {
+                intent: Intent::DhtLink,
+                since: match self.conns.get(&peer) {
+                    Some(Conn::Connecting { since, .. }) => *since,
+                    _ => return false,
+                },
+            })
+        {
+            return false;
+        }
+        self.stats.connections_up += 1;
+        self.router.connection_settled(&peer);
+        if !self.joined || self.is_banned(&peer) {
+            self.conns.remove(&peer);
+            self.dht.links_out.remove(&peer);
+            self.out.push(Output::Disconnect { peer });
+            return true;
+        }
+        self.conns.insert(peer, Conn::Active);
+        self.dht.stats.links_opened += 1;
+        self.detector.add(peer, self.now);
+        let hello = DhtFrame {
+            target: Key::of_peer(&peer),
+            exact: true,
+            path: vec![self.me],
+            body: DhtBody::LinkHello,
+        };
+        self.send(peer, &Message::Dht(Box::new(hello)));
+        true
+    }
+
+    /// The connection to `peer` went down: if it was a DHT link (or an attempt at one),
+    /// forget it here. Returns whether it was one.
+    pub(super) fn dht_connection_down(&mut self, peer: PeerId) -> bool {
+        let link = self.dht.links_out.contains(&peer) || self.dht.links_in.contains(&peer);
+        if !link || self.membership.is_active(&peer) {
+            return false;
+        }
+        if matches!(self.conns.get(&peer), Some(Conn::Connecting { .. })) {
+            self.stats.failed_connects += 1;
+            self.dht.forget(&peer);
+        }
+        self.router.connection_settled(&peer);
+        self.conns.remove(&peer);
+        self.dht.links_out.remove(&peer);
+        self.dht.links_in.remove(&peer);
+        self.detector.remove(&peer);
+        true
+    }
+
+    /// A `LinkHello` on a connection someone opened to us: accept it as a DHT link if the
+    /// inbound budget allows.
+    pub(super) fn dht_link_hello(&mut self, from: PeerId) {
+        if !self.dht_on() || self.dht.links_in.len() >= self.config.dht.max_inbound_links {
+            self.conns.remove(&from);
+            self.out.push(Output::Disconnect { peer: from });
+            return;
+        }
+        self.conns.insert(from, Conn::Active);
+        self.dht.links_in.insert(from);
+        self.dht.stats.links_accepted += 1;
+        self.detector.add(from, self.now);
+        self.dht_learn(from);
+    }
+
+    /// Sends a WebRTC envelope along DHT routing (its path was set to [`SignalPath::Dht`]).
+    pub(super) fn send_signal_via_dht(&mut self, envelope: SignedEnvelope) {
+        let to = envelope.to;
+        self.dht_send(Key::of_peer(&to), true, DhtBody::Signal(envelope), &[]);
+    }
+}
+
+/// The rpc id of a frame that expects an answer (so a dead end can be reported).
+fn request_rpc(body: &DhtBody) -> Option<u64> {
+    match body {
+        DhtBody::Direct { rpc, .. }
+        | DhtBody::Request { rpc, .. }
+        | DhtBody::Find { rpc, .. }
+        | DhtBody::Store { rpc, .. } => Some(*rpc),
+        _ => None,
+    }
+}
