@@ -2,6 +2,7 @@
 //! Sizes are small so the suite stays fast in a debug build.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use rhizome::overlay::{Event, Misbehaviour};
 use rhizome::wire::{self, Gossip, Message, MsgId};
@@ -20,6 +21,13 @@ fn network(n: usize, seed: u64) -> Sim {
     }
     sim.run_until(n as u64 * 50 + 15_000);
     sim
+}
+
+/// The 40-peer network most scenarios start from, built once and cloned per test (the
+/// simulator is `Clone`), which keeps the debug-build suite fast.
+fn base() -> Sim {
+    static BASE: OnceLock<Sim> = OnceLock::new();
+    BASE.get_or_init(|| network(40, 1)).clone()
 }
 
 /// Online peers that delivered broadcast `id` (the origin counts as delivered).
@@ -73,7 +81,7 @@ fn connected(sim: &Sim) -> bool {
 
 #[test]
 fn active_views_stay_symmetric() {
-    let mut sim = network(24, 1);
+    let mut sim = base();
     sim.run_for(10_000);
     assert_eq!(sim.asymmetric_pairs(), vec![]);
     assert!(connected(&sim), "the overlay is partitioned");
@@ -86,7 +94,7 @@ fn active_views_stay_symmetric() {
 
 #[test]
 fn an_isolated_peer_rejoins() {
-    let mut sim = network(50, 2);
+    let mut sim = base();
     let x = 0;
     let doomed: BTreeSet<usize> = sim
         .overlay(x)
@@ -133,7 +141,7 @@ fn an_isolated_peer_rejoins() {
 
 #[test]
 fn a_broadcast_reaches_every_survivor_after_half_the_network_crashes() {
-    let mut sim = network(40, 3);
+    let mut sim = base();
     let warm = sim.broadcast(7, b"warm-up".to_vec()).unwrap();
     sim.run_for(5_000);
     assert_everyone_online_got(&sim, warm);
@@ -152,7 +160,7 @@ fn a_broadcast_reaches_every_survivor_after_half_the_network_crashes() {
 
 #[test]
 fn a_connection_to_a_passive_peer_is_signalled_through_the_overlay_with_no_server() {
-    let mut sim = network(24, 4);
+    let mut sim = base();
     sim.set_server(false);
     sim.reset_counters();
     // Crash three peers: their neighbours must repair from their passive views.
@@ -208,10 +216,10 @@ fn reports_against(sim: &Sim, v: usize, m: usize) -> Vec<Misbehaviour> {
 
 #[test]
 fn a_forged_broadcast_is_dropped() {
-    let mut sim = network(16, 5);
+    let mut sim = base();
     sim.log = Some(Vec::new());
     let (v, m) = victim_and_neighbour(&sim);
-    let o = (0..16).find(|i| *i != v && *i != m).unwrap();
+    let o = (0..40).find(|i| *i != v && *i != m).unwrap();
     // An "origin" o that never said this: signed by m, claiming to be from o.
     let origin = sim.peer_id(o);
     let payload = b"forged".to_vec();
@@ -259,7 +267,7 @@ fn a_forged_broadcast_is_dropped() {
 
 #[test]
 fn garbage_frames_get_the_sender_reported_and_dropped() {
-    let mut sim = network(16, 6);
+    let mut sim = base();
     sim.log = Some(Vec::new());
     let (v, m) = victim_and_neighbour(&sim);
     sim.inject_frame(m, v, vec![wire::WIRE_VERSION, 0xff, 0xff, 0xff, 0x07]);
