@@ -3,7 +3,11 @@
 //! ```text
 //! cargo run --release -p rhizome-sim -- [--peers 10000] [--churn-peers 1000]
 //!     [--churn-hours 1] [--seed 1] [--json results/sim.json] [--skip-crash] [--skip-churn]
+//!     [--active 5] [--passive 30] [--threshold 3] [--graft-ms 500] [--shuffle-ms 10000]
 //! ```
+//!
+//! The last five override the overlay defaults, for tuning; `SIM_DEBUG=1` prints the
+//! overlays' summed counters on stderr.
 //!
 //! Scenarios, all in one run so that rhizome and the flooding baseline are compared on
 //! the same views:
