@@ -18,6 +18,6 @@ pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 pub mod js;
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
 pub mod node;
 pub mod transport;

@@ -1,43 +1,43 @@
-//! The browser node: the event loop that drives one [`Overlay`] with real WebRTC
-//! connections, the signaling client and a timer.
+//! A node: one member of the overlay, with real WebRTC connections, a signaling client
+//! and a timer — in a browser page or in a native process.
 //!
-//! The overlay core decides everything; this driver only carries out its [`Output`]s and
-//! feeds back what the browser reports, in the order it happens. It is single-threaded
-//! (the page's event loop) and re-entrancy-free: every input goes through
-//! [`Shared::input`], which borrows the state, runs the overlay, and performs the outputs;
-//! anything that has to wait (a promise, a timer, a socket) is spawned as a task that
-//! calls `input` again later. Many nodes can live in one page: they share nothing but the
-//! page's count of `RTCPeerConnection`s.
+//! This module is the public face ([`Node`], [`NodeConfig`], [`NodeEvent`], …); the event
+//! loop behind it is `driver.rs`, written once over a private `Platform` trait
+//! (`platform.rs`) with two implementations chosen by target: `web.rs` (`web-sys`,
+//! `gloo-timers`, the page's event loop) and `native.rs` (webrtc-rs, tokio; feature
+//! `native`). The browser and a native process therefore run the same code and make the
+//! same decisions; only the transports and the clock differ.
 //!
-//! Connections are keyed by the remote peer. One connection per pair is enough because
-//! the transport does perfect negotiation (simultaneous connects converge on one
-//! `RTCPeerConnection` per side); a remote peer that restarted (a reload) shows up as an
-//! offer with a new attempt id on an open connection, which replaces the old one.
-//!
-//! The signaling session stays open while the node runs — it costs the server one idle
-//! WebSocket, answered pings keep it alive — but nothing depends on it: when it closes,
-//! the overlay is told (`ServerDown`) and signals go through the overlay instead. A new
-//! session is opened only when the overlay asks for a re-bootstrap because it is isolated.
+//! A node is single-threaded. In the browser that is the page's event loop; natively,
+//! [`Node::join`] and everything after it must run inside a `tokio::task::LocalSet` (on
+//! any runtime; a current-thread runtime carries many nodes). Many nodes can live in one
+//! page or process: they share nothing but its count of peer connections.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use futures_channel::mpsc;
-use futures_util::StreamExt;
-use gloo_timers::callback::{Interval, Timeout};
-use gloo_timers::future::TimeoutFuture;
-use wasm_bindgen::JsValue;
-use wasm_bindgen_futures::spawn_local;
 
 use crate::id::{Identity, PeerId};
-use crate::overlay::{self, Event, Input, Output, Overlay};
-use crate::signal::{SignalPayload, SignedEnvelope};
-use crate::topology::{Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_HOPS};
-use crate::transport::web::{connections_created, WebConnection};
-use crate::transport::web_signaling::{SignalingClient, SignalingEvent, SignalingSender};
-use crate::transport::{ConnEvent, ConnLimits, IceServer};
-use crate::wire::MsgId;
+use crate::overlay::{self, Input};
+use crate::transport::{ConnLimits, IceServer};
+
+mod driver;
+mod platform;
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+use driver::{Shared, CHANNEL_APP};
+use platform::Platform;
+
+/// The platform this build runs on.
+#[cfg(target_arch = "wasm32")]
+type Current = web::Web;
+/// The platform this build runs on.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+type Current = native::Native;
 
 /// Everything a node needs to start. One home for the driver's settings; the overlay's
 /// own live in [`overlay::Config`].
@@ -64,6 +64,12 @@ pub struct NodeConfig {
     /// network's graph from everyone's announcements (see `topology.rs`). Costs one
     /// broadcast per peer per interval: for demos and small rooms. Default off.
     pub announce_topology_ms: Option<u32>,
+    /// Where a native node's connections bind and how they gather ICE candidates: what a
+    /// browser decides for itself and a process must be told. Default
+    /// [`NativeConfig::default`](crate::transport::native::NativeConfig::default) (every
+    /// interface, mDNS names resolved); tests use `NativeConfig::loopback()`.
+    #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+    pub native: crate::transport::native::NativeConfig,
 }
 
 impl NodeConfig {
@@ -79,6 +85,8 @@ impl NodeConfig {
             join_timeout_ms: 10_000,
             server_ping_ms: 20_000,
             announce_topology_ms: None,
+            #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+            native: crate::transport::native::NativeConfig::default(),
         }
     }
 }
@@ -125,7 +133,7 @@ pub enum NodeError {
     Identity(#[from] crate::id::IdError),
     /// No signaling server accepted us.
     #[error(transparent)]
-    Signaling(#[from] crate::transport::web_signaling::SignalingError),
+    Signaling(#[from] crate::transport::signaling_types::SignalingError),
     /// The node has left.
     #[error("the node has left the overlay")]
     Left,
@@ -144,7 +152,7 @@ pub struct NodeStats {
     /// Open or opening connections of this node.
     pub connections: usize,
     /// `RTCPeerConnection`s created by this page so far, all nodes together (Chromium
-    /// allows ~500 per page lifetime).
+    /// allows ~500 per page lifetime); natively, webrtc-rs connections of this process.
     pub page_connections_created: u32,
     /// Connections this node started.
     pub connects: u64,
@@ -198,84 +206,11 @@ pub struct Topology {
     pub edges: Vec<(PeerId, PeerId)>,
 }
 
-struct Conn {
-    conn: Rc<WebConnection>,
-    /// Distinguishes this connection from an earlier one to the same peer.
-    generation: u64,
-    /// Our attempt id, sealed into every envelope we send for it.
-    attempt: u64,
-    /// The remote side's attempt id, once it has sent something.
-    remote_attempt: Option<u64>,
-    /// Signals for the transport, applied one at a time in arrival order.
-    signals: mpsc::UnboundedSender<SignalPayload>,
-    open: bool,
-}
-
-/// First byte of every broadcast payload: which stream it belongs to.
-const CHANNEL_APP: u8 = 0;
-const CHANNEL_TOPOLOGY: u8 = 1;
-
-struct State {
-    identity: Identity,
-    map: NetworkMap,
-    recent: VecDeque<Hop>,
-    announcer: Option<Interval>,
-    broadcasts_sent: u64,
-    last_sent: Option<MsgId>,
-    bytes_sent: u64,
-    bytes_received: u64,
-    config: NodeConfig,
-    overlay: Overlay,
-    conns: HashMap<PeerId, Conn>,
-    next_generation: u64,
-    server: Option<SignalingSender>,
-    server_session: u64,
-    bootstrapping: bool,
-    timer: Option<Timeout>,
-    ping: Option<Interval>,
-    events: mpsc::UnboundedSender<NodeEvent>,
-    left: bool,
-}
-
-/// The node's state, shared by the tasks that feed it.
-pub(crate) struct Shared {
-    state: RefCell<State>,
-}
-
 /// A running node. Dropping it does not stop it; call [`Node::leave`].
 #[derive(Clone)]
 pub struct Node {
-    shared: Rc<Shared>,
+    shared: Rc<Shared<Current>>,
     id: PeerId,
-}
-
-/// Milliseconds on the page's monotonic clock (`performance.now()`), in a window or a
-/// worker; `Date.now()` where there is no `performance`.
-fn now_ms() -> u64 {
-    use wasm_bindgen::JsCast;
-    let global = js_sys::global();
-    let t = js_sys::Reflect::get(&global, &JsValue::from_str("performance"))
-        .ok()
-        .filter(|p| p.is_object())
-        .and_then(|perf| {
-            let now = js_sys::Reflect::get(&perf, &JsValue::from_str("now")).ok()?;
-            now.dyn_into::<js_sys::Function>()
-                .ok()?
-                .call0(&perf)
-                .ok()?
-                .as_f64()
-        })
-        .unwrap_or_else(js_sys::Date::now);
-    t.max(0.0) as u64
-}
-
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // Attempt ids and seeds only need to differ, not to be secret; fall back to time.
-    if getrandom::fill(&mut b).is_err() {
-        return js_sys::Date::now().to_bits();
-    }
-    u64::from_le_bytes(b)
 }
 
 impl Node {
@@ -289,41 +224,8 @@ impl Node {
             Some(id) => id,
             None => Identity::generate()?,
         };
-        let (client, contacts) = SignalingClient::connect_any(
-            &config.signaling,
-            &identity,
-            &config.room,
-            config.join_timeout_ms,
-        )
-        .await?;
-        let (events, rx) = mpsc::unbounded();
-        let overlay = Overlay::new(identity.clone(), config.overlay.clone(), random_u64());
         let id = identity.peer_id();
-        let shared = Rc::new(Shared {
-            state: RefCell::new(State {
-                identity,
-                map: NetworkMap::new(),
-                recent: VecDeque::new(),
-                announcer: None,
-                broadcasts_sent: 0,
-                last_sent: None,
-                bytes_sent: 0,
-                bytes_received: 0,
-                config,
-                overlay,
-                conns: HashMap::new(),
-                next_generation: 1,
-                server: None,
-                server_session: 0,
-                bootstrapping: false,
-                timer: None,
-                ping: None,
-                events,
-                left: false,
-            }),
-        });
-        shared.attach_server(client, contacts);
-        shared.start_announcing();
+        let (shared, rx) = Shared::<Current>::start(config, identity).await?;
         Ok((Node { shared, id }, rx))
     }
 
@@ -363,7 +265,7 @@ impl Node {
     /// announcements are on — every peer and link the announcements describe.
     pub fn topology(&self) -> Topology {
         let mut s = self.shared.state.borrow_mut();
-        s.map.expire(now_ms());
+        s.map.expire(Current::now_ms());
         let me = self.id;
         let active: Vec<PeerId> = s.overlay.active_view().to_vec();
         let mut peers: Vec<TopologyPeer> = Vec::new();
@@ -438,7 +340,7 @@ impl Node {
             neighbors: s.overlay.active_view().len(),
             passive: s.overlay.passive_view().count(),
             connections: s.conns.len(),
-            page_connections_created: connections_created(),
+            page_connections_created: Current::connections_created(),
             connects: o.connects,
             delivered: o.delivered,
             duplicates: o.duplicates,
@@ -461,15 +363,7 @@ impl Node {
 
     /// Closes the connection to `peer` (as a network failure would); the overlay repairs.
     pub fn drop_connection(&self, peer: PeerId) -> bool {
-        let conn = self.shared.state.borrow_mut().conns.remove(&peer);
-        match conn {
-            Some(c) => {
-                c.conn.close();
-                self.shared.input(Input::ConnectionDown { peer });
-                true
-            }
-            None => false,
-        }
+        self.shared.remove_connection(peer)
     }
 
     /// Sends raw bytes to a neighbour, bypassing the overlay. Only for testing how
@@ -482,7 +376,7 @@ impl Node {
             .borrow()
             .conns
             .get(&peer)
-            .map(|c| c.conn.clone());
+            .and_then(|c| c.conn.clone());
         conn.map(|c| c.send(bytes).is_ok()).unwrap_or(false)
     }
 
@@ -494,7 +388,7 @@ impl Node {
         }
         self.shared.input(Input::Leave);
         // Give the DISCONNECT frames a moment to leave.
-        let deadline = now_ms() + 1_000;
+        let deadline = Current::now_ms() + 1_000;
         loop {
             let pending: usize = self
                 .shared
@@ -502,492 +396,25 @@ impl Node {
                 .borrow()
                 .conns
                 .values()
-                .map(|c| c.conn.buffered_amount())
+                .filter_map(|c| c.conn.as_ref())
+                .map(|c| c.buffered_amount())
                 .sum();
-            if pending == 0 || now_ms() >= deadline {
+            if pending == 0 || Current::now_ms() >= deadline {
                 break;
             }
-            TimeoutFuture::new(20).await;
+            Current::sleep(20).await;
         }
         let mut s = self.shared.state.borrow_mut();
         s.left = true;
-        for (_, c) in s.conns.drain() {
-            c.conn.close();
+        for conn in s.conns.drain().filter_map(|(_, c)| c.conn) {
+            conn.close();
         }
         s.timer = None;
-        s.ping = None;
         s.announcer = None;
         s.server = None;
+        s.server_stop = None;
         s.server_session += 1;
         let _ = s.events.unbounded_send(NodeEvent::Left);
         s.events.close_channel();
     }
-}
-
-impl Shared {
-    /// Runs one input through the overlay and carries out what it asks.
-    fn input(self: &Rc<Self>, input: Input) {
-        let outputs = {
-            let mut s = self.state.borrow_mut();
-            if s.left {
-                return;
-            }
-            s.overlay.handle(now_ms(), input)
-        };
-        for out in outputs {
-            self.perform(out);
-        }
-    }
-
-    fn emit(&self, ev: NodeEvent) {
-        let _ = self.state.borrow().events.unbounded_send(ev);
-    }
-
-    fn perform(self: &Rc<Self>, out: Output) {
-        match out {
-            Output::Send { to, frame } => {
-                let conn = self.state.borrow().conns.get(&to).map(|c| c.conn.clone());
-                match conn.map(|c| c.send(&frame)) {
-                    Some(Ok(())) => self.state.borrow_mut().bytes_sent += frame.len() as u64,
-                    Some(Err(e)) => self.emit(NodeEvent::Error {
-                        code: "send-failed",
-                        message: e.to_string(),
-                        peer: Some(to),
-                    }),
-                    // The overlay already heard (or will hear) that the link is gone.
-                    None => {}
-                }
-            }
-            Output::Connect { peer, .. } => self.open_connection(peer, true),
-            Output::Disconnect { peer } => {
-                let conn = self.state.borrow_mut().conns.remove(&peer);
-                if let Some(c) = conn {
-                    spawn_local(close_after_flush(c.conn));
-                }
-            }
-            Output::SetTimer { at } => {
-                let delay = at.saturating_sub(now_ms()).min(u32::MAX as u64) as u32;
-                let weak = Rc::downgrade(self);
-                let timer = Timeout::new(delay, move || {
-                    if let Some(shared) = weak.upgrade() {
-                        shared.input(Input::Timer);
-                    }
-                });
-                self.state.borrow_mut().timer = Some(timer);
-            }
-            Output::SendViaServer { envelope } => {
-                let server = self.state.borrow().server.clone();
-                let sent = server.map(|s| s.send_signal(&envelope));
-                if !matches!(sent, Some(Ok(()))) {
-                    // Lost the server between the overlay's decision and now.
-                    self.drop_server();
-                }
-            }
-            Output::DeliverSignal { envelope, payload } => self.deliver_signal(envelope, payload),
-            Output::RequestBootstrap => self.bootstrap(),
-            Output::Event(ev) => self.app_event(ev),
-        }
-    }
-
-    fn app_event(&self, ev: Event) {
-        let ev = match ev {
-            Event::NeighborUp(p) => {
-                self.emit(NodeEvent::NeighborUp(p));
-                NodeEvent::TopologyChanged
-            }
-            Event::NeighborDown(p) => {
-                self.state.borrow_mut().map.remove(&p);
-                self.emit(NodeEvent::NeighborDown(p));
-                NodeEvent::TopologyChanged
-            }
-            Event::Broadcast {
-                id,
-                payload,
-                hops,
-                via,
-            } => {
-                let Some((&channel, data)) = payload.split_first() else {
-                    return; // an empty payload carries no channel: not from a rhizome node
-                };
-                if channel == CHANNEL_APP {
-                    let mut s = self.state.borrow_mut();
-                    if s.recent.len() == MAX_ANNOUNCED_HOPS {
-                        s.recent.pop_front();
-                    }
-                    s.recent.push_back(Hop {
-                        origin: id.origin,
-                        seq: id.seq,
-                        via,
-                    });
-                }
-                match channel {
-                    CHANNEL_APP => NodeEvent::Broadcast {
-                        from: id.origin,
-                        seq: id.seq,
-                        data: data.to_vec(),
-                        hops,
-                    },
-                    CHANNEL_TOPOLOGY => match Announcement::decode(data) {
-                        Ok(a) => {
-                            if !self.state.borrow_mut().map.apply(id.origin, a, now_ms()) {
-                                return;
-                            }
-                            NodeEvent::TopologyChanged
-                        }
-                        Err(e) => NodeEvent::Error {
-                            code: "bad-announcement",
-                            message: e.to_string(),
-                            peer: Some(id.origin),
-                        },
-                    },
-                    other => NodeEvent::Error {
-                        code: "unknown-channel",
-                        message: format!("broadcast on unknown channel {other}"),
-                        peer: Some(id.origin),
-                    },
-                }
-            }
-            Event::BroadcastSent(id) => {
-                self.state.borrow_mut().last_sent = Some(id);
-                return;
-            }
-            // An envelope that fails verification may be forged by whoever relayed it;
-            // the peer it names is not blamed, only the envelope is refused.
-            Event::Misbehaving {
-                peer,
-                reason: reason @ overlay::Misbehaviour::BadSignal(_),
-            } => NodeEvent::Error {
-                code: "bad-signal",
-                message: format!("refused a signal envelope claiming to be from it: {reason}"),
-                peer: Some(peer),
-            },
-            Event::Misbehaving { peer, reason } => NodeEvent::Error {
-                code: "peer-misbehaved",
-                message: reason.to_string(),
-                peer: Some(peer),
-            },
-            // DHT events are not exposed to JS yet (node.send / 'message' to be wired).
-            Event::Dht(_) => return,
-            Event::Error(e) => NodeEvent::Error {
-                code: match e {
-                    overlay::OverlayError::PayloadTooLarge(_) => "payload-too-large",
-                    overlay::OverlayError::NotJoined => "not-joined",
-                    overlay::OverlayError::ForeignEnvelope => "foreign-envelope",
-                    overlay::OverlayError::NoSignalPath(_) => "no-signal-path",
-                },
-                message: e.to_string(),
-                peer: match e {
-                    overlay::OverlayError::NoSignalPath(p) => Some(p),
-                    _ => None,
-                },
-            },
-        };
-        self.emit(ev);
-    }
-
-    /// Creates a connection to `peer` and the task that forwards its events.
-    fn open_connection(self: &Rc<Self>, peer: PeerId, initiate: bool) {
-        let (local, ice, limits) = {
-            let s = self.state.borrow();
-            (
-                s.identity.peer_id(),
-                s.config.ice_servers.clone(),
-                s.config.limits.clone(),
-            )
-        };
-        let (conn, mut events) = match WebConnection::new(local, peer, &ice, limits, initiate) {
-            Ok(c) => c,
-            Err(e) => {
-                self.emit(NodeEvent::Error {
-                    code: "connection-failed",
-                    message: e.to_string(),
-                    peer: Some(peer),
-                });
-                self.input(Input::ConnectionDown { peer });
-                return;
-            }
-        };
-        let conn = Rc::new(conn);
-        let (signals, mut signal_rx) = mpsc::unbounded::<SignalPayload>();
-        let generation = {
-            let mut s = self.state.borrow_mut();
-            let generation = s.next_generation;
-            s.next_generation += 1;
-            if let Some(old) = s.conns.insert(
-                peer,
-                Conn {
-                    conn: conn.clone(),
-                    generation,
-                    attempt: random_u64(),
-                    remote_attempt: None,
-                    signals,
-                    open: false,
-                },
-            ) {
-                old.conn.close();
-            }
-            generation
-        };
-
-        // Signals are applied one at a time, in the order they arrived.
-        {
-            let conn = conn.clone();
-            let weak = Rc::downgrade(self);
-            spawn_local(async move {
-                while let Some(payload) = signal_rx.next().await {
-                    if let Err(e) = conn.handle_signal(payload).await {
-                        if let Some(shared) = weak.upgrade() {
-                            shared.emit(NodeEvent::Error {
-                                code: "signal-failed",
-                                message: e.to_string(),
-                                peer: Some(peer),
-                            });
-                        }
-                    }
-                }
-            });
-        }
-
-        let weak: Weak<Shared> = Rc::downgrade(self);
-        spawn_local(async move {
-            while let Some(ev) = events.next().await {
-                let Some(shared) = weak.upgrade() else { return };
-                if !shared.is_current(peer, generation) {
-                    return; // replaced or removed; its news is stale
-                }
-                match ev {
-                    ConnEvent::Signal(payload) => {
-                        let envelope = {
-                            let s = shared.state.borrow();
-                            let attempt = s.conns.get(&peer).map(|c| c.attempt).unwrap_or(0);
-                            SignedEnvelope::seal(&s.identity, peer, attempt, &payload)
-                        };
-                        shared.input(Input::SendSignal { envelope });
-                    }
-                    ConnEvent::Open => {
-                        if let Some(c) = shared.state.borrow_mut().conns.get_mut(&peer) {
-                            c.open = true;
-                        }
-                        shared.input(Input::ConnectionUp { peer });
-                    }
-                    ConnEvent::Message(bytes) => {
-                        shared.state.borrow_mut().bytes_received += bytes.len() as u64;
-                        shared.input(Input::Frame { from: peer, bytes })
-                    }
-                    ConnEvent::Corrupt(why) => {
-                        shared.emit(NodeEvent::Error {
-                            code: "peer-misbehaved",
-                            message: format!("broke the channel framing: {why}"),
-                            peer: Some(peer),
-                        });
-                        shared.remove_connection(peer);
-                        return;
-                    }
-                    ConnEvent::Closed(_why) => {
-                        shared.remove_connection(peer);
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
-    fn is_current(&self, peer: PeerId, generation: u64) -> bool {
-        self.state
-            .borrow()
-            .conns
-            .get(&peer)
-            .is_some_and(|c| c.generation == generation)
-    }
-
-    fn remove_connection(self: &Rc<Self>, peer: PeerId) {
-        let conn = self.state.borrow_mut().conns.remove(&peer);
-        if let Some(c) = conn {
-            c.conn.close();
-            self.input(Input::ConnectionDown { peer });
-        }
-    }
-
-    fn deliver_signal(self: &Rc<Self>, envelope: SignedEnvelope, payload: SignalPayload) {
-        let from = envelope.from;
-        let is_offer = matches!(payload, SignalPayload::Offer { .. });
-        // A fresh offer on an open connection means the remote side restarted.
-        let stale = {
-            let s = self.state.borrow();
-            s.conns.get(&from).is_some_and(|c| {
-                is_offer && c.open && c.remote_attempt.is_some_and(|a| a != envelope.attempt)
-            })
-        };
-        if stale {
-            self.remove_connection(from);
-        }
-        let exists = self.state.borrow().conns.contains_key(&from);
-        if !exists {
-            if !is_offer {
-                return; // leftovers of an attempt we no longer have
-            }
-            self.open_connection(from, false);
-        }
-        let mut s = self.state.borrow_mut();
-        if let Some(c) = s.conns.get_mut(&from) {
-            c.remote_attempt = Some(envelope.attempt);
-            let _ = c.signals.unbounded_send(payload);
-        }
-    }
-
-    /// Starts the periodic topology announcement, if configured.
-    fn start_announcing(self: &Rc<Self>) {
-        let Some(ms) = self.state.borrow().config.announce_topology_ms else {
-            return;
-        };
-        let weak = Rc::downgrade(self);
-        let announce = move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.announce(ms);
-            }
-        };
-        announce();
-        let interval = Interval::new(ms.max(250), announce);
-        self.state.borrow_mut().announcer = Some(interval);
-    }
-
-    fn announce(self: &Rc<Self>, interval_ms: u32) {
-        let (payload, me, announcement) = {
-            let s = self.state.borrow();
-            if s.left {
-                return;
-            }
-            let o = s.overlay.stats();
-            let a = Announcement {
-                version: ANNOUNCEMENT_VERSION,
-                interval_ms,
-                active: s.overlay.active_view().to_vec(),
-                passive: s.overlay.passive_view().count().min(u16::MAX as usize) as u16,
-                delivered: o.delivered,
-                frames_sent: o.frames_sent,
-                frames_received: o.frames_received,
-                recent: s.recent.iter().copied().collect(),
-            };
-            let mut payload = vec![CHANNEL_TOPOLOGY];
-            payload.extend_from_slice(&a.encode());
-            (payload, s.identity.peer_id(), a)
-        };
-        // Our own entry, so the map has both ends of our links.
-        self.state
-            .borrow_mut()
-            .map
-            .apply(me, announcement, now_ms());
-        if self.state.borrow().overlay.is_joined() {
-            self.input(Input::Broadcast { payload });
-        }
-    }
-
-    /// Takes a joined signaling session into use.
-    fn attach_server(self: &Rc<Self>, mut client: SignalingClient, contacts: Vec<PeerId>) {
-        let session = {
-            let mut s = self.state.borrow_mut();
-            s.server = Some(client.sender());
-            s.server_session += 1;
-            s.bootstrapping = false;
-            let sender = client.sender();
-            s.ping = Some(Interval::new(s.config.server_ping_ms, move || {
-                let _ = sender.ping();
-            }));
-            s.server_session
-        };
-        self.input(Input::ServerUp);
-        self.input(Input::Join { contacts });
-
-        let weak = Rc::downgrade(self);
-        spawn_local(async move {
-            while let Some(ev) = client.next_event().await {
-                let Some(shared) = weak.upgrade() else { return };
-                if shared.state.borrow().server_session != session {
-                    return; // replaced by a newer session
-                }
-                match ev {
-                    SignalingEvent::Signal { envelope, .. } => {
-                        match SignedEnvelope::from_json(&envelope) {
-                            Ok(envelope) => shared.input(Input::SignalFromServer { envelope }),
-                            Err(e) => shared.emit(NodeEvent::Error {
-                                code: "bad-signal",
-                                message: e.to_string(),
-                                peer: None,
-                            }),
-                        }
-                    }
-                    SignalingEvent::Error { code, message } => shared.emit(NodeEvent::Error {
-                        code: "signaling-error",
-                        message: match code {
-                            Some(c) => format!("{c:?}: {message}"),
-                            None => message,
-                        },
-                        peer: None,
-                    }),
-                    SignalingEvent::Closed(_) => break,
-                }
-            }
-            if let Some(shared) = weak.upgrade() {
-                if shared.state.borrow().server_session == session {
-                    shared.drop_server();
-                }
-            }
-        });
-    }
-
-    fn drop_server(self: &Rc<Self>) {
-        let had = {
-            let mut s = self.state.borrow_mut();
-            s.ping = None;
-            s.server_session += 1;
-            s.server.take().is_some()
-        };
-        if had {
-            self.input(Input::ServerDown);
-        }
-    }
-
-    /// The overlay is isolated: open a new signaling session for a fresh sample.
-    fn bootstrap(self: &Rc<Self>) {
-        let (urls, identity, room, timeout) = {
-            let mut s = self.state.borrow_mut();
-            if s.bootstrapping || s.left {
-                return;
-            }
-            s.bootstrapping = true;
-            (
-                s.config.signaling.clone(),
-                s.identity.clone(),
-                s.config.room.clone(),
-                s.config.join_timeout_ms,
-            )
-        };
-        self.drop_server();
-        let weak = Rc::downgrade(self);
-        spawn_local(async move {
-            let result = SignalingClient::connect_any(&urls, &identity, &room, timeout).await;
-            let Some(shared) = weak.upgrade() else { return };
-            match result {
-                Ok((client, contacts)) => shared.attach_server(client, contacts),
-                Err(e) => {
-                    shared.state.borrow_mut().bootstrapping = false;
-                    // The overlay asks again after its back-off.
-                    shared.emit(NodeEvent::Error {
-                        code: "bootstrap-failed",
-                        message: e.to_string(),
-                        peer: None,
-                    });
-                }
-            }
-        });
-    }
-}
-
-/// Closes a connection once what it has queued is sent (at most ~2 s).
-async fn close_after_flush(conn: Rc<WebConnection>) {
-    let deadline = now_ms() + 2_000;
-    while conn.is_open() && conn.buffered_amount() > 0 && now_ms() < deadline {
-        TimeoutFuture::new(20).await;
-    }
-    conn.close();
 }

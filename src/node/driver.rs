@@ -1,0 +1,668 @@
+//! The event loop of a node, written once for the browser and for a native process.
+//!
+//! The overlay core decides everything; this driver only carries out its [`Output`]s and
+//! feeds back what the transports report, in the order it happens. It is single-threaded
+//! and re-entrancy-free: every input goes through [`Shared::input`], which borrows the
+//! state, runs the overlay, and performs the outputs; anything that has to wait (a
+//! connection being made, a signal being applied, a timer, a socket) is spawned as a task
+//! that calls `input` again later. What differs between the browser and a native process
+//! (the connection and signaling types, the clock, tasks and timers) comes from the
+//! [`Platform`] the state is generic over; nothing else does.
+//!
+//! Connections are keyed by the remote peer. One connection per pair is enough because
+//! the transport does perfect negotiation (simultaneous connects converge on one
+//! peer connection per side); a remote peer that restarted (a reload) shows up as an
+//! offer with a new attempt id on an open connection, which replaces the old one. A
+//! connection is registered at once and made by a task (natively its constructor is
+//! async); signals that arrive meanwhile wait in its queue and are applied, one at a time
+//! in arrival order, once it exists.
+//!
+//! The signaling session stays open while the node runs — it costs the server one idle
+//! WebSocket, pinged every `server_ping_ms` — but nothing depends on it: when it closes,
+//! the overlay is told (`ServerDown`) and signals go through the overlay instead. A new
+//! session is opened only when the overlay asks for a re-bootstrap because it is isolated.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::pin::pin;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+
+use super::platform::{Connection, Platform, SignalSender, SignalingSession};
+use super::{NodeConfig, NodeEvent};
+use crate::id::{Identity, PeerId};
+use crate::overlay::{self, Event, Input, Output, Overlay};
+use crate::signal::{SignalPayload, SignedEnvelope};
+use crate::topology::{Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_HOPS};
+use crate::transport::signaling_types::SignalingEvent;
+use crate::transport::ConnEvent;
+use crate::wire::MsgId;
+/// One connection, registered as soon as it is decided on.
+pub(super) struct Conn<P: Platform> {
+    /// The transport's connection; `None` while it is being made.
+    pub(super) conn: Option<Rc<P::Conn>>,
+    /// Distinguishes this connection from an earlier one to the same peer.
+    generation: u64,
+    /// Our attempt id, sealed into every envelope we send for it.
+    attempt: u64,
+    /// The remote side's attempt id, once it has sent something.
+    remote_attempt: Option<u64>,
+    /// Signals for the transport, applied one at a time in arrival order (queued until
+    /// the connection exists).
+    signals: mpsc::UnboundedSender<SignalPayload>,
+    open: bool,
+}
+
+/// First byte of every broadcast payload: which stream it belongs to.
+pub(super) const CHANNEL_APP: u8 = 0;
+const CHANNEL_TOPOLOGY: u8 = 1;
+
+/// Everything a node holds; borrowed for the length of one step, never across an await.
+pub(super) struct State<P: Platform> {
+    pub(super) identity: Identity,
+    pub(super) map: NetworkMap,
+    recent: VecDeque<Hop>,
+    pub(super) announcer: Option<P::Interval>,
+    pub(super) broadcasts_sent: u64,
+    pub(super) last_sent: Option<MsgId>,
+    pub(super) bytes_sent: u64,
+    pub(super) bytes_received: u64,
+    pub(super) config: NodeConfig,
+    pub(super) overlay: Overlay,
+    pub(super) conns: HashMap<PeerId, Conn<P>>,
+    next_generation: u64,
+    pub(super) server: Option<<P::Signaling as SignalingSession>::Sender>,
+    /// Dropping it ends the current session's task, which closes the session.
+    pub(super) server_stop: Option<oneshot::Sender<()>>,
+    pub(super) server_session: u64,
+    bootstrapping: bool,
+    pub(super) timer: Option<P::Timeout>,
+    pub(super) events: mpsc::UnboundedSender<NodeEvent>,
+    pub(super) left: bool,
+}
+
+/// The node's state, shared by the tasks that feed it.
+pub(crate) struct Shared<P: Platform> {
+    pub(super) state: RefCell<State<P>>,
+}
+
+/// A fresh random number: attempt ids and overlay seeds only need to differ, not to be
+/// secret, so a failing random source falls back to the clock and a counter.
+pub(super) fn random_u64<P: Platform>() -> u64 {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        return P::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n;
+    }
+    u64::from_le_bytes(b)
+}
+
+impl<P: Platform> Shared<P> {
+    /// Joins the room on a signaling server and starts the node's tasks.
+    pub(super) async fn start(
+        config: NodeConfig,
+        identity: Identity,
+    ) -> Result<(Rc<Self>, mpsc::UnboundedReceiver<NodeEvent>), super::NodeError> {
+        let (client, contacts) = P::join_server(
+            config.signaling.clone(),
+            identity.clone(),
+            config.room.clone(),
+            config.join_timeout_ms,
+        )
+        .await?;
+        let (events, rx) = mpsc::unbounded();
+        let overlay = Overlay::new(identity.clone(), config.overlay.clone(), random_u64::<P>());
+        let shared = Rc::new(Shared {
+            state: RefCell::new(State {
+                identity,
+                map: NetworkMap::new(),
+                recent: VecDeque::new(),
+                announcer: None,
+                broadcasts_sent: 0,
+                last_sent: None,
+                bytes_sent: 0,
+                bytes_received: 0,
+                config,
+                overlay,
+                conns: HashMap::new(),
+                next_generation: 1,
+                server: None,
+                server_stop: None,
+                server_session: 0,
+                bootstrapping: false,
+                timer: None,
+                events,
+                left: false,
+            }),
+        });
+        shared.attach_server(client, contacts);
+        shared.start_announcing();
+        Ok((shared, rx))
+    }
+
+    /// Runs one input through the overlay and carries out what it asks.
+    pub(super) fn input(self: &Rc<Self>, input: Input) {
+        let outputs = {
+            let mut s = self.state.borrow_mut();
+            if s.left {
+                return;
+            }
+            s.overlay.handle(P::now_ms(), input)
+        };
+        for out in outputs {
+            self.perform(out);
+        }
+    }
+
+    pub(super) fn emit(&self, ev: NodeEvent) {
+        let _ = self.state.borrow().events.unbounded_send(ev);
+    }
+
+    fn perform(self: &Rc<Self>, out: Output) {
+        match out {
+            Output::Send { to, frame } => {
+                let conn = self
+                    .state
+                    .borrow()
+                    .conns
+                    .get(&to)
+                    .and_then(|c| c.conn.clone());
+                match conn.map(|c| c.send(&frame)) {
+                    Some(Ok(())) => self.state.borrow_mut().bytes_sent += frame.len() as u64,
+                    Some(Err(e)) => self.emit(NodeEvent::Error {
+                        code: "send-failed",
+                        message: e.to_string(),
+                        peer: Some(to),
+                    }),
+                    // The overlay already heard (or will hear) that the link is gone.
+                    None => {}
+                }
+            }
+            Output::Connect { peer, .. } => self.open_connection(peer, true),
+            Output::Disconnect { peer } => {
+                // A connection still being made is closed by its maker, which finds
+                // itself replaced.
+                let conn = self.state.borrow_mut().conns.remove(&peer);
+                if let Some(conn) = conn.and_then(|c| c.conn) {
+                    P::spawn_local(close_after_flush::<P>(conn));
+                }
+            }
+            Output::SetTimer { at } => {
+                let delay = at.saturating_sub(P::now_ms()).min(u32::MAX as u64) as u32;
+                let weak = Rc::downgrade(self);
+                let timer = P::timeout(delay, move || {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.input(Input::Timer);
+                    }
+                });
+                self.state.borrow_mut().timer = Some(timer);
+            }
+            Output::SendViaServer { envelope } => {
+                let server = self.state.borrow().server.clone();
+                let sent = server.map(|s| s.send_signal(&envelope));
+                if !matches!(sent, Some(Ok(()))) {
+                    // Lost the server between the overlay's decision and now.
+                    self.drop_server();
+                }
+            }
+            Output::DeliverSignal { envelope, payload } => self.deliver_signal(envelope, payload),
+            Output::RequestBootstrap => self.bootstrap(),
+            Output::Event(ev) => self.app_event(ev),
+        }
+    }
+
+    fn app_event(&self, ev: Event) {
+        let ev = match ev {
+            Event::NeighborUp(p) => {
+                self.emit(NodeEvent::NeighborUp(p));
+                NodeEvent::TopologyChanged
+            }
+            Event::NeighborDown(p) => {
+                self.state.borrow_mut().map.remove(&p);
+                self.emit(NodeEvent::NeighborDown(p));
+                NodeEvent::TopologyChanged
+            }
+            Event::Broadcast {
+                id,
+                payload,
+                hops,
+                via,
+            } => {
+                let Some((&channel, data)) = payload.split_first() else {
+                    return; // an empty payload carries no channel: not from a rhizome node
+                };
+                if channel == CHANNEL_APP {
+                    let mut s = self.state.borrow_mut();
+                    if s.recent.len() == MAX_ANNOUNCED_HOPS {
+                        s.recent.pop_front();
+                    }
+                    s.recent.push_back(Hop {
+                        origin: id.origin,
+                        seq: id.seq,
+                        via,
+                    });
+                }
+                match channel {
+                    CHANNEL_APP => NodeEvent::Broadcast {
+                        from: id.origin,
+                        seq: id.seq,
+                        data: data.to_vec(),
+                        hops,
+                    },
+                    CHANNEL_TOPOLOGY => match Announcement::decode(data) {
+                        Ok(a) => {
+                            if !self.state.borrow_mut().map.apply(id.origin, a, P::now_ms()) {
+                                return;
+                            }
+                            NodeEvent::TopologyChanged
+                        }
+                        Err(e) => NodeEvent::Error {
+                            code: "bad-announcement",
+                            message: e.to_string(),
+                            peer: Some(id.origin),
+                        },
+                    },
+                    other => NodeEvent::Error {
+                        code: "unknown-channel",
+                        message: format!("broadcast on unknown channel {other}"),
+                        peer: Some(id.origin),
+                    },
+                }
+            }
+            Event::BroadcastSent(id) => {
+                self.state.borrow_mut().last_sent = Some(id);
+                return;
+            }
+            // An envelope that fails verification may be forged by whoever relayed it;
+            // the peer it names is not blamed, only the envelope is refused.
+            Event::Misbehaving {
+                peer,
+                reason: reason @ overlay::Misbehaviour::BadSignal(_),
+            } => NodeEvent::Error {
+                code: "bad-signal",
+                message: format!("refused a signal envelope claiming to be from it: {reason}"),
+                peer: Some(peer),
+            },
+            Event::Misbehaving { peer, reason } => NodeEvent::Error {
+                code: "peer-misbehaved",
+                message: reason.to_string(),
+                peer: Some(peer),
+            },
+            // DHT events are not exposed to JS yet (node.send / 'message' to be wired).
+            Event::Dht(_) => return,
+            Event::Error(e) => NodeEvent::Error {
+                code: match e {
+                    overlay::OverlayError::PayloadTooLarge(_) => "payload-too-large",
+                    overlay::OverlayError::NotJoined => "not-joined",
+                    overlay::OverlayError::ForeignEnvelope => "foreign-envelope",
+                    overlay::OverlayError::NoSignalPath(_) => "no-signal-path",
+                },
+                message: e.to_string(),
+                peer: match e {
+                    overlay::OverlayError::NoSignalPath(p) => Some(p),
+                    _ => None,
+                },
+            },
+        };
+        self.emit(ev);
+    }
+
+    /// Registers a connection to `peer` and spawns the task that makes it, then applies
+    /// its signals; another task forwards its events.
+    fn open_connection(self: &Rc<Self>, peer: PeerId, initiate: bool) {
+        let (signals, mut signal_rx) = mpsc::unbounded::<SignalPayload>();
+        let (generation, making) = {
+            let mut s = self.state.borrow_mut();
+            let generation = s.next_generation;
+            s.next_generation += 1;
+            let making = P::connect(s.identity.peer_id(), peer, &s.config, initiate);
+            let old = s.conns.insert(
+                peer,
+                Conn {
+                    conn: None,
+                    generation,
+                    attempt: random_u64::<P>(),
+                    remote_attempt: None,
+                    signals,
+                    open: false,
+                },
+            );
+            if let Some(old) = old.and_then(|c| c.conn) {
+                old.close();
+            }
+            (generation, making)
+        };
+
+        let weak = Rc::downgrade(self);
+        P::spawn_local(async move {
+            let made = making.await;
+            let Some(shared) = weak.upgrade() else { return };
+            let (conn, events) = match made {
+                Ok(made) => made,
+                Err(e) => {
+                    if shared.is_current(peer, generation) {
+                        shared.state.borrow_mut().conns.remove(&peer);
+                        shared.emit(NodeEvent::Error {
+                            code: "connection-failed",
+                            message: e.to_string(),
+                            peer: Some(peer),
+                        });
+                        shared.input(Input::ConnectionDown { peer });
+                    }
+                    return;
+                }
+            };
+            let conn = Rc::new(conn);
+            {
+                let mut s = shared.state.borrow_mut();
+                match s.conns.get_mut(&peer) {
+                    Some(c) if c.generation == generation => c.conn = Some(conn.clone()),
+                    // Replaced or removed while it was being made.
+                    _ => {
+                        drop(s);
+                        conn.close();
+                        return;
+                    }
+                }
+            }
+            P::spawn_local(forward_events(weak.clone(), peer, generation, events));
+            drop(shared);
+
+            // Signals are applied one at a time, in the order they arrived; the queue ends
+            // when the connection is removed.
+            while let Some(payload) = signal_rx.next().await {
+                if let Err(e) = conn.handle_signal(payload).await {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.emit(NodeEvent::Error {
+                            code: "signal-failed",
+                            message: e.to_string(),
+                            peer: Some(peer),
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    fn is_current(&self, peer: PeerId, generation: u64) -> bool {
+        self.state
+            .borrow()
+            .conns
+            .get(&peer)
+            .is_some_and(|c| c.generation == generation)
+    }
+
+    /// Closes the connection to `peer`, if any, and tells the overlay it is down.
+    pub(super) fn remove_connection(self: &Rc<Self>, peer: PeerId) -> bool {
+        let conn = self.state.borrow_mut().conns.remove(&peer);
+        let Some(c) = conn else { return false };
+        if let Some(conn) = c.conn {
+            conn.close();
+        }
+        self.input(Input::ConnectionDown { peer });
+        true
+    }
+
+    fn deliver_signal(self: &Rc<Self>, envelope: SignedEnvelope, payload: SignalPayload) {
+        let from = envelope.from;
+        let is_offer = matches!(payload, SignalPayload::Offer { .. });
+        // A fresh offer on an open connection means the remote side restarted.
+        let stale = {
+            let s = self.state.borrow();
+            s.conns.get(&from).is_some_and(|c| {
+                is_offer && c.open && c.remote_attempt.is_some_and(|a| a != envelope.attempt)
+            })
+        };
+        if stale {
+            self.remove_connection(from);
+        }
+        let exists = self.state.borrow().conns.contains_key(&from);
+        if !exists {
+            if !is_offer {
+                return; // leftovers of an attempt we no longer have
+            }
+            self.open_connection(from, false);
+        }
+        let mut s = self.state.borrow_mut();
+        if let Some(c) = s.conns.get_mut(&from) {
+            c.remote_attempt = Some(envelope.attempt);
+            let _ = c.signals.unbounded_send(payload);
+        }
+    }
+
+    /// Starts the periodic topology announcement, if configured.
+    fn start_announcing(self: &Rc<Self>) {
+        let Some(ms) = self.state.borrow().config.announce_topology_ms else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        let announce = move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.announce(ms);
+            }
+        };
+        announce();
+        let interval = P::interval(ms.max(250), announce);
+        self.state.borrow_mut().announcer = Some(interval);
+    }
+
+    fn announce(self: &Rc<Self>, interval_ms: u32) {
+        let (payload, me, announcement) = {
+            let s = self.state.borrow();
+            if s.left {
+                return;
+            }
+            let o = s.overlay.stats();
+            let a = Announcement {
+                version: ANNOUNCEMENT_VERSION,
+                interval_ms,
+                active: s.overlay.active_view().to_vec(),
+                passive: s.overlay.passive_view().count().min(u16::MAX as usize) as u16,
+                delivered: o.delivered,
+                frames_sent: o.frames_sent,
+                frames_received: o.frames_received,
+                recent: s.recent.iter().copied().collect(),
+            };
+            let mut payload = vec![CHANNEL_TOPOLOGY];
+            payload.extend_from_slice(&a.encode());
+            (payload, s.identity.peer_id(), a)
+        };
+        // Our own entry, so the map has both ends of our links.
+        self.state
+            .borrow_mut()
+            .map
+            .apply(me, announcement, P::now_ms());
+        if self.state.borrow().overlay.is_joined() {
+            self.input(Input::Broadcast { payload });
+        }
+    }
+
+    /// Takes a joined signaling session into use: a task owns it, reads its events and
+    /// pings it, until it closes or the node lets it go.
+    fn attach_server(self: &Rc<Self>, mut client: P::Signaling, contacts: Vec<PeerId>) {
+        let (stop_tx, mut stop) = oneshot::channel::<()>();
+        let (session, ping_ms) = {
+            let mut s = self.state.borrow_mut();
+            s.server = Some(client.sender());
+            s.server_stop = Some(stop_tx);
+            s.server_session += 1;
+            s.bootstrapping = false;
+            (s.server_session, s.config.server_ping_ms.max(1))
+        };
+        self.input(Input::ServerUp);
+        self.input(Input::Join { contacts });
+
+        enum Wake {
+            Event(Option<SignalingEvent>),
+            Ping,
+            Stop,
+        }
+        let weak = Rc::downgrade(self);
+        P::spawn_local(async move {
+            let mut ping = pin!(P::sleep(ping_ms));
+            loop {
+                let wake = {
+                    let next = pin!(client.next_event());
+                    match select(next, select(ping.as_mut(), &mut stop)).await {
+                        Either::Left((ev, _)) => Wake::Event(ev),
+                        Either::Right((Either::Left(_), _)) => Wake::Ping,
+                        Either::Right((Either::Right(_), _)) => Wake::Stop,
+                    }
+                };
+                let ev = match wake {
+                    Wake::Stop => {
+                        client.close(); // the node dropped this session
+                        return;
+                    }
+                    Wake::Ping => {
+                        let _ = client.ping();
+                        ping.set(P::sleep(ping_ms));
+                        continue;
+                    }
+                    Wake::Event(None) | Wake::Event(Some(SignalingEvent::Closed(_))) => break,
+                    Wake::Event(Some(ev)) => ev,
+                };
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.state.borrow().server_session != session {
+                    return; // replaced by a newer session
+                }
+                match ev {
+                    SignalingEvent::Signal { envelope, .. } => {
+                        match SignedEnvelope::from_json(&envelope) {
+                            Ok(envelope) => shared.input(Input::SignalFromServer { envelope }),
+                            Err(e) => shared.emit(NodeEvent::Error {
+                                code: "bad-signal",
+                                message: e.to_string(),
+                                peer: None,
+                            }),
+                        }
+                    }
+                    SignalingEvent::Error { code, message } => shared.emit(NodeEvent::Error {
+                        code: "signaling-error",
+                        message: match code {
+                            Some(c) => format!("{c:?}: {message}"),
+                            None => message,
+                        },
+                        peer: None,
+                    }),
+                    SignalingEvent::Closed(_) => break,
+                }
+            }
+            if let Some(shared) = weak.upgrade() {
+                if shared.state.borrow().server_session == session {
+                    shared.drop_server();
+                }
+            }
+        });
+    }
+
+    /// Lets the signaling session go (its task closes it) and tells the overlay.
+    pub(super) fn drop_server(self: &Rc<Self>) {
+        let had = {
+            let mut s = self.state.borrow_mut();
+            s.server_stop = None;
+            s.server_session += 1;
+            s.server.take().is_some()
+        };
+        if had {
+            self.input(Input::ServerDown);
+        }
+    }
+
+    /// The overlay is isolated: open a new signaling session for a fresh sample.
+    fn bootstrap(self: &Rc<Self>) {
+        let (urls, identity, room, timeout) = {
+            let mut s = self.state.borrow_mut();
+            if s.bootstrapping || s.left {
+                return;
+            }
+            s.bootstrapping = true;
+            (
+                s.config.signaling.clone(),
+                s.identity.clone(),
+                s.config.room.clone(),
+                s.config.join_timeout_ms,
+            )
+        };
+        self.drop_server();
+        let weak = Rc::downgrade(self);
+        P::spawn_local(async move {
+            let result = P::join_server(urls, identity, room, timeout).await;
+            let Some(shared) = weak.upgrade() else { return };
+            match result {
+                Ok((client, contacts)) => shared.attach_server(client, contacts),
+                Err(e) => {
+                    shared.state.borrow_mut().bootstrapping = false;
+                    // The overlay asks again after its back-off.
+                    shared.emit(NodeEvent::Error {
+                        code: "bootstrap-failed",
+                        message: e.to_string(),
+                        peer: None,
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// Closes a connection once what it has queued is sent (at most ~2 s).
+async fn close_after_flush<P: Platform>(conn: Rc<P::Conn>) {
+    let deadline = P::now_ms() + 2_000;
+    while conn.is_open() && conn.buffered_amount() > 0 && P::now_ms() < deadline {
+        P::sleep(20).await;
+    }
+    conn.close();
+}
+
+/// Feeds a connection's events to the node until it closes or is replaced.
+async fn forward_events<P: Platform>(
+    weak: Weak<Shared<P>>,
+    peer: PeerId,
+    generation: u64,
+    mut events: mpsc::UnboundedReceiver<ConnEvent>,
+) {
+    while let Some(ev) = events.next().await {
+        let Some(shared) = weak.upgrade() else { return };
+        if !shared.is_current(peer, generation) {
+            return; // replaced or removed; its news is stale
+        }
+        match ev {
+            ConnEvent::Signal(payload) => {
+                let envelope = {
+                    let s = shared.state.borrow();
+                    let attempt = s.conns.get(&peer).map(|c| c.attempt).unwrap_or(0);
+                    SignedEnvelope::seal(&s.identity, peer, attempt, &payload)
+                };
+                shared.input(Input::SendSignal { envelope });
+            }
+            ConnEvent::Open => {
+                if let Some(c) = shared.state.borrow_mut().conns.get_mut(&peer) {
+                    c.open = true;
+                }
+                shared.input(Input::ConnectionUp { peer });
+            }
+            ConnEvent::Message(bytes) => {
+                shared.state.borrow_mut().bytes_received += bytes.len() as u64;
+                shared.input(Input::Frame { from: peer, bytes })
+            }
+            ConnEvent::Corrupt(why) => {
+                shared.emit(NodeEvent::Error {
+                    code: "peer-misbehaved",
+                    message: format!("broke the channel framing: {why}"),
+                    peer: Some(peer),
+                });
+                shared.remove_connection(peer);
+                return;
+            }
+            ConnEvent::Closed(_why) => {
+                shared.remove_connection(peer);
+                return;
+            }
+        }
+    }
+}

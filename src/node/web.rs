@@ -1,0 +1,142 @@
+//! The browser platform: `RTCPeerConnection`s (`transport::web`), the WebSocket signaling
+//! client (`transport::web_signaling`), the page's clock and `gloo-timers`.
+
+use std::future::Future;
+
+use gloo_timers::callback::{Interval, Timeout};
+use gloo_timers::future::TimeoutFuture;
+use wasm_bindgen::JsValue;
+
+use super::platform::{Connection, Created, Platform, SignalSender, SignalingSession};
+use super::NodeConfig;
+use crate::id::{Identity, PeerId};
+use crate::signal::{SignalPayload, SignedEnvelope};
+use crate::transport::web::{self, WebConnection};
+use crate::transport::web_signaling::{
+    SignalingClient, SignalingError, SignalingEvent, SignalingSender,
+};
+use crate::transport::TransportError;
+
+/// The browser (a window or a worker).
+pub(crate) struct Web;
+
+impl Platform for Web {
+    type Conn = WebConnection;
+    type Signaling = SignalingClient;
+    type Timeout = Timeout;
+    type Interval = Interval;
+
+    /// `performance.now()`, in a window or a worker; `Date.now()` where there is no
+    /// `performance`.
+    fn now_ms() -> u64 {
+        use wasm_bindgen::JsCast;
+        let global = js_sys::global();
+        let t = js_sys::Reflect::get(&global, &JsValue::from_str("performance"))
+            .ok()
+            .filter(|p| p.is_object())
+            .and_then(|perf| {
+                let now = js_sys::Reflect::get(&perf, &JsValue::from_str("now")).ok()?;
+                now.dyn_into::<js_sys::Function>()
+                    .ok()?
+                    .call0(&perf)
+                    .ok()?
+                    .as_f64()
+            })
+            .unwrap_or_else(js_sys::Date::now);
+        t.max(0.0) as u64
+    }
+
+    fn spawn_local(task: impl Future<Output = ()> + 'static) {
+        wasm_bindgen_futures::spawn_local(task);
+    }
+
+    fn sleep(ms: u32) -> impl Future<Output = ()> {
+        TimeoutFuture::new(ms)
+    }
+
+    fn timeout(ms: u32, f: impl FnOnce() + 'static) -> Timeout {
+        Timeout::new(ms, f)
+    }
+
+    fn interval(ms: u32, f: impl FnMut() + 'static) -> Interval {
+        Interval::new(ms, f)
+    }
+
+    fn connections_created() -> u32 {
+        web::connections_created()
+    }
+
+    fn connect(
+        local: PeerId,
+        remote: PeerId,
+        config: &NodeConfig,
+        initiate: bool,
+    ) -> impl Future<Output = Created<WebConnection>> + 'static {
+        // The browser's constructor is synchronous: the connection exists now.
+        let created = WebConnection::new(
+            local,
+            remote,
+            &config.ice_servers,
+            config.limits.clone(),
+            initiate,
+        );
+        std::future::ready(created)
+    }
+
+    async fn join_server(
+        urls: Vec<String>,
+        identity: Identity,
+        room: String,
+        timeout_ms: u32,
+    ) -> Result<(SignalingClient, Vec<PeerId>), SignalingError> {
+        SignalingClient::connect_any(&urls, &identity, &room, timeout_ms).await
+    }
+}
+
+impl Connection for WebConnection {
+    fn send(&self, data: &[u8]) -> Result<(), TransportError> {
+        WebConnection::send(self, data)
+    }
+
+    fn is_open(&self) -> bool {
+        WebConnection::is_open(self)
+    }
+
+    fn buffered_amount(&self) -> usize {
+        WebConnection::buffered_amount(self)
+    }
+
+    fn close(&self) {
+        WebConnection::close(self)
+    }
+
+    async fn handle_signal(&self, payload: SignalPayload) -> Result<(), TransportError> {
+        WebConnection::handle_signal(self, payload).await
+    }
+}
+
+impl SignalingSession for SignalingClient {
+    type Sender = SignalingSender;
+
+    fn sender(&self) -> SignalingSender {
+        SignalingClient::sender(self)
+    }
+
+    fn ping(&self) -> Result<(), SignalingError> {
+        SignalingClient::ping(self)
+    }
+
+    async fn next_event(&mut self) -> Option<SignalingEvent> {
+        SignalingClient::next_event(self).await
+    }
+
+    fn close(&self) {
+        SignalingClient::close(self)
+    }
+}
+
+impl SignalSender for SignalingSender {
+    fn send_signal(&self, envelope: &SignedEnvelope) -> Result<(), SignalingError> {
+        SignalingSender::send_signal(self, envelope)
+    }
+}
