@@ -1,30 +1,38 @@
 //! rhizome-node: a native rhizome peer, for always-on seeds, bots and bridges.
 //!
 //! A Rust process joins the same rooms as the browsers, through the same signaling server
-//! and the same WebRTC data channels (webrtc-rs, `rhizome::transport::native`). Today it
-//! joins a room and reports who it is and whom the server introduced it to; the overlay
-//! driver that turns those introductions into neighbours comes with the node driver.
-//!
-//! With `--links` it also accepts WebRTC connections and echoes what arrives
-//! ([`links`]), so browsers and other native peers can already reach it.
+//! and the same WebRTC data channels (webrtc-rs, `rhizome::transport::native`), and runs
+//! the very same overlay driver as a browser page ([`rhizome::node::Node`]). It prints one
+//! line per thing that happens and broadcasts each line it reads.
 //!
 //! The library half holds everything but the process plumbing, so tests drive it without
-//! spawning a binary: [`Args`] (the command line), [`join`] and [`Joined::report`].
+//! spawning a binary: [`Args`] (the command line) and [`run`] (join, report, broadcast,
+//! leave). Like every native node, [`run`] must be called inside a `tokio::task::LocalSet`.
+//!
+//! Output on stdout, one event per line, stable and machine-readable:
+//!
+//! ```text
+//! peer <our id>
+//! neighbor-up <id>
+//! neighbor-down <id>
+//! broadcast <origin id> <text>
+//! ```
+//!
+//! `<text>` is the payload as UTF-8 (invalid bytes replaced), with `\`, newlines and
+//! carriage returns escaped as `\\`, `\n` and `\r` so each broadcast stays on one line.
+//! Errors the node survives go to stderr.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use rhizome::id::{IdError, Identity, PeerId};
+use futures_util::{Stream, StreamExt};
+use rhizome::id::{IdError, Identity};
+use rhizome::node::{Node, NodeConfig, NodeEvent};
 use rhizome::transport::native::{MdnsMode, NativeConfig};
-use rhizome::transport::native_signaling::{SignalingClient, SignalingError};
 
-pub mod links;
-
-/// How often a node pings the signaling server. The server closes sessions silent for
-/// its idle timeout (60 s by default); browsers ping every 20 s too.
-pub const SERVER_PING: Duration = Duration::from_secs(20);
+pub use rhizome::node::NodeError as JoinError;
 
 /// Command line of `rhizome-node`.
 #[derive(Debug, Clone, Parser)]
@@ -50,14 +58,10 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub join_timeout_ms: u32,
 
-    /// Accept WebRTC connections from peers that signal us and echo their messages (a
-    /// stand-in until the overlay runs natively).
+    /// Stay up as an always-on member: do not leave when stdin ends (only on Ctrl-C or
+    /// SIGTERM).
     #[arg(long)]
-    pub links: bool,
-
-    /// With --links: also offer a connection to every member we were introduced to.
-    #[arg(long, requires = "links")]
-    pub dial: bool,
+    pub seed: bool,
 
     /// UDP address for WebRTC to bind; repeat for several. Default 0.0.0.0:0: every
     /// non-loopback interface, ephemeral ports.
@@ -92,56 +96,102 @@ impl Args {
         };
         config
     }
+
+    /// The node's configuration: servers, room, identity and transport settings.
+    pub fn node_config(&self) -> Result<NodeConfig, NodeError> {
+        let identity = match &self.secret {
+            Some(hex) => Identity::from_secret_hex(hex)?,
+            None => Identity::generate()?,
+        };
+        let mut config = NodeConfig::new(self.signaling.clone(), self.room.clone());
+        config.identity = Some(identity);
+        config.join_timeout_ms = self.join_timeout_ms;
+        config.native = self.native_config();
+        Ok(config)
+    }
 }
 
-/// Why the node could not start.
+/// Why the node could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The secret key given is not a valid key.
     #[error("bad secret key: {0}")]
     Secret(#[from] IdError),
-    /// No signaling server let us join.
+    /// The node could not join (no signaling server let us in).
     #[error(transparent)]
-    Signaling(#[from] SignalingError),
-    /// Writing the report failed.
+    Join(#[from] JoinError),
+    /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
 
-/// A node that has joined its room.
-pub struct Joined {
-    /// Our identity.
-    pub identity: Identity,
-    /// The session with the signaling server that let us in.
-    pub signaling: SignalingClient,
-    /// The members the server introduced us to (a random sample of the room).
-    pub introduced: Vec<PeerId>,
+/// Joins the overlay and runs until `shutdown` completes, the node is told to leave, or
+/// (without `--seed`) `lines` ends; then leaves gracefully. Each item of `lines` is
+/// broadcast; events are written to `out` (see the crate docs for the format).
+pub async fn run(
+    args: &Args,
+    lines: impl Stream<Item = String>,
+    shutdown: impl Future<Output = ()>,
+    out: &mut impl Write,
+) -> Result<(), NodeError> {
+    let (node, mut events) = Node::join(args.node_config()?).await?;
+    writeln!(out, "peer {}", node.id())?;
+    out.flush()?;
+    let lines = lines.fuse();
+    tokio::pin!(shutdown, lines);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            line = lines.next(), if reading => match line {
+                Some(line) => {
+                    if let Err(e) = node.broadcast(line.into_bytes()) {
+                        eprintln!("rhizome-node: cannot broadcast: {e}");
+                    }
+                }
+                None if args.seed => reading = false,
+                None => break,
+            },
+            event = events.next() => match event {
+                Some(NodeEvent::Left) | None => return Ok(()),
+                Some(event) => {
+                    report(&event, out)?;
+                    out.flush()?;
+                }
+            },
+        }
+    }
+    node.leave().await;
+    Ok(())
 }
 
-impl Joined {
-    /// Writes `peer <id>` and one `introduced <id>` line per member introduced to us,
-    /// the stable, machine-readable part of the output.
-    pub fn report(&self, out: &mut impl Write) -> std::io::Result<()> {
-        writeln!(out, "peer {}", self.identity.peer_id())?;
-        for p in &self.introduced {
-            writeln!(out, "introduced {p}")?;
+/// Writes one event: a stdout line for what a user or script follows, stderr for errors.
+fn report(event: &NodeEvent, out: &mut impl Write) -> std::io::Result<()> {
+    match event {
+        NodeEvent::NeighborUp(p) => writeln!(out, "neighbor-up {p}"),
+        NodeEvent::NeighborDown(p) => writeln!(out, "neighbor-down {p}"),
+        NodeEvent::Broadcast { from, data, .. } => {
+            writeln!(out, "broadcast {from} {}", one_line(data))
         }
-        out.flush()
+        NodeEvent::Error {
+            code,
+            message,
+            peer,
+        } => {
+            match peer {
+                Some(p) => eprintln!("rhizome-node: {code} ({p}): {message}"),
+                None => eprintln!("rhizome-node: {code}: {message}"),
+            }
+            Ok(())
+        }
+        NodeEvent::TopologyChanged | NodeEvent::Left => Ok(()),
     }
 }
 
-/// Loads or creates the identity and joins the room on the first server that answers.
-pub async fn join(args: &Args) -> Result<Joined, NodeError> {
-    let identity = match &args.secret {
-        Some(hex) => Identity::from_secret_hex(hex)?,
-        None => Identity::generate()?,
-    };
-    let (signaling, introduced) =
-        SignalingClient::connect_any(&args.signaling, &identity, &args.room, args.join_timeout_ms)
-            .await?;
-    Ok(Joined {
-        identity,
-        signaling,
-        introduced,
-    })
+/// A payload as one line of text: lossy UTF-8 with `\`, `\n` and `\r` escaped.
+pub fn one_line(data: &[u8]) -> String {
+    String::from_utf8_lossy(data)
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }

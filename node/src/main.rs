@@ -1,83 +1,56 @@
-//! The `rhizome-node` binary: joins a room, prints `peer <id>` and `introduced <id>`
-//! lines on stdout, then stays in the room until Ctrl-C, SIGTERM or the server closes the
-//! session: logging what the server relays to stderr, or with `--links` serving WebRTC
-//! connections and printing their events on stdout (see `links.rs`).
+//! The `rhizome-node` binary: joins the overlay of a room and prints `peer <id>`, then one
+//! line per neighbour change and per broadcast received; broadcasts each line of stdin.
+//! Leaves gracefully (goodbyes to the neighbours, exit 0) on Ctrl-C, SIGTERM, or — unless
+//! `--seed` — the end of stdin.
+//!
+//! The node driver is single-threaded (`Rc`-based, the same code as in the browser), so
+//! everything runs on a current-thread tokio runtime inside a `LocalSet`; stdin is read
+//! by a plain thread, which is the one blocking thing a process does.
 
+use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rhizome::transport::native_signaling::SignalingEvent;
-use rhizome_node::links::{serve_links, LinkOptions};
-use rhizome_node::{join, Args, SERVER_PING};
+use rhizome_node::{run, Args};
+use tokio::task::LocalSet;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    let mut joined = match join(&args).await {
-        Ok(j) => j,
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rhizome-node: {e}");
+            eprintln!("rhizome-node: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = joined.report(&mut std::io::stdout().lock()) {
-        eprintln!("rhizome-node: cannot write output: {e}");
-        return ExitCode::FAILURE;
-    }
-    eprintln!(
-        "rhizome-node: joined room {:?} on {}",
-        args.room,
-        joined.signaling.url()
-    );
-    if args.links {
-        let options = LinkOptions {
-            config: args.native_config(),
-            dial: args.dial,
-            ..LinkOptions::default()
-        };
-        let mut out = std::io::stdout();
-        return match serve_links(&mut joined, &options, shutdown_signal(), &mut out).await {
-            Ok(()) => {
-                joined.signaling.close();
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("rhizome-node: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut ping = tokio::time::interval(SERVER_PING);
-    ping.tick().await; // the first tick is immediate
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                if let Err(e) = joined.signaling.ping() {
-                    eprintln!("rhizome-node: cannot ping the server: {e}");
-                }
-            }
-            () = &mut shutdown => {
-                eprintln!("rhizome-node: shutting down");
-                joined.signaling.close();
-                return ExitCode::SUCCESS;
-            }
-            event = joined.signaling.next_event() => match event {
-                Some(SignalingEvent::Signal { from, .. }) => {
-                    eprintln!("rhizome-node: signal from {from} (no overlay driver yet)");
-                }
-                Some(SignalingEvent::Error { code, message }) => {
-                    eprintln!("rhizome-node: server error {code:?}: {message}");
-                }
-                Some(SignalingEvent::Closed(reason)) => {
-                    eprintln!("rhizome-node: signaling session closed: {reason}");
-                    return ExitCode::FAILURE;
-                }
-                None => return ExitCode::FAILURE,
-            },
+    let lines = stdin_lines();
+    let result = LocalSet::new().block_on(&runtime, async {
+        run(&args, lines, shutdown_signal(), &mut std::io::stdout()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rhizome-node: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Lines of stdin, read on a thread of their own; the stream ends with stdin.
+fn stdin_lines() -> impl futures_util::Stream<Item = String> {
+    let (tx, rx) = futures_channel::mpsc::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.unbounded_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.
