@@ -2,6 +2,8 @@
 //! network (also after a mass crash), records surviving half the peers crashing.
 //! Networks are small so the suite stays fast in a debug build.
 
+use std::sync::OnceLock;
+
 use rhizome::id::PeerId;
 use rhizome::overlay::dht::{Command, DhtEvent, Key};
 use rhizome::overlay::{Event, Input};
@@ -22,6 +24,13 @@ fn network(n: usize, seed: u64) -> Sim {
     sim.run_until(n as u64 * 50 + 40_000);
     sim.log = Some(Vec::new());
     sim
+}
+
+/// The 48-peer network every scenario starts from, built once and cloned per test (the
+/// simulator is `Clone`), which keeps the debug-build suite fast.
+fn base() -> Sim {
+    static BASE: OnceLock<Sim> = OnceLock::new();
+    BASE.get_or_init(|| network(48, 11)).clone()
 }
 
 fn command(sim: &mut Sim, i: usize, cmd: Command) {
@@ -79,7 +88,7 @@ fn far_pair(sim: &mut Sim) -> (usize, usize) {
 
 #[test]
 fn lookup_converges_to_the_true_k_closest_peers() {
-    let mut sim = network(64, 11);
+    let mut sim = base();
     let k = sim.cfg.overlay.dht.k;
     let mut exact = 0;
     let rounds = 10;
@@ -128,7 +137,7 @@ fn send_and_check(sim: &mut Sim, id: u64) -> bool {
 
 #[test]
 fn a_direct_message_crosses_the_network_to_a_non_neighbour() {
-    let mut sim = network(48, 12);
+    let mut sim = base();
     for id in 0..5 {
         assert!(send_and_check(&mut sim, id), "message {id} not delivered");
     }
@@ -136,7 +145,7 @@ fn a_direct_message_crosses_the_network_to_a_non_neighbour() {
 
 #[test]
 fn direct_messages_still_arrive_after_30_percent_of_peers_crash() {
-    let mut sim = network(60, 13);
+    let mut sim = base();
     let online = sim.online();
     for &i in online.iter().take(online.len() * 3 / 10) {
         sim.crash(i);
@@ -150,7 +159,7 @@ fn direct_messages_still_arrive_after_30_percent_of_peers_crash() {
 
 #[test]
 fn a_request_gets_its_response_from_a_far_peer() {
-    let mut sim = network(40, 14);
+    let mut sim = base();
     let (a, b) = far_pair(&mut sim);
     let to = sim.peer_id(b);
     command(
@@ -189,7 +198,7 @@ fn a_request_gets_its_response_from_a_far_peer() {
 
 #[test]
 fn a_message_to_a_crashed_peer_fails_instead_of_hanging() {
-    let mut sim = network(40, 15);
+    let mut sim = base();
     let (a, b) = far_pair(&mut sim);
     let to = sim.peer_id(b);
     sim.crash(b);
@@ -247,7 +256,7 @@ fn get(sim: &mut Sim, i: usize, id: u64, writer: PeerId, name: &[u8]) -> Option<
 
 #[test]
 fn a_newer_record_replaces_the_older_one_network_wide() {
-    let mut sim = network(40, 16);
+    let mut sim = base();
     let (a, b) = far_pair(&mut sim);
     let writer = sim.peer_id(a);
     assert_eq!(put(&mut sim, a, 1, b"profile", b"v1"), Some(8));
@@ -264,7 +273,7 @@ fn a_newer_record_replaces_the_older_one_network_wide() {
 
 #[test]
 fn records_survive_half_the_peers_crashing() {
-    let mut sim = network(60, 17);
+    let mut sim = base();
     let online = sim.online();
     let writers: Vec<usize> = online.iter().copied().take(6).collect();
     for (n, &w) in writers.iter().enumerate() {

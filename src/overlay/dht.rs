@@ -63,6 +63,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -75,6 +76,8 @@ use crate::wire::{Message, WireError, MAX_FRAME_LEN};
 pub const MAX_K: usize = 20;
 /// Most hops a DHT frame travels (its path is carried, so this bounds the frame too).
 pub const MAX_DHT_PATH: usize = 32;
+/// Most non-greedy hops a frame for an exact target may take around a stall.
+pub const MAX_DETOURS: u8 = 2;
 /// Largest direct message, request or response payload, in bytes.
 pub const MAX_DIRECT_PAYLOAD: usize = MAX_FRAME_LEN - 4096;
 /// Longest record name, in bytes.
@@ -177,6 +180,9 @@ pub struct DhtConfig {
     /// Deadline of one routed attempt (direct message, request, query); a direct message
     /// or request gets two attempts. Default 4 s.
     pub request_timeout_ms: u64,
+    /// Deadline of one lookup query (a `Find` routed to one peer). Default 2 s (a routed
+    /// query takes ≈ 0.35 s in the simulator; a dead peer must not stall the lookup).
+    pub query_timeout_ms: u64,
     /// How long a request that reached its recipient waits for the response. Default 10 s.
     pub response_timeout_ms: u64,
     /// Deadline of a whole lookup, put or get. Default 15 s.
@@ -204,6 +210,7 @@ impl Default for DhtConfig {
             link_refresh_ms: 5_000,
             self_lookup_ms: 60_000,
             request_timeout_ms: 4_000,
+            query_timeout_ms: 2_000,
             response_timeout_ms: 10_000,
             lookup_timeout_ms: 15_000,
             max_record_value: MAX_RECORD_VALUE,
@@ -523,6 +530,8 @@ pub struct DhtFrame {
     pub exact: bool,
     /// The source then every relay so far (the last one is the sender of this frame).
     pub path: Vec<PeerId>,
+    /// Hops so far that did not get closer to an exact target (at most [`MAX_DETOURS`]).
+    pub detours: u8,
     /// What is carried.
     pub body: DhtBody,
 }
@@ -867,6 +876,15 @@ impl Overlay {
         (Key::of_peer(&best).distance(target) < *than).then_some(best)
     }
 
+    /// Where a frame for an exact target goes when no link is closer (greedy routing
+    /// stalled here, usually for want of a link in one slot): the closest link off the
+    /// frame's path, whose own links may be closer. At most [`MAX_DETOURS`] per frame.
+    fn detour_hop(&self, target: &Key, path: &[PeerId]) -> Option<PeerId> {
+        self.open_links()
+            .filter(|p| !path.contains(p))
+            .min_by_key(|p| Key::of_peer(p).distance(target))
+    }
+
     /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat.
     fn dht_learn_views(&mut self) {
         let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
@@ -1076,12 +1094,14 @@ impl Overlay {
             target,
             exact,
             path: vec![me],
+            detours: 0,
             body,
         };
         let here = self.dht.me.distance(&target);
         // An exact target we are linked to takes the frame directly.
         let direct = PeerId::from_bytes(target.0);
-        let next = if exact
+        let mut frame = frame;
+        let mut next = if exact
             && !avoid.contains(&direct)
             && self.conns.get(&direct) == Some(&Conn::Active)
         {
@@ -1089,6 +1109,10 @@ impl Overlay {
         } else {
             self.next_hop(&target, &here, avoid)
         };
+        if next.is_none() && exact && target != self.dht.me {
+            next = self.detour_hop(&target, avoid);
+            frame.detours = 1;
+        }
         match next {
             Some(next) => {
                 self.send(next, &Message::Dht(Box::new(frame)));
@@ -1126,14 +1150,19 @@ impl Overlay {
         }
         let here = me_key.distance(&frame.target);
         let direct = PeerId::from_bytes(frame.target.0);
-        let next = if frame.exact && self.conns.get(&direct) == Some(&Conn::Active) {
+        let mut next = if frame.exact && self.conns.get(&direct) == Some(&Conn::Active) {
             Some(direct)
         } else {
             self.next_hop(&frame.target, &here, &frame.path)
         };
+        let detour = next.is_none() && frame.exact && frame.detours < MAX_DETOURS;
+        if detour {
+            next = self.detour_hop(&frame.target, &frame.path);
+        }
         match next {
             Some(next) if frame.path.len() < MAX_DHT_PATH => {
                 self.dht.stats.relayed += 1;
+                frame.detours += u8::from(detour);
                 frame.path.push(self.me);
                 self.send(next, &Message::Dht(Box::new(frame)));
             }
@@ -1372,7 +1401,7 @@ impl Overlay {
             rpc,
             Pending {
                 what: Waiting::Find { op, peer: None },
-                deadline: self.now + self.config.dht.request_timeout_ms,
+                deadline: self.now + self.config.dht.query_timeout_ms,
                 attempt: 0,
                 first_hop: None,
                 acked: false,
@@ -1476,7 +1505,7 @@ impl Overlay {
                         op,
                         peer: Some(peer),
                     },
-                    deadline: self.now + self.config.dht.request_timeout_ms,
+                    deadline: self.now + self.config.dht.query_timeout_ms,
                     attempt: 0,
                     first_hop: None,
                     acked: false,
@@ -1817,6 +1846,28 @@ impl Overlay {
             let me = self.dht.me;
             let deadline = now + self.config.dht.lookup_timeout_ms;
             self.start_op(None, OpKind::Refresh, me, deadline);
+            // Kademlia's bucket refresh: a lookup of a random key in every bucket that is
+            // not full, down to the deepest one we know of, so each peer knows someone in
+            // every non-empty slot (greedy routing stalls at a peer that does not).
+            let k = self.config.dht.k;
+            let deepest = (0..256).rev().find(|c| !self.dht.buckets[*c].is_empty());
+            for c in 0..deepest.map_or(0, |d| d + 1) {
+                if self.dht.buckets[c].len() >= k {
+                    continue;
+                }
+                let mut key = me.0;
+                for (i, byte) in key.iter_mut().enumerate() {
+                    for bit in 0..8 {
+                        let pos = i * 8 + bit;
+                        let mask = 0x80u8 >> bit;
+                        // Flip bit c (so the key lands in bucket c), randomise the rest.
+                        if pos == c || (pos > c && self.rng.next_u64() & 1 == 1) {
+                            *byte ^= mask;
+                        }
+                    }
+                }
+                self.start_op(None, OpKind::Refresh, Key(key), deadline);
+            }
         }
         if now >= self.dht.next_links {
             self.dht.next_links = now + self.config.dht.link_refresh_ms;
@@ -1888,41 +1939,59 @@ impl Overlay {
         }
     }
 
-    /// Opens links for uncovered slots, at most two at a time, within the budget.
+    /// Opens links for uncovered slots, deepest first, at most two at a time, within the
+    /// budget; at the budget, closes a link whose slot another open link covers to make
+    /// room (a new active neighbour often lands in a slot a link already serves).
     fn open_links_for_slots(&mut self) {
         let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));
-        let covered: BTreeSet<(usize, u32)> = self
-            .open_links()
-            .chain(self.dht.links_out.iter().copied())
-            .map(|p| self.dht.slot(&p, b))
-            .collect();
+        let mut covered: BTreeMap<(usize, u32), usize> = BTreeMap::new();
+        let open: Vec<PeerId> = self.open_links().collect();
+        for p in open.iter().chain(self.dht.links_out.iter()) {
+            *covered.entry(self.dht.slot(p, b)).or_default() += 1;
+        }
         let pending = self
             .dht
             .links_out
             .iter()
             .filter(|p| matches!(self.conns.get(p), Some(Conn::Connecting { .. })))
             .count();
-        let mut budget = self
-            .config
-            .dht
-            .max_links
-            .saturating_sub(self.dht.links_out.len())
-            .min(2usize.saturating_sub(pending));
-        if budget == 0 {
-            return;
-        }
-        // Candidates by slot, most recently seen first; far levels first.
+        // Candidates by uncovered slot, most recently seen first.
         let mut by_slot: BTreeMap<(usize, u32), Vec<(u64, PeerId)>> = BTreeMap::new();
         for c in self.dht.buckets.iter().flatten() {
             if self.conns.contains_key(&c.peer) || self.is_banned(&c.peer) {
                 continue;
             }
             let slot = self.dht.slot(&c.peer, b);
-            if !covered.contains(&slot) {
+            if !covered.contains_key(&slot) {
                 by_slot.entry(slot).or_default().push((c.seen, c.peer));
             }
         }
-        for (_, mut cands) in by_slot {
+        if by_slot.is_empty() {
+            return;
+        }
+        if self.dht.links_out.len() >= self.config.dht.max_links {
+            let redundant = self.dht.links_out.iter().copied().find(|p| {
+                self.conns.get(p) == Some(&Conn::Active)
+                    && !self.membership.is_active(p)
+                    && covered.get(&self.dht.slot(p, b)).copied().unwrap_or(0) >= 2
+            });
+            if let Some(p) = redundant {
+                if let Some(n) = covered.get_mut(&self.dht.slot(&p, b)) {
+                    *n -= 1;
+                }
+                self.conns.remove(&p);
+                self.dht.links_out.remove(&p);
+                self.detector.remove(&p);
+                self.out.push(Output::Disconnect { peer: p });
+            }
+        }
+        let mut budget = self
+            .config
+            .dht
+            .max_links
+            .saturating_sub(self.dht.links_out.len())
+            .min(2usize.saturating_sub(pending));
+        for (_, mut cands) in by_slot.into_iter().rev() {
             if budget == 0 {
                 break;
             }
@@ -1977,6 +2046,7 @@ impl Overlay {
             target: Key::of_peer(&peer),
             exact: true,
             path: vec![self.me],
+            detours: 0,
             body: DhtBody::LinkHello,
         };
         self.send(peer, &Message::Dht(Box::new(hello)));

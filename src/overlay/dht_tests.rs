@@ -251,6 +251,7 @@ fn dht_frames_round_trip_and_over_long_paths_are_refused() {
         target: Key::of_peer(&p),
         exact: true,
         path: vec![p; 3],
+        detours: 0,
         body: DhtBody::Store {
             rpc: 1,
             record,

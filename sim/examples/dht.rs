@@ -1,0 +1,378 @@
+//! DHT scenarios for `docs/BENCHMARKS.md` ("DHT"): lookups and direct messages in a
+//! steady network and under churn (2-hour median sessions), and record survival after
+//! half the peers crash.
+//!
+//! ```text
+//! cargo run --release -p rhizome-sim --example dht -- [--peers 1000] [--churn-minutes 30]
+//!     [--records 200] [--seed 1] [--bits 1]
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rhizome::id::PeerId;
+use rhizome::overlay::dht::{Command, DhtEvent, Key};
+use rhizome::overlay::{Event, Input};
+use rhizome_sim::{Sim, SimConfig};
+
+struct Args {
+    peers: usize,
+    churn_minutes: u64,
+    records: usize,
+    seed: u64,
+    bits: u8,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        peers: 1_000,
+        churn_minutes: 30,
+        records: 200,
+        seed: 1,
+        bits: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let v: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            eprintln!(
+                "usage: dht [--peers N] [--churn-minutes M] [--records R] [--seed S] [--bits B]"
+            );
+            std::process::exit(2)
+        });
+        match arg.as_str() {
+            "--peers" => a.peers = v as usize,
+            "--churn-minutes" => a.churn_minutes = v,
+            "--records" => a.records = v as usize,
+            "--seed" => a.seed = v,
+            "--bits" => a.bits = v as u8,
+            _ => {
+                eprintln!("unknown argument {arg}");
+                std::process::exit(2)
+            }
+        }
+    }
+    a
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    exact: u64,
+    hops: Vec<u64>,
+    latency: Vec<u64>,
+}
+
+impl Tally {
+    fn line(&mut self, what: &str) {
+        self.hops.sort_unstable();
+        self.latency.sort_unstable();
+        let pct = |v: &[u64], p: f64| -> u64 {
+            if v.is_empty() {
+                0
+            } else {
+                v[((v.len() - 1) as f64 * p) as usize]
+            }
+        };
+        let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        println!(
+            "  {what:<22} {:>6} sent  success {:>7.3}%  exact-k {:>7.3}%  hops mean {:.2} p50 {} p99 {} max {}  latency ms mean {:.0} p50 {} p99 {}",
+            self.sent,
+            100.0 * self.ok as f64 / self.sent.max(1) as f64,
+            100.0 * self.exact as f64 / self.sent.max(1) as f64,
+            mean(&self.hops),
+            pct(&self.hops, 0.5),
+            pct(&self.hops, 0.99),
+            self.hops.last().copied().unwrap_or(0),
+            mean(&self.latency),
+            pct(&self.latency, 0.5),
+            pct(&self.latency, 0.99),
+        );
+    }
+}
+
+enum Sent {
+    Lookup { at: u64, key: Key },
+    Direct { at: u64 },
+}
+
+struct Probe {
+    next_id: u64,
+    sent: BTreeMap<u64, Sent>,
+    lookups: Tally,
+    directs: Tally,
+    failures: BTreeMap<String, u64>,
+}
+
+impl Probe {
+    fn new() -> Self {
+        Probe {
+            next_id: 1,
+            sent: BTreeMap::new(),
+            lookups: Tally::default(),
+            directs: Tally::default(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    fn send(&mut self, sim: &mut Sim) {
+        let online = sim.online();
+        if online.len() < 2 {
+            return;
+        }
+        let a = online[sim.rand_below(online.len())];
+        let mut key = [0u8; 32];
+        for b in key.iter_mut() {
+            *b = sim.rand_below(256) as u8;
+        }
+        let key = Key(key);
+        let id = self.next_id;
+        self.next_id += 2;
+        self.sent.insert(id, Sent::Lookup { at: sim.now(), key });
+        self.lookups.sent += 1;
+        sim.input(a, Input::Dht(Command::Lookup { id, key }));
+        let b = loop {
+            let b = online[sim.rand_below(online.len())];
+            if b != a {
+                break b;
+            }
+        };
+        let to = sim.peer_id(b);
+        self.sent.insert(id + 1, Sent::Direct { at: sim.now() });
+        self.directs.sent += 1;
+        sim.input(
+            a,
+            Input::Dht(Command::SendDirect {
+                id: id + 1,
+                to,
+                payload: vec![0; 64],
+            }),
+        );
+    }
+
+    fn collect(&mut self, sim: &mut Sim, k: usize) {
+        let log = sim.log.replace(Vec::new()).unwrap_or_default();
+        for (at, _, e) in log {
+            let Event::Dht(e) = e else { continue };
+            match e {
+                DhtEvent::LookupDone {
+                    id, closest, hops, ..
+                } => {
+                    if let Some(Sent::Lookup { at: t0, key }) = self.sent.remove(&id) {
+                        let truth = true_closest(sim, &key, k);
+                        // Success: the peer responsible for the key (the closest live
+                        // one) was found; exact: the whole k-set matches brute force.
+                        if closest.first() == truth.first() {
+                            self.lookups.ok += 1;
+                        }
+                        if closest == truth {
+                            self.lookups.exact += 1;
+                        }
+                        self.lookups.hops.push(u64::from(hops));
+                        self.lookups.latency.push(at - t0);
+                    }
+                }
+                DhtEvent::Delivered { id, hops, .. } => {
+                    if let Some(Sent::Direct { at: t0 }) = self.sent.remove(&id) {
+                        self.directs.ok += 1;
+                        self.directs.exact += 1;
+                        self.directs.hops.push(u64::from(hops));
+                        self.directs.latency.push(at - t0);
+                    }
+                }
+                DhtEvent::Failed { id, error } => {
+                    if let Some(Sent::Direct { .. }) = self.sent.remove(&id) {
+                        *self.failures.entry(error.to_string()).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn true_closest(sim: &Sim, key: &Key, k: usize) -> Vec<PeerId> {
+    let mut all: Vec<(Key, PeerId)> = sim
+        .online()
+        .into_iter()
+        .map(|i| sim.peer_id(i))
+        .map(|p| (Key::of_peer(&p).distance(key), p))
+        .collect();
+    all.sort();
+    all.into_iter().take(k).map(|(_, p)| p).collect()
+}
+
+fn connections(sim: &Sim) -> (f64, f64, usize) {
+    let online = sim.online();
+    let n = online.len().max(1) as f64;
+    let conns: usize = online
+        .iter()
+        .map(|&i| sim.overlay(i).connections().count())
+        .sum();
+    let links: usize = online
+        .iter()
+        .map(|&i| sim.overlay(i).dht_links().len())
+        .sum();
+    let max = online
+        .iter()
+        .map(|&i| sim.overlay(i).connections().count())
+        .max()
+        .unwrap_or(0);
+    (conns as f64 / n, links as f64 / n, max)
+}
+
+fn main() {
+    let args = parse_args();
+    let mut cfg = SimConfig {
+        seed: args.seed,
+        ..SimConfig::default()
+    };
+    cfg.overlay.dht.bits_per_hop = args.bits;
+    let k = cfg.overlay.dht.k;
+    let n = args.peers;
+    let t = Instant::now();
+    let mut sim = Sim::new(cfg.clone(), n);
+    for i in 0..n {
+        sim.start_at(i, i as u64 * 5);
+    }
+    sim.run_until(n as u64 * 5 + 90_000);
+    let target = ((n as f64).log2() / f64::from(args.bits)).ceil() as u64 + 1;
+    println!(
+        "== DHT: {n} peers, k = {k}, b = {}, hop target ceil(log2 N / b) + 1 = {target} (built in {:.1} s wall) ==",
+        args.bits,
+        t.elapsed().as_secs_f64()
+    );
+    let (c, l, max) = connections(&sim);
+    println!("  open connections per peer: mean {c:.1} (DHT links {l:.1}), max {max}");
+    let base = sim.clone();
+
+    // Steady: one lookup and one direct message per second for 2 minutes.
+    sim.log = Some(Vec::new());
+    let mut probe = Probe::new();
+    for _ in 0..120 {
+        probe.send(&mut sim);
+        sim.run_for(1_000);
+        probe.collect(&mut sim, k);
+    }
+    sim.run_for(20_000);
+    probe.collect(&mut sim, k);
+    println!("steady:");
+    probe.lookups.line("lookups");
+    probe.directs.line("direct messages");
+    println!("  direct message failures: {:?}", probe.failures);
+
+    // Churn: exponential sessions with a 2-hour median (half leave, half crash),
+    // replaced at the same rate, as in the overlay's churn scenario.
+    let mut sim = base.clone();
+    sim.log = Some(Vec::new());
+    let mut probe = Probe::new();
+    let mean_s = 7200.0 / std::f64::consts::LN_2;
+    let p_depart = 1.0 - (-1.0 / mean_s).exp();
+    let arrivals_per_s = n as f64 / mean_s;
+    let mut carry = 0.0;
+    let (mut joins, mut departures) = (0u64, 0u64);
+    let t = Instant::now();
+    for _ in 0..args.churn_minutes * 60 {
+        for i in sim.online() {
+            if sim.rand_unit() < p_depart {
+                departures += 1;
+                if sim.rand_unit() < 0.5 {
+                    sim.leave(i);
+                } else {
+                    sim.crash(i);
+                }
+            }
+        }
+        carry += arrivals_per_s;
+        while carry >= 1.0 {
+            carry -= 1.0;
+            let i = sim.add_node();
+            let at = sim.now() + sim.rand_below(1000) as u64;
+            sim.start_at(i, at);
+            joins += 1;
+        }
+        probe.send(&mut sim);
+        sim.run_for(1_000);
+        probe.collect(&mut sim, k);
+    }
+    sim.run_for(20_000);
+    probe.collect(&mut sim, k);
+    println!(
+        "churn ({} min, median session 2 h: {joins} joins, {departures} departures; {:.1} s wall):",
+        args.churn_minutes,
+        t.elapsed().as_secs_f64()
+    );
+    probe.lookups.line("lookups");
+    probe.directs.line("direct messages");
+    println!("  direct message failures: {:?}", probe.failures);
+    let (c, l, max) = connections(&sim);
+    println!("  open connections per peer after churn: mean {c:.1} (DHT links {l:.1}), max {max}");
+
+    // Records: put from random writers, crash half the peers, get from random readers.
+    let mut sim = base;
+    sim.log = Some(Vec::new());
+    let mut writers = Vec::new();
+    for r in 0..args.records {
+        let online = sim.online();
+        let w = online[sim.rand_below(online.len())];
+        let name = format!("record-{r}").into_bytes();
+        sim.input(
+            w,
+            Input::Dht(Command::Put {
+                id: r as u64,
+                name: name.clone(),
+                value: vec![r as u8; 100],
+                seq: None,
+                ttl_ms: 3_600_000,
+            }),
+        );
+        writers.push((sim.peer_id(w), name));
+        sim.run_for(100);
+    }
+    sim.run_for(20_000);
+    let stored = sim
+        .log
+        .replace(Vec::new())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(
+            |(_, _, e)| matches!(e, Event::Dht(DhtEvent::PutDone { stored, .. }) if *stored >= k),
+        )
+        .count();
+    let mut order = sim.online();
+    for i in (1..order.len()).rev() {
+        let j = sim.rand_below(i + 1);
+        order.swap(i, j);
+    }
+    for &i in order.iter().take(order.len() / 2) {
+        sim.crash(i);
+    }
+    sim.run_for(30_000);
+    for (r, (writer, name)) in writers.iter().enumerate() {
+        let online = sim.online();
+        let reader = online[sim.rand_below(online.len())];
+        sim.input(
+            reader,
+            Input::Dht(Command::Get {
+                id: 1_000_000 + r as u64,
+                writer: *writer,
+                name: name.clone(),
+            }),
+        );
+        sim.run_for(100);
+    }
+    sim.run_for(30_000);
+    let found = sim
+        .log
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, _, e)| matches!(e, Event::Dht(DhtEvent::GetDone { .. })))
+        .count();
+    println!(
+        "records: {} put ({stored} stored on all k = {k} replicas); after 50% of peers crashed, {found} / {} read back ({:.1}%)",
+        args.records,
+        args.records,
+        100.0 * found as f64 / args.records.max(1) as f64
+    );
+}
