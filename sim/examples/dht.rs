@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p rhizome-sim --example dht -- [--peers 1000] [--churn-minutes 30]
-//!     [--records 200] [--seed 1] [--bits 1]
+//!     [--records 200] [--seed 1] [--bits 1] [--alpha 3]
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ struct Args {
     records: usize,
     seed: u64,
     bits: u8,
+    alpha: usize,
 }
 
 fn parse_args() -> Args {
@@ -30,6 +31,7 @@ fn parse_args() -> Args {
         records: 200,
         seed: 1,
         bits: 1,
+        alpha: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -45,6 +47,7 @@ fn parse_args() -> Args {
             "--records" => a.records = v as usize,
             "--seed" => a.seed = v,
             "--bits" => a.bits = v as u8,
+            "--alpha" => a.alpha = v as usize,
             _ => {
                 eprintln!("unknown argument {arg}");
                 std::process::exit(2)
@@ -228,6 +231,7 @@ fn main() {
         ..SimConfig::default()
     };
     cfg.overlay.dht.bits_per_hop = args.bits;
+    cfg.overlay.dht.alpha = args.alpha;
     let k = cfg.overlay.dht.k;
     let n = args.peers;
     let t = Instant::now();
@@ -265,6 +269,7 @@ fn main() {
     // replaced at the same rate, as in the overlay's churn scenario.
     let mut sim = base.clone();
     sim.log = Some(Vec::new());
+    sim.reset_counters();
     let mut probe = Probe::new();
     let mean_s = 7200.0 / std::f64::consts::LN_2;
     let p_depart = 1.0 - (-1.0 / mean_s).exp();
@@ -305,6 +310,11 @@ fn main() {
     probe.lookups.line("lookups");
     probe.directs.line("direct messages");
     println!("  direct message failures: {:?}", probe.failures);
+    let peer_hours = sim.peer_ms() as f64 / 3_600_000.0;
+    println!(
+        "  RTCPeerConnections created per peer-hour under churn (both sides, overlay + DHT): {:.1}",
+        sim.counters.pcs_created as f64 / peer_hours.max(1e-9)
+    );
     let (c, l, max) = connections(&sim);
     println!("  open connections per peer after churn: mean {c:.1} (DHT links {l:.1}), max {max}");
 
@@ -348,6 +358,16 @@ fn main() {
         sim.crash(i);
     }
     sim.run_for(30_000);
+    let online = sim.online();
+    let replicated = writers
+        .iter()
+        .filter(|(w, name)| {
+            let key = Key::for_record(w, name);
+            online
+                .iter()
+                .any(|&i| sim.overlay(i).stored_record(&key).is_some())
+        })
+        .count();
     for (r, (writer, name)) in writers.iter().enumerate() {
         let online = sim.online();
         let reader = online[sim.rand_below(online.len())];
@@ -370,7 +390,7 @@ fn main() {
         .filter(|(_, _, e)| matches!(e, Event::Dht(DhtEvent::GetDone { .. })))
         .count();
     println!(
-        "records: {} put ({stored} stored on all k = {k} replicas); after 50% of peers crashed, {found} / {} read back ({:.1}%)",
+        "records: {} put ({stored} stored on all k = {k} replicas); after 50% of peers crashed, {replicated} still held by a live peer, {found} / {} read back ({:.1}%)",
         args.records,
         args.records,
         100.0 * found as f64 / args.records.max(1) as f64
