@@ -28,8 +28,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::id::{Identity, PeerId};
-use crate::signal::{sign_join_proof, ClientMsg, ServerMsg, SignedEnvelope};
+use crate::signal::{ClientMsg, SignedEnvelope};
 
+use super::signaling_types::{session_event, Handshake, Step};
 pub use super::signaling_types::{SignalingError, SignalingEvent};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -127,7 +128,8 @@ impl SignalingClient {
         identity: &Identity,
         room: &str,
     ) -> Result<Vec<PeerId>, SignalingError> {
-        let mut joined = false;
+        let url = self.url.clone();
+        let mut handshake = Handshake::new(&url, identity, room);
         loop {
             let text = match self.reader.next().await {
                 None => return Err(self.unreachable("connection closed during join".into())),
@@ -141,28 +143,10 @@ impl SignalingClient {
                 }
                 Some(Ok(_)) => continue, // ping/pong, answered by tungstenite
             };
-            let msg = serde_json::from_str::<ServerMsg>(text.as_str())
-                .map_err(|e| self.protocol(format!("bad frame during join: {e}")))?;
-            match msg {
-                ServerMsg::Hello { nonce, .. } if !joined => {
-                    let proof = sign_join_proof(identity, &nonce, room);
-                    self.sender.send(&ClientMsg::Join {
-                        room: room.to_string(),
-                        peer: identity.peer_id(),
-                        proof,
-                    })?;
-                    joined = true;
-                }
-                ServerMsg::Welcome { peers } if joined => return Ok(peers),
-                ServerMsg::Error { code, message } => {
-                    return Err(SignalingError::Refused {
-                        url: self.url.clone(),
-                        code,
-                        message,
-                    })
-                }
-                ServerMsg::Pong => {}
-                other => return Err(self.protocol(format!("unexpected {other:?} during join"))),
+            match handshake.on_text(text.as_str())? {
+                Step::Send(msg) => self.sender.send(&msg)?,
+                Step::Wait => {}
+                Step::Joined(peers) => return Ok(peers),
             }
         }
     }
@@ -222,24 +206,10 @@ impl SignalingClient {
                 }
                 Some(Ok(_)) => continue, // ping/pong, answered by tungstenite
             };
-            return Some(match serde_json::from_str::<ServerMsg>(text.as_str()) {
-                Ok(ServerMsg::Signal { from, envelope }) => {
-                    SignalingEvent::Signal { from, envelope }
-                }
-                Ok(ServerMsg::Error { code, message }) => SignalingEvent::Error {
-                    code: Some(code),
-                    message,
-                },
-                Ok(ServerMsg::Pong) => continue,
-                Ok(other) => SignalingEvent::Error {
-                    code: None,
-                    message: format!("unexpected message from server: {other:?}"),
-                },
-                Err(e) => SignalingEvent::Error {
-                    code: None,
-                    message: format!("unparseable frame from server: {e}"),
-                },
-            });
+            match session_event(text.as_str()) {
+                Some(event) => return Some(event),
+                None => continue,
+            }
         }
     }
 

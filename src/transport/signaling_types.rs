@@ -6,8 +6,8 @@
 //! a joined session. Keeping them here, free of browser and tokio types, is what lets the
 //! two clients stay interchangeable.
 
-use crate::id::PeerId;
-use crate::signal::ErrorCode;
+use crate::id::{Identity, PeerId};
+use crate::signal::{sign_join_proof, ClientMsg, ErrorCode, ServerMsg};
 
 /// Why talking to the signaling server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,4 +73,100 @@ pub enum SignalingEvent {
     },
     /// The session ended. No event follows.
     Closed(String),
+}
+
+/// The join handshake as a pure state machine, shared by both clients: feed it every text
+/// frame the server sends; it says what to answer and when the join is done. Only the
+/// socket handling differs between the browser and the native client.
+pub(crate) struct Handshake<'a> {
+    url: &'a str,
+    identity: &'a Identity,
+    room: &'a str,
+    joined: bool,
+}
+
+/// What the client does after a frame of the handshake.
+pub(crate) enum Step {
+    /// Send this message and keep reading.
+    Send(ClientMsg),
+    /// Keep reading.
+    Wait,
+    /// Joined: the members the server introduced us to.
+    Joined(Vec<PeerId>),
+}
+
+impl<'a> Handshake<'a> {
+    /// A handshake joining `room` as `identity` on the server at `url`.
+    pub(crate) fn new(url: &'a str, identity: &'a Identity, room: &'a str) -> Self {
+        Handshake {
+            url,
+            identity,
+            room,
+            joined: false,
+        }
+    }
+
+    /// The next step after the server sent `text`.
+    pub(crate) fn on_text(&mut self, text: &str) -> Result<Step, SignalingError> {
+        let protocol = |reason: String| SignalingError::Protocol {
+            url: self.url.to_string(),
+            reason,
+        };
+        let msg = serde_json::from_str::<ServerMsg>(text)
+            .map_err(|e| protocol(format!("bad frame during join: {e}")))?;
+        match msg {
+            ServerMsg::Hello { nonce, .. } if !self.joined => {
+                self.joined = true;
+                Ok(Step::Send(ClientMsg::Join {
+                    room: self.room.to_string(),
+                    peer: self.identity.peer_id(),
+                    proof: sign_join_proof(self.identity, &nonce, self.room),
+                }))
+            }
+            ServerMsg::Welcome { peers } if self.joined => Ok(Step::Joined(peers)),
+            ServerMsg::Error { code, message } => Err(SignalingError::Refused {
+                url: self.url.to_string(),
+                code,
+                message,
+            }),
+            ServerMsg::Pong => Ok(Step::Wait),
+            other => Err(protocol(format!(
+                "unexpected `{}` during join",
+                message_kind(&other)
+            ))),
+        }
+    }
+}
+
+/// What one text frame of a joined session means; `None` for frames with nothing to
+/// report (pongs). Never fails: what cannot be parsed becomes an error event.
+pub(crate) fn session_event(text: &str) -> Option<SignalingEvent> {
+    Some(match serde_json::from_str::<ServerMsg>(text) {
+        Ok(ServerMsg::Signal { from, envelope }) => SignalingEvent::Signal { from, envelope },
+        Ok(ServerMsg::Error { code, message }) => SignalingEvent::Error {
+            code: Some(code),
+            message,
+        },
+        Ok(ServerMsg::Pong) => return None,
+        Ok(other) => SignalingEvent::Error {
+            code: None,
+            message: format!("unexpected `{}` from server", message_kind(&other)),
+        },
+        Err(e) => SignalingEvent::Error {
+            code: None,
+            message: format!("unparseable frame from server: {e}"),
+        },
+    })
+}
+
+/// The `type` of a server message, for error messages (a `Debug` dump would drag the
+/// formatting of every payload into the wasm binary).
+fn message_kind(m: &ServerMsg) -> &'static str {
+    match m {
+        ServerMsg::Hello { .. } => "hello",
+        ServerMsg::Welcome { .. } => "welcome",
+        ServerMsg::Signal { .. } => "signal",
+        ServerMsg::Pong => "pong",
+        ServerMsg::Error { .. } => "error",
+    }
 }

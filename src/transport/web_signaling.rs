@@ -19,9 +19,10 @@ use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::id::{Identity, PeerId};
-use crate::signal::{sign_join_proof, ClientMsg, ServerMsg, SignedEnvelope};
+use crate::signal::{ClientMsg, SignedEnvelope};
 
 use super::describe_js_error;
+use super::signaling_types::{session_event, Handshake, Step};
 pub use super::signaling_types::{SignalingError, SignalingEvent};
 
 enum Raw {
@@ -126,51 +127,25 @@ impl SignalingClient {
         identity: &Identity,
         room: &str,
     ) -> Result<Vec<PeerId>, SignalingError> {
-        let mut joined = false;
+        let url = self.url.clone();
+        let mut handshake = Handshake::new(&url, identity, room);
         loop {
             let raw = self.raw.next().await.ok_or(SignalingError::Closed)?;
-            let msg = match raw {
+            let text = match raw {
                 Raw::Open => continue,
                 Raw::Closed(reason) => return Err(self.unreachable(reason)),
-                Raw::Text(text) => serde_json::from_str::<ServerMsg>(&text)
-                    .map_err(|e| self.protocol(format!("bad frame during join: {e}")))?,
+                Raw::Text(text) => text,
             };
-            match msg {
-                ServerMsg::Hello { nonce, .. } if !joined => {
-                    let proof = sign_join_proof(identity, &nonce, room);
-                    self.send(&ClientMsg::Join {
-                        room: room.to_string(),
-                        peer: identity.peer_id(),
-                        proof,
-                    })?;
-                    joined = true;
-                }
-                ServerMsg::Welcome { peers } if joined => return Ok(peers),
-                ServerMsg::Error { code, message } => {
-                    return Err(SignalingError::Refused {
-                        url: self.url.clone(),
-                        code,
-                        message,
-                    })
-                }
-                ServerMsg::Pong => {}
-                other => {
-                    let kind = message_kind(&other);
-                    return Err(self.protocol(format!("unexpected `{kind}` during join")));
-                }
+            match handshake.on_text(&text)? {
+                Step::Send(msg) => self.send(&msg)?,
+                Step::Wait => {}
+                Step::Joined(peers) => return Ok(peers),
             }
         }
     }
 
     fn unreachable(&self, reason: String) -> SignalingError {
         SignalingError::Unreachable {
-            url: self.url.clone(),
-            reason,
-        }
-    }
-
-    fn protocol(&self, reason: String) -> SignalingError {
-        SignalingError::Protocol {
             url: self.url.clone(),
             reason,
         }
@@ -216,24 +191,10 @@ impl SignalingClient {
                 }
                 Raw::Text(text) => text,
             };
-            return Some(match serde_json::from_str::<ServerMsg>(&text) {
-                Ok(ServerMsg::Signal { from, envelope }) => {
-                    SignalingEvent::Signal { from, envelope }
-                }
-                Ok(ServerMsg::Error { code, message }) => SignalingEvent::Error {
-                    code: Some(code),
-                    message,
-                },
-                Ok(ServerMsg::Pong) => continue,
-                Ok(other) => SignalingEvent::Error {
-                    code: None,
-                    message: format!("unexpected `{}` from server", message_kind(&other)),
-                },
-                Err(e) => SignalingEvent::Error {
-                    code: None,
-                    message: format!("unparseable frame from server: {e}"),
-                },
-            });
+            match session_event(&text) {
+                Some(event) => return Some(event),
+                None => continue,
+            }
         }
     }
 
@@ -250,18 +211,6 @@ impl SignalingClient {
 impl Drop for SignalingClient {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// The `type` of a server message, for error messages (a `Debug` dump would drag the
-/// formatting of every payload into the wasm binary).
-fn message_kind(m: &ServerMsg) -> &'static str {
-    match m {
-        ServerMsg::Hello { .. } => "hello",
-        ServerMsg::Welcome { .. } => "welcome",
-        ServerMsg::Signal { .. } => "signal",
-        ServerMsg::Pong => "pong",
-        ServerMsg::Error { .. } => "error",
     }
 }
 
