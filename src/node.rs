@@ -381,25 +381,27 @@ impl Node {
     }
 
     /// Leaves the overlay: says goodbye to the neighbours, closes every connection and
-    /// the signaling session. Resolves when the goodbyes are flushed (at most ~1 s).
+    /// the signaling session. Resolves when the goodbyes are flushed and the connections
+    /// they went on are closed (at most ~1 s).
     pub async fn leave(&self) {
         if self.shared.state.borrow().left {
             return;
         }
         self.shared.input(Input::Leave);
-        // Give the DISCONNECT frames a moment to leave.
+        // Give the DISCONNECT frames a moment to leave, and their connections to close.
         let deadline = Current::now_ms() + 1_000;
         loop {
-            let pending: usize = self
-                .shared
-                .state
-                .borrow()
-                .conns
-                .values()
-                .filter_map(|c| c.conn.as_ref())
-                .map(|c| c.buffered_amount())
-                .sum();
-            if pending == 0 || Current::now_ms() >= deadline {
+            let (pending, flushing) = {
+                let s = self.shared.state.borrow();
+                let pending: usize = s
+                    .conns
+                    .values()
+                    .filter_map(|c| c.conn.as_ref())
+                    .map(|c| c.buffered_amount())
+                    .sum();
+                (pending, s.flushing)
+            };
+            if (pending == 0 && flushing == 0) || Current::now_ms() >= deadline {
                 break;
             }
             Current::sleep(20).await;

@@ -74,6 +74,8 @@ pub(super) struct State<P: Platform> {
     pub(super) config: NodeConfig,
     pub(super) overlay: Overlay,
     pub(super) conns: HashMap<PeerId, Conn<P>>,
+    /// Connections let go of that are still sending what they had queued.
+    pub(super) flushing: usize,
     next_generation: u64,
     pub(super) server: Option<<P::Signaling as SignalingSession>::Sender>,
     /// Dropping it ends the current session's task, which closes the session.
@@ -130,6 +132,7 @@ impl<P: Platform> Shared<P> {
                 config,
                 overlay,
                 conns: HashMap::new(),
+                flushing: 0,
                 next_generation: 1,
                 server: None,
                 server_stop: None,
@@ -189,7 +192,14 @@ impl<P: Platform> Shared<P> {
                 // itself replaced.
                 let conn = self.state.borrow_mut().conns.remove(&peer);
                 if let Some(conn) = conn.and_then(|c| c.conn) {
-                    P::spawn_local(close_after_flush::<P>(conn));
+                    self.state.borrow_mut().flushing += 1;
+                    let weak = Rc::downgrade(self);
+                    P::spawn_local(async move {
+                        close_after_flush::<P>(conn).await;
+                        if let Some(shared) = weak.upgrade() {
+                            shared.state.borrow_mut().flushing -= 1;
+                        }
+                    });
                 }
             }
             Output::SetTimer { at } => {
@@ -616,7 +626,7 @@ async fn close_after_flush<P: Platform>(conn: Rc<P::Conn>) {
     while conn.is_open() && conn.buffered_amount() > 0 && P::now_ms() < deadline {
         P::sleep(20).await;
     }
-    conn.close();
+    conn.close_gracefully().await;
 }
 
 /// Feeds a connection's events to the node until it closes or is replaced.
@@ -626,6 +636,11 @@ async fn forward_events<P: Platform>(
     generation: u64,
     mut events: mpsc::UnboundedReceiver<ConnEvent>,
 ) {
+    // Our candidates must not overtake our first description: the remote side drops
+    // signals for a connection it does not know, and only an offer creates one. webrtc-rs
+    // may report candidates while it is still setting the offer locally.
+    let mut described = false;
+    let mut held: Vec<SignalPayload> = Vec::new();
     while let Some(ev) = events.next().await {
         let Some(shared) = weak.upgrade() else { return };
         if !shared.is_current(peer, generation) {
@@ -633,12 +648,27 @@ async fn forward_events<P: Platform>(
         }
         match ev {
             ConnEvent::Signal(payload) => {
-                let envelope = {
-                    let s = shared.state.borrow();
-                    let attempt = s.conns.get(&peer).map(|c| c.attempt).unwrap_or(0);
-                    SignedEnvelope::seal(&s.identity, peer, attempt, &payload)
-                };
-                shared.input(Input::SendSignal { envelope });
+                let candidate = matches!(payload, SignalPayload::Candidate { .. });
+                if candidate && !described {
+                    held.push(payload);
+                    continue;
+                }
+                described |= matches!(
+                    payload,
+                    SignalPayload::Offer { .. } | SignalPayload::Answer { .. }
+                );
+                let mut ready = vec![payload];
+                if described {
+                    ready.append(&mut held);
+                }
+                for payload in ready {
+                    let envelope = {
+                        let s = shared.state.borrow();
+                        let attempt = s.conns.get(&peer).map(|c| c.attempt).unwrap_or(0);
+                        SignedEnvelope::seal(&s.identity, peer, attempt, &payload)
+                    };
+                    shared.input(Input::SendSignal { envelope });
+                }
             }
             ConnEvent::Open => {
                 if let Some(c) = shared.state.borrow_mut().conns.get_mut(&peer) {

@@ -124,6 +124,10 @@ impl Connection for NativeConnection {
         NativeConnection::close(self)
     }
 
+    async fn close_gracefully(&self) {
+        NativeConnection::close_and_wait(self).await
+    }
+
     async fn handle_signal(&self, payload: SignalPayload) -> Result<(), TransportError> {
         NativeConnection::handle_signal(self, payload).await
     }

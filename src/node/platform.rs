@@ -73,6 +73,9 @@ pub(crate) trait Connection: 'static {
     fn buffered_amount(&self) -> usize;
     /// Closes at once; a `Closed` event follows (or has been sent).
     fn close(&self);
+    /// Closes and, where the platform can tell, waits until the peer has been told (a
+    /// native process may exit right after; a page goes on, so there it is `close`).
+    async fn close_gracefully(&self);
     /// Applies a signal from the remote peer.
     async fn handle_signal(&self, payload: SignalPayload) -> Result<(), TransportError>;
 }

@@ -110,6 +110,10 @@ impl Connection for WebConnection {
         WebConnection::close(self)
     }
 
+    async fn close_gracefully(&self) {
+        WebConnection::close(self)
+    }
+
     async fn handle_signal(&self, payload: SignalPayload) -> Result<(), TransportError> {
         WebConnection::handle_signal(self, payload).await
     }
