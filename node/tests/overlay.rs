@@ -173,6 +173,11 @@ async fn broadcast_reaches_each_exactly_once(
     }
 }
 
+/// Every node leaves, all at once (each waits up to ~1 s for its goodbyes).
+async fn leave_all(nodes: &[(Node, Deliveries)]) {
+    futures_util::future::join_all(nodes.iter().map(|(n, _)| n.leave())).await;
+}
+
 #[test]
 fn twenty_native_peers_form_a_symmetric_overlay_and_a_broadcast_reaches_each_exactly_once() {
     run_local(async {
@@ -180,9 +185,7 @@ fn twenty_native_peers_form_a_symmetric_overlay_and_a_broadcast_reaches_each_exa
         let nodes = join_nodes(&server.url, "twenty", 20).await;
         wait_until("the overlay is connected and symmetric", || formed(&nodes)).await;
         broadcast_reaches_each_exactly_once(&nodes, 7, b"hello, twenty").await;
-        for (node, _) in &nodes {
-            node.leave().await;
-        }
+        leave_all(&nodes).await;
     });
 }
 
@@ -198,8 +201,6 @@ fn a_broadcast_reaches_everyone_after_the_signaling_server_is_killed() {
         })
         .await;
         broadcast_reaches_each_exactly_once(&nodes, 3, b"no server needed").await;
-        for (node, _) in &nodes {
-            node.leave().await;
-        }
+        leave_all(&nodes).await;
     });
 }

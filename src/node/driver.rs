@@ -186,7 +186,18 @@ impl<P: Platform> Shared<P> {
                     None => {}
                 }
             }
-            Output::Connect { peer, .. } => self.open_connection(peer, true),
+            Output::Connect { peer, .. } => {
+                // One connection per pair: perfect negotiation makes an attempt already
+                // under way (ours, or the remote's that we are answering) serve both
+                // sides, and replacing it would strand the remote's half. The overlay
+                // does not see an inbound attempt until it opens, so it may ask for one.
+                let existing = self.state.borrow().conns.get(&peer).map(|c| c.open);
+                match existing {
+                    None => self.open_connection(peer, true),
+                    Some(true) => self.input(Input::ConnectionUp { peer }),
+                    Some(false) => {}
+                }
+            }
             Output::Disconnect { peer } => {
                 // A connection still being made is closed by its maker, which finds
                 // itself replaced.
