@@ -80,7 +80,13 @@ impl NodeConfig {
             room: room.into(),
             ice_servers: Vec::new(),
             identity: None,
-            overlay: overlay::Config::default(),
+            // Unstructured until the DHT is reachable from the node's API (node.send,
+            // `mode`): in hybrid mode every peer would open DHT links nobody uses, and
+            // each costs an RTCPeerConnection.
+            overlay: overlay::Config {
+                mode: overlay::dht::Mode::Unstructured,
+                ..overlay::Config::default()
+            },
             limits: ConnLimits::default(),
             join_timeout_ms: 10_000,
             server_ping_ms: 20_000,
