@@ -106,7 +106,9 @@ pub struct Gossip {
     pub id: MsgId,
     /// Hops travelled so far (not signed: relays increment it).
     pub round: u16,
-    /// The application's bytes.
+    /// The application's bytes (serialised as one byte string: same wire bytes as a
+    /// sequence of u8, without serde visiting each byte).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// The origin's signature (see `overlay::broadcast::BROADCAST_CONTEXT`).
     pub sig: Signature,
@@ -288,6 +290,37 @@ mod tests {
 
     fn peer(n: u8) -> PeerId {
         PeerId::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_broadcast_payload_has_the_same_wire_bytes_as_a_plain_byte_sequence() {
+        // Peers that serialise the payload element by element must read ours, and we
+        // theirs: the byte-string encoding may change speed, never the format.
+        #[derive(Serialize)]
+        struct PlainGossip {
+            id: MsgId,
+            round: u16,
+            payload: Vec<u8>,
+            sig: Signature,
+        }
+        let g = Gossip {
+            id: MsgId {
+                origin: peer(7),
+                seq: 300,
+            },
+            round: 2,
+            payload: (0..=255u8).chain(0..=10).collect(),
+            sig: Signature::from_bytes([9; 64]),
+        };
+        let plain = PlainGossip {
+            id: g.id,
+            round: g.round,
+            payload: g.payload.clone(),
+            sig: g.sig,
+        };
+        let ours = postcard::to_allocvec(&g).unwrap();
+        assert_eq!(ours, postcard::to_allocvec(&plain).unwrap());
+        assert_eq!(postcard::from_bytes::<Gossip>(&ours).unwrap(), g);
     }
 
     fn arb_peer() -> impl Strategy<Value = PeerId> {

@@ -15,6 +15,7 @@ pub mod chunk;
 pub mod native;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub mod native_signaling;
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
 pub mod signaling_types;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
