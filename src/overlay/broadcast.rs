@@ -226,7 +226,11 @@ impl Overlay {
         {
             return self.punish(from, Misbehaviour::ForgedBroadcast(id.origin));
         }
-        self.plumtree.make_eager(from);
+        // Only active-view links form the tree; a DHT link may carry gossip but never
+        // becomes a tree edge (eager and lazy peers stay a subset of the active view).
+        if self.membership.is_active(&from) {
+            self.plumtree.make_eager(from);
+        }
         // An IHAVE may have arrived before the payload: the tree delivered in time.
         self.plumtree.missing.remove(&id);
         self.stats.delivered += 1;
@@ -312,7 +316,9 @@ impl Overlay {
     }
 
     pub(super) fn on_graft(&mut self, from: PeerId, id: Option<MsgId>) {
-        self.plumtree.make_eager(from);
+        if self.membership.is_active(&from) {
+            self.plumtree.make_eager(from);
+        }
         let Some(id) = id else { return };
         let Some(seen) = self.plumtree.seen.get(&id) else {
             return;
@@ -327,7 +333,9 @@ impl Overlay {
     }
 
     pub(super) fn on_prune(&mut self, from: PeerId) {
-        self.plumtree.make_lazy(from);
+        if self.membership.is_active(&from) {
+            self.plumtree.make_lazy(from);
+        }
     }
 
     pub(super) fn plumtree_neighbor_up(&mut self, peer: PeerId) {
