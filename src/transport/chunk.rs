@@ -49,6 +49,54 @@ pub fn split(message: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
     })
 }
 
+/// Chunks accepted for sending and not yet handed to the data channel, with their byte
+/// count. Both transports queue through it, so a message is admitted (whole, or refused
+/// with nothing queued) the same way in the browser and natively; each transport drains
+/// it at its own pace.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    /// Chunks in sending order.
+    pub chunks: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes of the chunks still counted as queued.
+    pub bytes: usize,
+}
+
+impl SendQueue {
+    /// Splits `message` into chunks and queues them all, unless that would take the queue
+    /// past `max_queued` bytes: then nothing is queued and the caller gets
+    /// [`TransportError::Backpressure`](super::TransportError::Backpressure).
+    pub fn push_message(
+        &mut self,
+        message: &[u8],
+        max_queued: usize,
+    ) -> Result<(), super::TransportError> {
+        if self.bytes + message.len() > max_queued {
+            return Err(super::TransportError::Backpressure);
+        }
+        for c in split(message) {
+            self.push_raw(c);
+        }
+        Ok(())
+    }
+
+    /// Queues one data-channel message as is (no chunk header), counted like the rest.
+    pub fn push_raw(&mut self, bytes: Vec<u8>) {
+        self.bytes += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+}
+
+/// Checks a message against the largest one a connection sends.
+pub fn check_size(message: &[u8], max_message: usize) -> Result<(), super::TransportError> {
+    if message.len() > max_message {
+        return Err(super::TransportError::TooLarge {
+            size: message.len(),
+            max: max_message,
+        });
+    }
+    Ok(())
+}
+
 /// Reassembles messages from the chunks of one channel.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -137,6 +185,24 @@ mod tests {
         // real transport closes the channel here. A fresh message on a fresh reassembler:
         let mut r = Reassembler::new(3 * CHUNK_PAYLOAD);
         assert_eq!(r.push(&[LAST, 9]).unwrap(), Some(vec![9]));
+    }
+
+    #[test]
+    fn a_message_that_would_overflow_the_send_queue_is_refused_whole() {
+        let mut q = SendQueue::default();
+        q.push_message(&[1; 3 * CHUNK_PAYLOAD], 4 * CHUNK_PAYLOAD)
+            .unwrap();
+        assert_eq!(q.chunks.len(), 3);
+        let queued = q.bytes;
+        assert_eq!(
+            q.push_message(&[2; 2 * CHUNK_PAYLOAD], 4 * CHUNK_PAYLOAD),
+            Err(super::super::TransportError::Backpressure)
+        );
+        assert_eq!(
+            (q.chunks.len(), q.bytes),
+            (3, queued),
+            "nothing of it queued"
+        );
     }
 
     #[test]

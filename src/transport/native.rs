@@ -29,7 +29,6 @@
 //! - **Teardown** is explicit: [`NativeConnection::close`] (and `Drop`) stops our tasks
 //!   and closes the webrtc-rs connection, whose driver task would otherwise outlive it.
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,7 +49,8 @@ use webrtc::peer_connection::{
 use crate::id::PeerId;
 use crate::signal::SignalPayload;
 
-use super::{chunk, ConnEvent, ConnLimits, IceServer, TransportError};
+use super::chunk::{self, SendQueue};
+use super::{ConnEvent, ConnLimits, IceServer, TransportError};
 
 /// Outstanding bytes in webrtc-rs up to which queued chunks are handed over; above it the
 /// writer waits for `OnBufferedAmountLow`. Same value as the browser transport's.
@@ -140,18 +140,12 @@ struct Negotiation {
     pending_candidates: Vec<RTCIceCandidateInit>,
 }
 
-/// Chunks accepted by `send` and not yet handed to webrtc-rs.
-#[derive(Default)]
-struct SendQueue {
-    chunks: VecDeque<Vec<u8>>,
-    bytes: usize,
-}
-
 /// State shared by the connection, its tasks and the webrtc-rs event handler.
 struct Shared {
     events: mpsc::UnboundedSender<ConnEvent>,
     closed: AtomicBool,
     open: AtomicBool,
+    /// Chunks accepted by `send` and not yet handed to webrtc-rs.
     queue: Mutex<SendQueue>,
     /// webrtc-rs's outstanding bytes as last seen by the writer.
     in_flight: AtomicUsize,
@@ -394,25 +388,11 @@ impl NativeConnection {
     /// other. Refuses — and loses nothing already queued — when the channel is not open,
     /// the message is too large, or the send queue is full (wait for it to drain).
     pub fn send(&self, data: &[u8]) -> Result<(), TransportError> {
-        if data.len() > self.limits.max_message {
-            return Err(TransportError::TooLarge {
-                size: data.len(),
-                max: self.limits.max_message,
-            });
-        }
+        chunk::check_size(data, self.limits.max_message)?;
         if !self.is_open() {
             return Err(TransportError::NotOpen);
         }
-        {
-            let mut queue = lock(&self.shared.queue);
-            if queue.bytes + data.len() > self.limits.max_queued {
-                return Err(TransportError::Backpressure);
-            }
-            for c in chunk::split(data) {
-                queue.bytes += c.len();
-                queue.chunks.push_back(c);
-            }
-        }
+        lock(&self.shared.queue).push_message(data, self.limits.max_queued)?;
         self.shared.wake_writer.notify_one();
         Ok(())
     }
@@ -425,11 +405,7 @@ impl NativeConnection {
         if !self.is_open() {
             return Err(TransportError::NotOpen);
         }
-        {
-            let mut queue = lock(&self.shared.queue);
-            queue.bytes += bytes.len();
-            queue.chunks.push_back(bytes.to_vec());
-        }
+        lock(&self.shared.queue).push_raw(bytes.to_vec());
         self.shared.wake_writer.notify_one();
         Ok(())
     }

@@ -30,7 +30,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::id::{Identity, PeerId};
 use crate::signal::{ClientMsg, SignedEnvelope};
 
-use super::signaling_types::{session_event, Handshake, Step};
+use super::signaling_types::{first_that_joins, session_event, Handshake, Step};
 pub use super::signaling_types::{SignalingError, SignalingEvent};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -53,14 +53,7 @@ impl SignalingClient {
         room: &str,
         deadline_ms: u32,
     ) -> Result<(Self, Vec<PeerId>), SignalingError> {
-        let mut last = SignalingError::NoServers;
-        for url in urls {
-            match Self::connect(url, identity, room, deadline_ms).await {
-                Ok(ok) => return Ok(ok),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        first_that_joins(urls, |url| Self::connect(url, identity, room, deadline_ms)).await
     }
 
     /// Connects to one server, proves our identity and joins `room`, all within

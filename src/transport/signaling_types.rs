@@ -75,6 +75,26 @@ pub enum SignalingEvent {
     Closed(String),
 }
 
+/// Tries `connect` on each URL in order and returns the first session that joins; with
+/// none, the last error ([`SignalingError::NoServers`] for an empty list). The fallback
+/// order both clients promise for a list of servers.
+pub(crate) async fn first_that_joins<'a, T, Fut>(
+    urls: &'a [String],
+    mut connect: impl FnMut(&'a str) -> Fut,
+) -> Result<T, SignalingError>
+where
+    Fut: std::future::Future<Output = Result<T, SignalingError>>,
+{
+    let mut last = SignalingError::NoServers;
+    for url in urls {
+        match connect(url).await {
+            Ok(ok) => return Ok(ok),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// The join handshake as a pure state machine, shared by both clients: feed it every text
 /// frame the server sends; it says what to answer and when the join is done. Only the
 /// socket handling differs between the browser and the native client.

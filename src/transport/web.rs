@@ -24,7 +24,6 @@
 //!   as the channel's `close`, because Firefox and Chromium disagree on which fires.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures_channel::mpsc;
@@ -42,7 +41,8 @@ use web_sys::{
 use crate::id::PeerId;
 use crate::signal::SignalPayload;
 
-use super::{chunk, describe_js_error, ConnEvent, ConnLimits, IceServer, TransportError};
+use super::chunk::{self, SendQueue};
+use super::{describe_js_error, ConnEvent, ConnLimits, IceServer, TransportError};
 
 /// `bufferedAmount` up to which queued chunks are handed to the browser. Above it, chunks
 /// wait in our queue until the browser fires `bufferedamountlow`: Chromium kills a
@@ -70,27 +70,18 @@ struct Negotiation {
     closed: bool,
 }
 
-/// Chunks waiting for room in the browser's send buffer.
-#[derive(Default)]
-struct SendQueue {
-    chunks: VecDeque<Vec<u8>>,
-    bytes: usize,
-}
-
-impl SendQueue {
-    /// Hands queued chunks to the browser while its buffer is below [`HIGH_WATER`].
-    fn pump(&mut self, dc: &RtcDataChannel) -> Result<(), TransportError> {
-        while dc.buffered_amount() < HIGH_WATER {
-            let Some(chunk) = self.chunks.front() else {
-                break;
-            };
-            dc.send_with_u8_array(chunk)
-                .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
-            self.bytes -= chunk.len();
-            self.chunks.pop_front();
-        }
-        Ok(())
+/// Hands queued chunks to the browser while its buffer is below [`HIGH_WATER`].
+fn pump(queue: &mut SendQueue, dc: &RtcDataChannel) -> Result<(), TransportError> {
+    while dc.buffered_amount() < HIGH_WATER {
+        let Some(chunk) = queue.chunks.front() else {
+            break;
+        };
+        dc.send_with_u8_array(chunk)
+            .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
+        queue.bytes -= chunk.len();
+        queue.chunks.pop_front();
     }
+    Ok(())
 }
 
 /// One `RTCPeerConnection` with its data channel.
@@ -174,24 +165,13 @@ impl WebConnection {
     /// other. Refuses — and loses nothing already queued — when the channel is not open,
     /// the message is too large, or the send queue is full (wait for it to drain).
     pub fn send(&self, data: &[u8]) -> Result<(), TransportError> {
-        if data.len() > self.limits.max_message {
-            return Err(TransportError::TooLarge {
-                size: data.len(),
-                max: self.limits.max_message,
-            });
-        }
+        chunk::check_size(data, self.limits.max_message)?;
         if !self.is_open() {
             return Err(TransportError::NotOpen);
         }
         let mut queue = self.queue.borrow_mut();
-        if queue.bytes + data.len() > self.limits.max_queued {
-            return Err(TransportError::Backpressure);
-        }
-        for c in chunk::split(data) {
-            queue.bytes += c.len();
-            queue.chunks.push_back(c);
-        }
-        queue.pump(&self.dc)
+        queue.push_message(data, self.limits.max_queued)?;
+        pump(&mut queue, &self.dc)
     }
 
     /// Sends `bytes` as one raw data-channel message, bypassing chunking and the queue.
@@ -407,7 +387,7 @@ impl WebConnection {
             let state = self.state.clone();
             let tx = self.events.clone();
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
-                if let Err(e) = queue.borrow_mut().pump(&dc) {
+                if let Err(e) = pump(&mut queue.borrow_mut(), &dc) {
                     close_once(&state, &tx, &format!("send failed: {e}"));
                 }
             });

@@ -22,7 +22,7 @@ use crate::id::{Identity, PeerId};
 use crate::signal::{ClientMsg, SignedEnvelope};
 
 use super::describe_js_error;
-use super::signaling_types::{session_event, Handshake, Step};
+use super::signaling_types::{first_that_joins, session_event, Handshake, Step};
 pub use super::signaling_types::{SignalingError, SignalingEvent};
 
 enum Raw {
@@ -49,14 +49,7 @@ impl SignalingClient {
         room: &str,
         deadline_ms: u32,
     ) -> Result<(Self, Vec<PeerId>), SignalingError> {
-        let mut last = SignalingError::NoServers;
-        for url in urls {
-            match Self::connect(url, identity, room, deadline_ms).await {
-                Ok(ok) => return Ok(ok),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        first_that_joins(urls, |url| Self::connect(url, identity, room, deadline_ms)).await
     }
 
     /// Connects to one server, proves our identity and joins `room`.
