@@ -8,6 +8,8 @@
 //! Limits, all checked by [`decode`] before a message reaches the protocol code:
 //! - a frame is at most [`MAX_FRAME_LEN`] = 64 KiB, the largest message that every browser
 //!   delivers over a data channel (larger application data is chunked by the transport);
+//!   the one exception is [`Message::Data`], an application's point-to-point direct
+//!   message, of up to [`MAX_MESSAGE_LEN`] = 16 MiB (the transport chunks it too);
 //! - a broadcast payload is at most [`MAX_PAYLOAD_LEN`];
 //! - peer lists (walk paths, source routes, shuffle entries, IHAVE batches) have small
 //!   fixed bounds ([`MAX_PATH_LEN`], [`MAX_ENTRIES`], [`MAX_IHAVE`]).
@@ -32,6 +34,24 @@ pub const MAX_PATH_LEN: usize = 16;
 pub const MAX_ENTRIES: usize = 32;
 /// Most message ids in one IHAVE batch.
 pub const MAX_IHAVE: usize = 256;
+/// Largest application direct message, in bytes (16 MiB): the payload of a
+/// [`Message::Data`] frame.
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Largest [`Message::Data`] frame: the payload plus its header.
+pub const MAX_DATA_FRAME_LEN: usize = MAX_MESSAGE_LEN + 64;
+/// The byte after the version byte that marks a [`Message::Data`] frame (postcard writes
+/// the variant index first; checked by a test).
+const DATA_TAG: u8 = 14;
+
+/// Largest length allowed for a frame that starts like `frame`: only data frames may
+/// exceed [`MAX_FRAME_LEN`].
+fn frame_limit(frame: &[u8]) -> usize {
+    if frame.get(1) == Some(&DATA_TAG) {
+        MAX_DATA_FRAME_LEN
+    } else {
+        MAX_FRAME_LEN
+    }
+}
 
 /// Why a frame could not be decoded (or encoded).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,6 +226,22 @@ pub enum Message {
     },
     /// A frame routed greedily over open links by XOR distance (see `overlay::dht`).
     Dht(Box<crate::overlay::dht::DhtFrame>),
+    /// An application's direct message to the peer at the other end of this connection
+    /// (see `overlay::direct`): point to point, so unsigned (the data channel is
+    /// DTLS-authenticated) and up to [`MAX_MESSAGE_LEN`] bytes — the only frame allowed
+    /// past [`MAX_FRAME_LEN`]. Answered by [`Message::DataAck`].
+    Data {
+        /// The sender's id for it, echoed in the acknowledgement.
+        id: u64,
+        /// The application's bytes (one byte string on the wire).
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// "Your [`Message::Data`] `id` arrived."
+    DataAck {
+        /// The data frame's id.
+        id: u64,
+    },
 }
 
 impl Message {
@@ -233,6 +269,7 @@ impl Message {
             }
             Message::Gossip(g) => bound("payload", g.payload.len(), MAX_PAYLOAD_LEN),
             Message::IHave(ids) => bound("ihave", ids.len(), MAX_IHAVE),
+            Message::Data { payload, .. } => bound("data", payload.len(), MAX_MESSAGE_LEN),
             Message::Dht(frame) => frame.validate(),
             Message::Route { path, body, .. } => {
                 bound("path", path.len(), MAX_PATH_LEN)?;
@@ -251,10 +288,11 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, WireError> {
     msg.validate()?;
     let out = postcard::to_extend(msg, vec![WIRE_VERSION])
         .map_err(|e| WireError::Malformed(e.to_string()))?;
-    if out.len() > MAX_FRAME_LEN {
+    let max = frame_limit(&out);
+    if out.len() > max {
         return Err(WireError::TooLong {
             len: out.len(),
-            max: MAX_FRAME_LEN,
+            max,
         });
     }
     Ok(out)
@@ -262,10 +300,11 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, WireError> {
 
 /// Decodes one frame. Never panics, whatever the bytes.
 pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
-    if frame.len() > MAX_FRAME_LEN {
+    let max = frame_limit(frame);
+    if frame.len() > max {
         return Err(WireError::TooLong {
             len: frame.len(),
-            max: MAX_FRAME_LEN,
+            max,
         });
     }
     let (&version, rest) = frame.split_first().ok_or(WireError::Empty)?;
@@ -385,6 +424,9 @@ mod tests {
             prop::collection::vec((arb_id(), any::<u16>()), 0..20).prop_map(Message::IHave),
             prop::option::of(arb_id()).prop_map(|id| Message::Graft { id }),
             Just(Message::Prune),
+            (any::<u64>(), prop::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(id, payload)| Message::Data { id, payload }),
+            any::<u64>().prop_map(|id| Message::DataAck { id }),
             (
                 prop::collection::vec(arb_peer(), 0..8),
                 any::<u8>(),
@@ -469,6 +511,47 @@ mod tests {
         let mut raw = vec![WIRE_VERSION];
         raw.extend(postcard::to_allocvec(&long).unwrap());
         assert!(matches!(decode(&raw), Err(WireError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn a_data_frame_may_carry_16_mib_and_no_other_frame_may_exceed_64_kib() {
+        let big = Message::Data {
+            id: u64::MAX,
+            payload: vec![7; MAX_MESSAGE_LEN],
+        };
+        let frame = encode(&big).unwrap();
+        assert_eq!(
+            frame[1], DATA_TAG,
+            "DATA_TAG must be Message::Data's variant index"
+        );
+        assert!(frame.len() <= MAX_DATA_FRAME_LEN);
+        assert_eq!(decode(&frame).unwrap(), big);
+        let ack = encode(&Message::DataAck { id: 3 }).unwrap();
+        assert_eq!(decode(&ack).unwrap(), Message::DataAck { id: 3 });
+
+        // One byte more than the limit is refused both ways.
+        let over = Message::Data {
+            id: 1,
+            payload: vec![0; MAX_MESSAGE_LEN + 1],
+        };
+        assert!(matches!(
+            encode(&over),
+            Err(WireError::LimitExceeded { .. })
+        ));
+        let mut raw = vec![WIRE_VERSION];
+        raw.extend(postcard::to_allocvec(&over).unwrap());
+        assert!(matches!(decode(&raw), Err(WireError::LimitExceeded { .. })));
+        raw.resize(MAX_DATA_FRAME_LEN + 1, 0);
+        assert!(matches!(decode(&raw), Err(WireError::TooLong { .. })));
+        // A data frame that claims more bytes than it has is malformed, not a panic.
+        assert!(matches!(
+            decode(&frame[..frame.len() - 1]),
+            Err(WireError::Malformed(_))
+        ));
+        // Any other frame past 64 KiB is refused before it is parsed.
+        let mut long = vec![WIRE_VERSION, 8];
+        long.resize(MAX_FRAME_LEN + 1, 0);
+        assert!(matches!(decode(&long), Err(WireError::TooLong { .. })));
     }
 
     #[test]

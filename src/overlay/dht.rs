@@ -302,6 +302,8 @@ pub enum DhtEvent {
         id: u64,
         /// The bytes.
         payload: Vec<u8>,
+        /// Hops it travelled (1 from a neighbour).
+        hops: u8,
     },
     /// Our [`Command::SendDirect`] `id` reached `to` (its acknowledgement came back).
     Delivered {
@@ -1202,6 +1204,7 @@ impl Overlay {
                         from: source,
                         id: rpc,
                         payload,
+                        hops,
                     }));
                 }
                 self.dht_send(back, true, DhtBody::Ack { rpc, hops }, &[]);

@@ -60,6 +60,7 @@ use crate::wire::{self, Message, MsgId, WireError};
 
 pub mod broadcast;
 pub mod dht;
+pub mod direct;
 pub mod failure;
 pub mod membership;
 pub mod route;
@@ -216,6 +217,17 @@ pub enum Input {
     },
     /// A DHT command: direct message, request/response, lookup, put, get (see [`dht`]).
     Dht(dht::Command),
+    /// Send the application's `payload` to `to`: over the open connection when there is
+    /// one (up to [`wire::MAX_MESSAGE_LEN`]), else routed through the DHT (see
+    /// [`direct`]). Answered by `DhtEvent::Delivered` or `DhtEvent::Failed` with `id`.
+    Send {
+        /// The driver's id for this send (unique among those in flight).
+        id: u64,
+        /// The recipient, anywhere in the room.
+        to: PeerId,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
 }
 
 /// How the signals for a connection travel.
@@ -432,6 +444,7 @@ pub struct Overlay {
     router: route::Router,
     detector: failure::Detector,
     dht: dht::Dht,
+    direct: direct::Direct,
 }
 
 impl Overlay {
@@ -464,6 +477,7 @@ impl Overlay {
             router: route::Router::default(),
             detector: failure::Detector::default(),
             dht,
+            direct: direct::Direct::default(),
         }
     }
 
@@ -518,7 +532,10 @@ impl Overlay {
         match input {
             Input::Join { contacts } => self.on_join_command(contacts),
             Input::Broadcast { payload } => self.on_broadcast_command(payload),
-            Input::Leave => self.on_leave_command(),
+            Input::Leave => {
+                self.on_leave_command();
+                self.expire_sends(true);
+            }
             Input::Frame { from, bytes } => self.on_frame(from, &bytes),
             Input::ConnectionUp { peer } => {
                 if !self.dht_connection_up(peer) {
@@ -529,6 +546,7 @@ impl Overlay {
                 if !self.dht_connection_down(peer) {
                     self.on_connection_down(peer)
                 }
+                self.expire_sends(false);
             }
             Input::Timer => self.on_timer(),
             Input::ServerUp => self.server_up = true,
@@ -536,6 +554,7 @@ impl Overlay {
             Input::SignalFromServer { envelope } => self.on_server_signal(envelope),
             Input::SendSignal { envelope } => self.on_send_signal(envelope),
             Input::Dht(command) => self.on_dht_command(command),
+            Input::Send { id, to, payload } => self.on_send_command(id, to, payload),
         }
         self.announce_timer();
         std::mem::take(&mut self.out)
@@ -594,6 +613,8 @@ impl Overlay {
             Message::Prune => self.on_prune(from),
             Message::Route { path, hop, body } => self.on_route(from, path, hop, body),
             Message::Dht(frame) => self.on_dht_frame(from, *frame),
+            Message::Data { id, payload } => self.on_data(from, id, payload),
+            Message::DataAck { id } => self.on_data_ack(from, id),
         }
     }
 
@@ -662,6 +683,7 @@ impl Overlay {
         }
         self.check_liveness();
         self.dht_tick();
+        self.expire_sends(false);
         self.check_handshake_timeouts();
         self.expire_queries();
         self.repair();
