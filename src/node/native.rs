@@ -120,6 +120,10 @@ impl Connection for NativeConnection {
         NativeConnection::buffered_amount(self)
     }
 
+    fn rtt_ms(&self) -> Option<f64> {
+        NativeConnection::rtt_ms(self)
+    }
+
     fn close(&self) {
         NativeConnection::close(self)
     }

@@ -71,6 +71,9 @@ pub(crate) trait Connection: 'static {
     fn is_open(&self) -> bool;
     /// Bytes queued and not yet sent.
     fn buffered_amount(&self) -> usize;
+    /// Round-trip time to the peer in ms, as last measured; `None` until measured. Cheap:
+    /// the transport re-measures in the background at most every 2 s, never per message.
+    fn rtt_ms(&self) -> Option<f64>;
     /// Closes at once; a `Closed` event follows (or has been sent).
     fn close(&self);
     /// Closes and, where the platform can tell, waits until the peer has been told (a

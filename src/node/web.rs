@@ -106,6 +106,10 @@ impl Connection for WebConnection {
         WebConnection::buffered_amount(self)
     }
 
+    fn rtt_ms(&self) -> Option<f64> {
+        WebConnection::rtt_ms(self)
+    }
+
     fn close(&self) {
         WebConnection::close(self)
     }

@@ -26,6 +26,10 @@
 //!   browser's constructor is synchronous.
 //! - **Where it binds** is the one thing a browser decides for itself and a process must be
 //!   told: [`NativeConfig`]. Tests bind 127.0.0.1 only ([`NativeConfig::loopback`]).
+//! - **Round-trip time** comes from webrtc-rs's `get_stats` (the selected ICE candidate
+//!   pair's `current_round_trip_time`, measured by its ICE checks), read lazily like the
+//!   browser's: [`NativeConnection::rtt_ms`] returns the last value and starts a new read
+//!   when it is older than [`RTT_POLL`].
 //! - **Teardown** is explicit: [`NativeConnection::close`] (and `Drop`) stops our tasks
 //!   and closes the webrtc-rs connection, whose driver task would otherwise outlive it.
 
@@ -43,7 +47,8 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceConnectionState, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, SettingEngineBuilder,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, RTCStatsReport,
+    SettingEngineBuilder, StatsSelector,
 };
 
 use crate::id::PeerId;
@@ -138,6 +143,17 @@ impl NativeConfig {
 struct Negotiation {
     ignore_offer: bool,
     pending_candidates: Vec<RTCIceCandidateInit>,
+}
+
+/// A connection's round-trip time is read from webrtc-rs's stats at most this often.
+pub const RTT_POLL: Duration = Duration::from_secs(2);
+
+/// The last round-trip time read from the stats.
+#[derive(Default)]
+struct Rtt {
+    ms: Option<f64>,
+    polled_at: Option<std::time::Instant>,
+    polling: bool,
 }
 
 /// State shared by the connection, its tasks and the webrtc-rs event handler.
@@ -247,6 +263,7 @@ pub struct NativeConnection {
     pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
     shared: Arc<Shared>,
+    rtt: Arc<Mutex<Rtt>>,
     torn_down: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -356,6 +373,7 @@ impl NativeConnection {
             pc,
             dc,
             shared,
+            rtt: Arc::default(),
             torn_down: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
         };
@@ -382,6 +400,48 @@ impl NativeConnection {
     /// asynchronously, so that part can lag by one chunk).
     pub fn buffered_amount(&self) -> usize {
         lock(&self.shared.queue).bytes + self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The round-trip time to the peer in milliseconds, as last read from webrtc-rs's
+    /// stats (the selected candidate pair's `current_round_trip_time`); `None` until one
+    /// read has found a measurement. When the last read is older than [`RTT_POLL`], this
+    /// starts another in the background (on the current tokio runtime, if any).
+    pub fn rtt_ms(&self) -> Option<f64> {
+        let now = std::time::Instant::now();
+        let mut r = lock(&self.rtt);
+        let due = !r.polling
+            && r.polled_at
+                .is_none_or(|t| now.duration_since(t) >= RTT_POLL);
+        if due && !self.shared.is_closed() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                r.polling = true;
+                r.polled_at = Some(now);
+                let (pc, rtt) = (self.pc.clone(), self.rtt.clone());
+                rt.spawn(async move {
+                    let ms = selected_pair_rtt(&pc.get_stats(now, StatsSelector::None).await);
+                    let mut r = lock(&rtt);
+                    r.polling = false;
+                    if ms.is_some() {
+                        r.ms = ms;
+                    }
+                });
+            }
+        }
+        r.ms
+    }
+
+    /// Reads the round-trip time from the stats now (see [`NativeConnection::rtt_ms`]);
+    /// `None` while no candidate pair has been selected or measured.
+    pub async fn measure_rtt(&self) -> Option<f64> {
+        let report = self
+            .pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await;
+        let ms = selected_pair_rtt(&report);
+        if ms.is_some() {
+            lock(&self.rtt).ms = ms;
+        }
+        ms
     }
 
     /// Sends one message of up to [`ConnLimits::max_message`] bytes, in order with every
@@ -551,6 +611,24 @@ impl Drop for NativeConnection {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The current RTT in ms of the candidate pair the transport selected (or, when it names
+/// none, of a nominated one), once it has been measured.
+fn selected_pair_rtt(report: &RTCStatsReport) -> Option<f64> {
+    let selected = report
+        .transport()
+        .map(|t| t.selected_candidate_pair_id.as_str())
+        .filter(|id| !id.is_empty());
+    let pair = report
+        .candidate_pairs()
+        .filter(|p| p.responses_received > 0 && p.current_round_trip_time.is_finite())
+        .filter(|p| match selected {
+            Some(id) => p.stats.id == id,
+            None => p.nominated,
+        })
+        .last()?;
+    Some(pair.current_round_trip_time.max(0.0) * 1000.0)
 }
 
 fn ice_server(s: &IceServer) -> RTCIceServer {

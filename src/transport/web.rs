@@ -22,6 +22,10 @@
 //!   handler before closing, so no JS callback outlives its Rust closure.
 //! - Failure is read from `connectionstatechange` and `iceconnectionstatechange` as well
 //!   as the channel's `close`, because Firefox and Chromium disagree on which fires.
+//! - **Round-trip time** comes from `getStats()` (the selected ICE candidate pair's
+//!   `currentRoundTripTime`, which the browser measures with its ICE consent checks), read
+//!   lazily: [`WebConnection::rtt_ms`] returns the last value and starts a new read when it
+//!   is older than [`RTT_POLL_MS`]. Nothing is measured per message.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -51,6 +55,9 @@ pub const HIGH_WATER: u32 = 1024 * 1024;
 /// `bufferedAmountLowThreshold`: when the browser's buffer drains below this, we refill.
 pub const LOW_WATER: u32 = 256 * 1024;
 
+/// A connection's round-trip time is read from `getStats()` at most this often.
+pub const RTT_POLL_MS: f64 = 2_000.0;
+
 /// Number of `RTCPeerConnection`s this page has created, all connections together.
 /// Chromium refuses more than ~500 per page lifetime, so the overlay watches this.
 pub fn connections_created() -> u32 {
@@ -68,6 +75,15 @@ struct Negotiation {
     ignore_offer: bool,
     pending_candidates: Vec<RtcIceCandidateInit>,
     closed: bool,
+}
+
+/// The last round-trip time read from `getStats()`.
+#[derive(Default)]
+struct Rtt {
+    ms: Option<f64>,
+    /// `Date.now()` of the last read started.
+    polled_at: f64,
+    polling: bool,
 }
 
 /// Hands queued chunks to the browser while its buffer is below [`HIGH_WATER`].
@@ -93,6 +109,7 @@ pub struct WebConnection {
     dc: RtcDataChannel,
     state: Rc<RefCell<Negotiation>>,
     queue: Rc<RefCell<SendQueue>>,
+    rtt: Rc<RefCell<Rtt>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -133,6 +150,7 @@ impl WebConnection {
             dc,
             state: Rc::new(RefCell::new(Negotiation::default())),
             queue: Rc::new(RefCell::new(SendQueue::default())),
+            rtt: Rc::new(RefCell::new(Rtt::default())),
             events: tx,
             _callbacks: Vec::new(),
         };
@@ -159,6 +177,47 @@ impl WebConnection {
     /// browser's buffer.
     pub fn buffered_amount(&self) -> usize {
         self.queue.borrow().bytes + self.dc.buffered_amount() as usize
+    }
+
+    /// The round-trip time to the peer in milliseconds, as last read from `getStats()`
+    /// (the selected candidate pair's `currentRoundTripTime`); `None` until one read has
+    /// succeeded. When the last read is older than [`RTT_POLL_MS`], this starts another
+    /// in the background, so polling it often costs at most one `getStats()` per 2 s.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        let now = js_sys::Date::now();
+        let start = {
+            let mut r = self.rtt.borrow_mut();
+            let due = !r.polling && (now - r.polled_at).abs() >= RTT_POLL_MS;
+            if due && !self.state.borrow().closed {
+                r.polling = true;
+                r.polled_at = now;
+                true
+            } else {
+                false
+            }
+        };
+        if start {
+            let (pc, rtt) = (self.pc.clone(), self.rtt.clone());
+            spawn_local(async move {
+                let ms = read_rtt(&pc).await;
+                let mut r = rtt.borrow_mut();
+                r.polling = false;
+                if ms.is_some() {
+                    r.ms = ms;
+                }
+            });
+        }
+        self.rtt.borrow().ms
+    }
+
+    /// Reads the round-trip time from `getStats()` now (see [`WebConnection::rtt_ms`]);
+    /// `None` while no candidate pair has been selected or measured.
+    pub async fn measure_rtt(&self) -> Option<f64> {
+        let ms = read_rtt(&self.pc).await;
+        if ms.is_some() {
+            self.rtt.borrow_mut().ms = ms;
+        }
+        ms
     }
 
     /// Sends one message of up to [`ConnLimits::max_message`] bytes, in order with every
@@ -443,6 +502,58 @@ fn close_once(state: &RefCell<Negotiation>, tx: &mpsc::UnboundedSender<ConnEvent
         s.closed = true;
         let _ = tx.unbounded_send(ConnEvent::Closed(reason.to_string()));
     }
+}
+
+/// The selected candidate pair's `currentRoundTripTime`, in ms, from `getStats()`.
+async fn read_rtt(pc: &RtcPeerConnection) -> Option<f64> {
+    let report = JsFuture::from(pc.get_stats()).await.ok()?;
+    selected_pair_rtt(&report)
+}
+
+/// Finds the candidate pair in use in an `RTCStatsReport` and returns its current RTT in
+/// ms. The pair in use is the one the `transport` entry names (Chromium, Safari); failing
+/// that, one marked `selected` (Firefox) or nominated and succeeded.
+fn selected_pair_rtt(report: &JsValue) -> Option<f64> {
+    let str_of = |o: &JsValue, k: &str| Reflect::get(o, &JsValue::from_str(k)).ok()?.as_string();
+    let bool_of = |o: &JsValue, k: &str| {
+        Reflect::get(o, &JsValue::from_str(k))
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    };
+    let mut selected_id = None;
+    let mut pairs: Vec<(String, bool, f64)> = Vec::new();
+    // An `RTCStatsReport` is a maplike: iterating it yields `[id, stats]` pairs.
+    for entry in js_sys::try_iter(report).ok()??.flatten() {
+        let stats = Array::from(&entry).get(1);
+        match str_of(&stats, "type").as_deref() {
+            Some("transport") => {
+                if let Some(id) = str_of(&stats, "selectedCandidatePairId") {
+                    selected_id = Some(id);
+                }
+            }
+            Some("candidate-pair") => {
+                let Some(rtt) = Reflect::get(&stats, &JsValue::from_str("currentRoundTripTime"))
+                    .ok()
+                    .and_then(|v| v.as_f64())
+                    .filter(|r| r.is_finite() && *r >= 0.0)
+                else {
+                    continue;
+                };
+                let in_use = bool_of(&stats, "selected")
+                    || (bool_of(&stats, "nominated")
+                        && str_of(&stats, "state").as_deref() == Some("succeeded"));
+                pairs.push((str_of(&stats, "id").unwrap_or_default(), in_use, rtt));
+            }
+            _ => {}
+        }
+    }
+    let pair = match &selected_id {
+        Some(id) => pairs.iter().find(|(pid, _, _)| pid == id),
+        None => None,
+    }
+    .or_else(|| pairs.iter().find(|(_, in_use, _)| *in_use))?;
+    Some(pair.2 * 1000.0)
 }
 
 async fn make_offer(pc: &RtcPeerConnection) -> Result<String, TransportError> {
