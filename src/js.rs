@@ -1,5 +1,5 @@
 //! The JavaScript API, through wasm-bindgen: `await Rhizome.join({...})` gives a node
-//! with `broadcast`, `neighbors`, `topology`, `stats`, `on/off` and `leave`.
+//! with `broadcast`, `send`, `neighbors`, `topology`, `stats`, `on/off` and `leave`.
 //!
 //! The shape follows what JS developers know from PeerJS and Trystero: one promise to
 //! join, plain methods, string event names, `Uint8Array` data, and errors that are real
@@ -19,7 +19,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
 use crate::id::{Identity as CoreIdentity, PeerId};
-use crate::node::{Node, NodeConfig, NodeError, NodeEvent};
+use crate::node::{Node, NodeConfig, NodeError, NodeEvent, SendError};
+use crate::overlay::dht::Mode;
 use crate::transport::IceServer;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -38,8 +39,13 @@ export interface JoinOptions {
    * Default: a fresh identity.
    */
   identity?: Identity | string | boolean;
-  /** Overlay mode. Only `"unstructured"` (HyParView + Plumtree) exists today. */
-  mode?: "unstructured";
+  /**
+   * Overlay mode. `"hybrid"` (default): broadcasts, and `send` reaches any peer (the DHT
+   * keeps a few extra connections per peer for routing). `"unstructured"`: broadcasts
+   * only, fewest connections; `send` reaches neighbours only (else code `mode`).
+   * `"structured"`: `send` to anyone, no broadcasts of this node's own (code `mode`).
+   */
+  mode?: RhizomeMode;
   /** Active view size (open connections kept). Default 5. */
   activeViewSize?: number;
   /** Passive view size (peers remembered for repair). Default 30. */
@@ -54,9 +60,43 @@ export interface JoinOptions {
   announceTopology?: number;
 }
 
+/** Which halves of the overlay run: see `JoinOptions.mode`. */
+export type RhizomeMode = "unstructured" | "structured" | "hybrid";
+
+/**
+ * Codes of a rejected `node.send(peer, data)`:
+ * - `bad-peer-id`: not a peer id (64 hex characters), or this node's own;
+ * - `bad-data`: data is neither a `Uint8Array` nor a string;
+ * - `too-large`: over 16 MiB, or over 61,440 bytes to a peer with no open connection
+ *   (routed messages must fit one 64 KiB frame at every relay);
+ * - `mode`: the peer is not a neighbour and the node runs in `"unstructured"` mode;
+ * - `unreachable`: no route to the peer (it left, or is not in the room), or the
+ *   connection to it closed before it acknowledged;
+ * - `timeout`: no acknowledgement in time (10 s, plus 1 s per 256 KB);
+ * - `backpressure`: 1024 sends are waiting, or the connection's 32 MiB queue is full —
+ *   wait for earlier sends to resolve, then retry;
+ * - `left`: the node has left.
+ */
+export type SendErrorCode =
+  | "bad-peer-id"
+  | "bad-data"
+  | "too-large"
+  | "mode"
+  | "unreachable"
+  | "timeout"
+  | "backpressure"
+  | "left";
+
+/** What `node.send` resolves with, once the peer acknowledged the message. */
+export interface SendResult {
+  /** Overlay hops the message travelled (1 to a neighbour). */
+  hops: number;
+}
+
 /** An error from rhizome: a real `Error` with a stable machine-readable `code`. */
 export interface RhizomeError extends Error {
-  code: string;
+  /** E.g. a `SendErrorCode`, `bad-options`, `signaling-unreachable`, `left`, `mode`. */
+  code: SendErrorCode | (string & {});
   peer?: string;
 }
 
@@ -65,6 +105,8 @@ export interface RhizomeEvents {
   "neighbor-up": { peer: string };
   "neighbor-down": { peer: string };
   broadcast: { from: string; seq: number; data: Uint8Array; hops: number };
+  /** A direct message for this node (`node.send` at its sender), each at most once. */
+  message: { from: string; data: Uint8Array; hops: number };
   error: { code: string; message: string; peer?: string };
   /** The picture of the network changed: call `node.topology()`. */
   topology: {};
@@ -113,6 +155,9 @@ export interface NodeStats {
   bootstraps: number;
   server_connected: boolean;
   broadcasts_sent: number;
+  /** Direct messages sent with `node.send`, and received. */
+  messages_sent: number;
+  messages_received: number;
   bytes_sent: number;
   bytes_received: number;
 }
@@ -144,6 +189,9 @@ extern "C" {
     /// Data accepted by `broadcast`.
     #[wasm_bindgen(typescript_type = "Uint8Array | string")]
     pub type DataJs;
+    /// `RhizomeMode` in TypeScript.
+    #[wasm_bindgen(typescript_type = "RhizomeMode")]
+    pub type ModeJs;
 }
 
 /// A JS `Error` with a `code` (and optionally a `peer`).
@@ -167,6 +215,7 @@ fn node_error(e: NodeError) -> JsValue {
         NodeError::Signaling(_) => "signaling-unreachable",
         NodeError::Left => "left",
         NodeError::Overlay(_) => "overlay",
+        NodeError::Mode(_) => "mode",
     };
     js_error(code, &e.to_string(), None)
 }
@@ -279,16 +328,23 @@ fn parse_options(options: &JsValue) -> Result<NodeConfig, JsValue> {
             None,
         ));
     }
-    if let Some(mode) = opts.mode.as_deref() {
-        if mode != "unstructured" {
-            return Err(js_error(
-                "bad-options",
-                &format!("mode {mode:?} is not available (only \"unstructured\")"),
-                None,
-            ));
-        }
-    }
     let mut config = NodeConfig::new(signaling, opts.room);
+    if let Some(mode) = opts.mode.as_deref() {
+        config.overlay.mode = match mode {
+            "unstructured" => Mode::Unstructured,
+            "structured" => Mode::Structured,
+            "hybrid" => Mode::Hybrid,
+            other => {
+                return Err(js_error(
+                    "bad-options",
+                    &format!(
+                        "mode {other:?} does not exist: use \"hybrid\", \"unstructured\" or \"structured\""
+                    ),
+                    None,
+                ))
+            }
+        };
+    }
     config.ice_servers = opts
         .ice_servers
         .into_iter()
@@ -392,16 +448,23 @@ fn event_to_js(ev: &NodeEvent) -> (&'static str, JsValue) {
             }
             "error"
         }
+        NodeEvent::Message { from, data, hops } => {
+            set(&o, "from", &from.to_string().into());
+            set(&o, "data", &Uint8Array::from(data.as_slice()).into());
+            set(&o, "hops", &(*hops as f64).into());
+            "message"
+        }
         NodeEvent::TopologyChanged => "topology",
         NodeEvent::Left => "left",
     };
     (name, o.into())
 }
 
-const EVENT_NAMES: [&str; 6] = [
+const EVENT_NAMES: [&str; 7] = [
     "neighbor-up",
     "neighbor-down",
     "broadcast",
+    "message",
     "error",
     "topology",
     "left",
@@ -431,22 +494,46 @@ impl RhizomeNode {
     /// Each peer receives it once, as a `broadcast` event. Returns its sequence number
     /// (`node.trace(node.id, seq)` shows the path it took).
     pub fn broadcast(&self, data: DataJs) -> Result<f64, JsValue> {
-        let data: JsValue = data.into();
-        let bytes = if let Some(s) = data.as_string() {
-            s.into_bytes()
-        } else if let Some(u) = data.dyn_ref::<Uint8Array>() {
-            u.to_vec()
-        } else {
-            return Err(js_error(
-                "bad-data",
-                "broadcast takes a Uint8Array or a string",
-                None,
-            ));
-        };
+        let bytes = data_bytes(data, "broadcast")?;
         self.node
             .broadcast(bytes)
             .map(|seq| seq as f64)
             .map_err(node_error)
+    }
+
+    /// Sends `data` (bytes, or a string sent as UTF-8) to the peer `peerId`, anywhere in
+    /// the room; it arrives there once, as a `message` event. Resolves with `{ hops }`
+    /// when the peer acknowledged it; rejects with a `RhizomeError` whose `code` is a
+    /// `SendErrorCode`. The message leaves when `send` is called (messages to one peer
+    /// arrive in call order); up to 16 MiB to a peer with an open connection, 61,440
+    /// bytes routed to any other.
+    #[wasm_bindgen(unchecked_return_type = "SendResult")]
+    pub async fn send(
+        &self,
+        #[wasm_bindgen(js_name = peerId)] peer_id: String,
+        data: DataJs,
+    ) -> Result<JsValue, JsValue> {
+        let to = parse_peer(&peer_id)?;
+        let bytes = data_bytes(data, "send")?;
+        match self.node.send(to, bytes).await {
+            Ok(hops) => {
+                let o = Object::new();
+                set(&o, "hops", &(hops as f64).into());
+                Ok(o.into())
+            }
+            Err(e) => Err(send_error(&e, to)),
+        }
+    }
+
+    /// The overlay mode this node runs in.
+    #[wasm_bindgen(getter)]
+    pub fn mode(&self) -> ModeJs {
+        JsValue::from_str(match self.node.mode() {
+            Mode::Unstructured => "unstructured",
+            Mode::Structured => "structured",
+            Mode::Hybrid => "hybrid",
+        })
+        .unchecked_into()
     }
 
     /// Peer ids of the active view (open connections).
@@ -478,7 +565,7 @@ impl RhizomeNode {
     }
 
     /// Registers `handler` for `event` (`neighbor-up`, `neighbor-down`, `broadcast`,
-    /// `error`, `left`).
+    /// `message`, `topology`, `error`, `left`).
     pub fn on(&self, event: EventNameJs, handler: HandlerJs) -> Result<(), JsValue> {
         let name = event_name(event)?;
         let f: Function = JsValue::from(handler)
@@ -514,6 +601,26 @@ impl RhizomeNode {
     pub fn drop_connection(&self, peer: &str) -> Result<bool, JsValue> {
         Ok(self.node.drop_connection(parse_peer(peer)?))
     }
+}
+
+/// The bytes of a `Uint8Array | string` argument of `what`.
+fn data_bytes(data: DataJs, what: &str) -> Result<Vec<u8>, JsValue> {
+    let data: JsValue = data.into();
+    if let Some(s) = data.as_string() {
+        Ok(s.into_bytes())
+    } else if let Some(u) = data.dyn_ref::<Uint8Array>() {
+        Ok(u.to_vec())
+    } else {
+        Err(js_error(
+            "bad-data",
+            &format!("{what} takes a Uint8Array or a string"),
+            None,
+        ))
+    }
+}
+
+fn send_error(e: &SendError, to: PeerId) -> JsValue {
+    js_error(e.code(), &format!("send to {}: {e}", to.short()), Some(to))
 }
 
 fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {

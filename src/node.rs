@@ -80,14 +80,14 @@ impl NodeConfig {
             room: room.into(),
             ice_servers: Vec::new(),
             identity: None,
-            // Unstructured until the DHT is reachable from the node's API (node.send,
-            // `mode`): in hybrid mode every peer would open DHT links nobody uses, and
-            // each costs an RTCPeerConnection.
-            overlay: overlay::Config {
-                mode: overlay::dht::Mode::Unstructured,
-                ..overlay::Config::default()
+            // Hybrid (the overlay's default): `send` reaches any peer of the room. Pick
+            // unstructured to save the DHT links' connections when only broadcasting.
+            overlay: overlay::Config::default(),
+            // Room for the largest direct message in one data-channel message.
+            limits: ConnLimits {
+                max_message: crate::wire::MAX_DATA_FRAME_LEN,
+                ..ConnLimits::default()
             },
-            limits: ConnLimits::default(),
             join_timeout_ms: 10_000,
             server_ping_ms: 20_000,
             announce_topology_ms: None,
@@ -114,6 +114,16 @@ pub enum NodeEvent {
         data: Vec<u8>,
         /// Overlay hops it travelled.
         hops: u16,
+    },
+    /// A direct message for this node ([`Node::send`] at its sender), each at most once.
+    Message {
+        /// Its sender (authenticated: the data channel's DTLS, or the routed frame's path
+        /// as told by the relays).
+        from: PeerId,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Overlay hops it travelled (1 from a neighbour).
+        hops: u8,
     },
     /// The picture of the network changed (an announcement arrived, or a neighbour came
     /// or went); read it with [`Node::topology`].
@@ -146,6 +156,75 @@ pub enum NodeError {
     /// The overlay refused a command.
     #[error(transparent)]
     Overlay(#[from] overlay::OverlayError),
+    /// The node's mode does not allow this (a broadcast in structured mode).
+    #[error("not available in {0:?} mode")]
+    Mode(overlay::dht::Mode),
+}
+
+/// Why [`Node::send`] failed. Each has a stable [`code`](SendError::code) (the JS API's
+/// `RhizomeError.code`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The node left (before or while sending).
+    #[error("the node has left the overlay")]
+    Left,
+    /// Addressed to this node itself.
+    #[error("cannot send a message to this node itself")]
+    SelfTarget,
+    /// Over the limit: [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) to a peer
+    /// with an open connection, [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD)
+    /// routed to any other.
+    #[error("{what} of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// What was measured.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer is not a neighbour and unstructured mode cannot route to others.
+    #[error("the peer is not a neighbour, and unstructured mode routes to no one else (use mode \"hybrid\" or \"structured\")")]
+    Mode,
+    /// No acknowledgement before the deadline.
+    #[error("no acknowledgement from the peer in time")]
+    Timeout,
+    /// Routing found no way to the peer (it left, or was never in the room), or the
+    /// connection to it closed before it acknowledged.
+    #[error("the peer is unreachable")]
+    Unreachable,
+    /// Too much is waiting to be sent: retry once earlier sends have resolved.
+    #[error("too many messages waiting to be sent")]
+    Backpressure,
+}
+
+impl SendError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::Left => "left",
+            SendError::SelfTarget => "bad-peer-id",
+            SendError::TooLarge { .. } => "too-large",
+            SendError::Mode => "mode",
+            SendError::Timeout => "timeout",
+            SendError::Unreachable => "unreachable",
+            SendError::Backpressure => "backpressure",
+        }
+    }
+
+    /// The node's view of the overlay's answer.
+    pub(crate) fn from_dht(e: overlay::dht::DhtError) -> Self {
+        use overlay::dht::DhtError as E;
+        match e {
+            E::Disabled(_) => SendError::Mode,
+            E::SelfTarget => SendError::SelfTarget,
+            E::TooLarge { what, len, max } => SendError::TooLarge { what, len, max },
+            E::Timeout => SendError::Timeout,
+            // Not joined means left (a node joins before it exists); ids are unique.
+            E::NotJoined | E::DuplicateId(_) => SendError::Left,
+            E::Unreachable | E::NotFound | E::Record(_) => SendError::Unreachable,
+        }
+    }
 }
 
 /// Counters a node reports.
@@ -178,6 +257,10 @@ pub struct NodeStats {
     pub server_connected: bool,
     /// Application broadcasts sent by this node.
     pub broadcasts_sent: u64,
+    /// Direct messages this node sent ([`Node::send`]).
+    pub messages_sent: u64,
+    /// Direct messages this node received.
+    pub messages_received: u64,
     /// Bytes handed to data channels (all frames).
     pub bytes_sent: u64,
     /// Bytes received on data channels (all frames).
@@ -248,6 +331,10 @@ impl Node {
             if s.left {
                 return Err(NodeError::Left);
             }
+            let mode = s.overlay.config().mode;
+            if mode == overlay::dht::Mode::Structured {
+                return Err(NodeError::Mode(mode));
+            }
             let max = crate::wire::MAX_PAYLOAD_LEN - 1;
             if data.len() > max {
                 return Err(NodeError::Overlay(overlay::OverlayError::PayloadTooLarge(
@@ -265,6 +352,36 @@ impl Node {
         let sent = self.shared.state.borrow_mut().last_sent.take();
         sent.map(|id| id.seq)
             .ok_or(NodeError::Overlay(overlay::OverlayError::NotJoined))
+    }
+
+    /// Sends `data` to the peer `to`, anywhere in the room, and resolves with the hops it
+    /// took once `to` acknowledged it.
+    ///
+    /// To a peer with an open connection (a neighbour or DHT link) it goes straight over
+    /// it, up to [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) (16 MiB); to any
+    /// other it is routed through the DHT (structured or hybrid mode), up to
+    /// [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD). The message is handed
+    /// over when this is called, so messages leave in call order; the future only waits
+    /// for the outcome. Refused at once with [`SendError::Backpressure`] while
+    /// [`MAX_SENDS_IN_FLIGHT`](driver::MAX_SENDS_IN_FLIGHT) sends wait or the connection's
+    /// queue is full, so memory stays bounded.
+    pub fn send(
+        &self,
+        to: PeerId,
+        data: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<u8, SendError>> + 'static {
+        let started = self.shared.start_send(to, data);
+        async move {
+            match started {
+                Ok(rx) => rx.await.unwrap_or(Err(SendError::Left)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// The overlay mode this node runs in.
+    pub fn mode(&self) -> overlay::dht::Mode {
+        self.shared.state.borrow().overlay.config().mode
     }
 
     /// The network as this node knows it: its own views, plus — when topology
@@ -356,6 +473,8 @@ impl Node {
             bootstraps: o.bootstraps,
             server_connected: s.server.is_some(),
             broadcasts_sent: s.broadcasts_sent,
+            messages_sent: s.messages_sent,
+            messages_received: s.messages_received,
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
         }
@@ -419,6 +538,7 @@ impl Node {
         }
         s.timer = None;
         s.announcer = None;
+        s.sends.clear(); // their `send`s reject with `Left`
         s.server = None;
         s.server_stop = None;
         s.server_session += 1;

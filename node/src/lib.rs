@@ -3,7 +3,8 @@
 //! A Rust process joins the same rooms as the browsers, through the same signaling server
 //! and the same WebRTC data channels (webrtc-rs, `rhizome::transport::native`), and runs
 //! the very same overlay driver as a browser page ([`rhizome::node::Node`]). It prints one
-//! line per thing that happens and broadcasts each line it reads.
+//! line per thing that happens and broadcasts each line it reads — or, for a line
+//! `@<peer id> <text>`, sends `<text>` to that one peer as a direct message.
 //!
 //! The library half holds everything but the process plumbing, so tests drive it without
 //! spawning a binary: [`Args`] (the command line) and [`run`] (join, report, broadcast,
@@ -16,7 +17,12 @@
 //! neighbor-up <id>
 //! neighbor-down <id>
 //! broadcast <origin id> <text>
+//! message <sender id> <text>
+//! delivered <peer id> <hops>
 //! ```
+//!
+//! `message` is a direct message for us; `delivered` says a direct message we sent was
+//! acknowledged (a failed one is reported on stderr with its code).
 //!
 //! `<text>` is the payload as UTF-8 (invalid bytes replaced), with `\`, newlines and
 //! carriage returns escaped as `\\`, `\n` and `\r` so each broadcast stays on one line.
@@ -27,7 +33,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
+use rhizome::id::PeerId;
 use rhizome::id::{IdError, Identity};
 use rhizome::node::{Node, NodeConfig, NodeEvent};
 use rhizome::transport::native::{MdnsMode, NativeConfig};
@@ -140,18 +148,33 @@ pub async fn run(
     let lines = lines.fuse();
     tokio::pin!(shutdown, lines);
     let mut reading = true;
+    let mut sending = FuturesUnordered::new();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             line = lines.next(), if reading => match line {
-                Some(line) => {
-                    if let Err(e) = node.broadcast(line.into_bytes()) {
-                        eprintln!("rhizome-node: cannot broadcast: {e}");
+                Some(line) => match direct_line(&line) {
+                    Some(Ok((to, text))) => {
+                        let sent = node.send(to, text.as_bytes().to_vec());
+                        sending.push(async move { (to, sent.await) });
                     }
-                }
+                    Some(Err(why)) => eprintln!("rhizome-node: cannot send: {why}"),
+                    None => {
+                        if let Err(e) = node.broadcast(line.into_bytes()) {
+                            eprintln!("rhizome-node: cannot broadcast: {e}");
+                        }
+                    }
+                },
                 None if args.seed => reading = false,
                 None => break,
             },
+            Some((to, result)) = sending.next(), if !sending.is_empty() => {
+                match result {
+                    Ok(hops) => writeln!(out, "delivered {to} {hops}")?,
+                    Err(e) => eprintln!("rhizome-node: send to {to} failed: {}: {e}", e.code()),
+                }
+                out.flush()?;
+            }
             event = events.next() => match event {
                 Some(NodeEvent::Left) | None => return Ok(()),
                 Some(event) => {
@@ -173,6 +196,9 @@ fn report(event: &NodeEvent, out: &mut impl Write) -> std::io::Result<()> {
         NodeEvent::Broadcast { from, data, .. } => {
             writeln!(out, "broadcast {from} {}", one_line(data))
         }
+        NodeEvent::Message { from, data, .. } => {
+            writeln!(out, "message {from} {}", one_line(data))
+        }
         NodeEvent::Error {
             code,
             message,
@@ -186,6 +212,18 @@ fn report(event: &NodeEvent, out: &mut impl Write) -> std::io::Result<()> {
         }
         NodeEvent::TopologyChanged | NodeEvent::Left => Ok(()),
     }
+}
+
+/// A line `@<peer id> <text>`: a direct message for that peer (`None` for any other
+/// line, which is broadcast).
+pub fn direct_line(line: &str) -> Option<Result<(PeerId, &str), String>> {
+    let rest = line.strip_prefix('@')?;
+    let (id, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some(
+        id.parse::<PeerId>()
+            .map(|to| (to, text))
+            .map_err(|e| format!("{id:?} is not a peer id: {e}")),
+    )
 }
 
 /// A payload as one line of text: lossy UTF-8 with `\`, `\n` and `\r` escaped.

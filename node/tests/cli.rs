@@ -183,6 +183,34 @@ fn two_nodes_report_each_other_as_neighbours_and_print_each_others_stdin_broadca
 }
 
 #[test]
+fn a_stdin_line_addressed_to_a_peer_is_sent_to_it_alone_and_reported_delivered() {
+    run_local(async {
+        let (url, _stop) = server().await;
+        let a_id = Identity::from_secret_bytes([3; 32]).peer_id();
+        let b_id = Identity::from_secret_bytes([4; 32]).peer_id();
+        let mut a = start(args(&url, 3, &[]));
+        let mut b = start(args(&url, 4, &[]));
+        a.expect("neighbor-up").await;
+        b.expect("neighbor-up").await;
+        let stdin = a.stdin.clone().unwrap();
+        stdin.unbounded_send(format!("@{b_id} psst")).unwrap();
+        assert_eq!(b.expect("message").await, format!("message {a_id} psst"));
+        assert_eq!(a.expect("delivered").await, format!("delivered {b_id} 1"));
+        // A bad peer id is reported, not broadcast, and the node goes on.
+        stdin.unbounded_send("@nope hi".into()).unwrap();
+        stdin.unbounded_send("after".into()).unwrap();
+        assert_eq!(
+            b.expect("broadcast").await,
+            format!("broadcast {a_id} after")
+        );
+        let _ = a.ctrl_c.take().unwrap().send(());
+        let _ = b.ctrl_c.take().unwrap().send(());
+        assert_eq!(a.finished().await, Ok(()));
+        assert_eq!(b.finished().await, Ok(()));
+    });
+}
+
+#[test]
 fn without_seed_the_end_of_stdin_leaves_and_with_seed_the_node_stays() {
     run_local(async {
         let (url, _stop) = server().await;

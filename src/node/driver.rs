@@ -33,8 +33,9 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 
 use super::platform::{Connection, Platform, SignalSender, SignalingSession};
-use super::{NodeConfig, NodeEvent};
+use super::{NodeConfig, NodeEvent, SendError};
 use crate::id::{Identity, PeerId};
+use crate::overlay::dht::DhtEvent;
 use crate::overlay::{self, Event, Input, Output, Overlay};
 use crate::signal::{SignalPayload, SignedEnvelope};
 use crate::topology::{Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_HOPS};
@@ -56,6 +57,11 @@ pub(super) struct Conn<P: Platform> {
     signals: mpsc::UnboundedSender<SignalPayload>,
     open: bool,
 }
+
+/// Most direct messages waiting for an acknowledgement at once; beyond, `send` refuses
+/// with `backpressure`. Bounds the driver's bookkeeping and the DHT's retry copies
+/// (routed messages are at most 60 KiB each).
+pub(super) const MAX_SENDS_IN_FLIGHT: usize = 1024;
 
 /// First byte of every broadcast payload: which stream it belongs to.
 pub(super) const CHANNEL_APP: u8 = 0;
@@ -85,6 +91,13 @@ pub(super) struct State<P: Platform> {
     pub(super) timer: Option<P::Timeout>,
     pub(super) events: mpsc::UnboundedSender<NodeEvent>,
     pub(super) left: bool,
+    /// Direct messages waiting for their acknowledgement, by the id given to the overlay;
+    /// dropping one (on leave) rejects its `send` with `left`.
+    pub(super) sends: HashMap<u64, oneshot::Sender<Result<u8, SendError>>>,
+    next_send: u64,
+    /// Direct messages handed to the overlay, and received.
+    pub(super) messages_sent: u64,
+    pub(super) messages_received: u64,
 }
 
 /// The node's state, shared by the tasks that feed it.
@@ -141,6 +154,10 @@ impl<P: Platform> Shared<P> {
                 timer: None,
                 events,
                 left: false,
+                sends: HashMap::new(),
+                next_send: 1,
+                messages_sent: 0,
+                messages_received: 0,
             }),
         });
         shared.attach_server(client, contacts);
@@ -314,8 +331,7 @@ impl<P: Platform> Shared<P> {
                 message: reason.to_string(),
                 peer: Some(peer),
             },
-            // DHT events are not exposed to JS yet (node.send / 'message' to be wired).
-            Event::Dht(_) => return,
+            Event::Dht(ev) => return self.dht_event(ev),
             Event::Error(e) => NodeEvent::Error {
                 code: match e {
                     overlay::OverlayError::PayloadTooLarge(_) => "payload-too-large",
@@ -331,6 +347,79 @@ impl<P: Platform> Shared<P> {
             },
         };
         self.emit(ev);
+    }
+
+    /// News from the DHT half: direct messages in, and the fate of ours. Lookups and
+    /// records are not exposed yet; a request (no API yet) is left to time out.
+    fn dht_event(&self, ev: DhtEvent) {
+        let (id, result) = match ev {
+            DhtEvent::Direct {
+                from,
+                payload,
+                hops,
+                ..
+            } => {
+                self.state.borrow_mut().messages_received += 1;
+                return self.emit(NodeEvent::Message {
+                    from,
+                    data: payload,
+                    hops,
+                });
+            }
+            DhtEvent::Delivered { id, hops, .. } => (id, Ok(hops)),
+            DhtEvent::Failed { id, error } => (id, Err(SendError::from_dht(error))),
+            DhtEvent::Refused { error } => {
+                return self.emit(NodeEvent::Error {
+                    code: "refused",
+                    message: error.to_string(),
+                    peer: None,
+                })
+            }
+            _ => return,
+        };
+        let waiting = self.state.borrow_mut().sends.remove(&id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Hands a direct message to the overlay at once (so messages leave in call order)
+    /// and returns where its outcome will come. Refuses with `backpressure` when
+    /// [`MAX_SENDS_IN_FLIGHT`] wait already or the connection's send queue cannot take it.
+    pub(super) fn start_send(
+        self: &Rc<Self>,
+        to: PeerId,
+        data: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<u8, SendError>>, SendError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut s = self.state.borrow_mut();
+            if s.left {
+                return Err(SendError::Left);
+            }
+            if s.sends.len() >= MAX_SENDS_IN_FLIGHT {
+                return Err(SendError::Backpressure);
+            }
+            let queued = s
+                .conns
+                .get(&to)
+                .and_then(|c| c.conn.as_ref())
+                .map(|c| c.buffered_amount());
+            if queued.is_some_and(|q| q + data.len() > s.config.limits.max_queued) {
+                return Err(SendError::Backpressure);
+            }
+            let id = s.next_send;
+            s.next_send += 1;
+            s.sends.insert(id, tx);
+            s.messages_sent += 1;
+            id
+        };
+        self.input(Input::Send {
+            id,
+            to,
+            payload: data,
+        });
+        Ok(rx)
     }
 
     /// Registers a connection to `peer` and spawns the task that makes it, then applies
