@@ -208,13 +208,20 @@ pub enum Message {
     Gossip(Gossip),
     /// Plumtree lazy push: "I have these messages" (id and round).
     IHave(Vec<(MsgId, u16)>),
-    /// Plumtree GRAFT: "make me eager again, and send `id` if given".
+    /// Plumtree GRAFT: "make me eager again in the tree of `id.origin`, and send `id` if
+    /// `send`" (each origin's broadcasts travel their own tree: `overlay::broadcast`).
     Graft {
-        /// The missing message, or `None` for a tree optimisation graft.
-        id: Option<MsgId>,
+        /// The message that was missing, or (with `send` false) the one whose shorter
+        /// path or first arrival over a lazy link made the sender graft.
+        id: MsgId,
+        /// Whether the message itself is wanted.
+        send: bool,
     },
-    /// Plumtree PRUNE: "stop eager-pushing to me".
-    Prune,
+    /// Plumtree PRUNE: "stop eager-pushing `origin`'s broadcasts to me".
+    Prune {
+        /// The origin whose tree loses this link.
+        origin: PeerId,
+    },
     /// A frame travelling hop by hop along a source route (see `overlay::route`).
     Route {
         /// Every hop from the source (`path[0]`) to the target (last).
@@ -422,8 +429,8 @@ mod tests {
                     sig
                 })),
             prop::collection::vec((arb_id(), any::<u16>()), 0..20).prop_map(Message::IHave),
-            prop::option::of(arb_id()).prop_map(|id| Message::Graft { id }),
-            Just(Message::Prune),
+            (arb_id(), any::<bool>()).prop_map(|(id, send)| Message::Graft { id, send }),
+            arb_peer().prop_map(|origin| Message::Prune { origin }),
             (any::<u64>(), prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(|(id, payload)| Message::Data { id, payload }),
             any::<u64>().prop_map(|id| Message::DataAck { id }),
@@ -557,6 +564,7 @@ mod tests {
     #[test]
     fn control_frames_are_small() {
         assert!(encode(&Message::Ping { nonce: u64::MAX }).unwrap().len() <= 12);
-        assert_eq!(encode(&Message::Prune).unwrap().len(), 2);
+        let origin = PeerId::from_bytes([7; 32]);
+        assert_eq!(encode(&Message::Prune { origin }).unwrap().len(), 34);
     }
 }

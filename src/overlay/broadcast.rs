@@ -24,11 +24,26 @@
 //! disconnected (an honest relay never forwards what it has not verified). Only the first
 //! copy of a message is verified: duplicates are recognised by id first.
 //!
+//! **One tree per origin** (the paper's optimisation for multiple senders). One shared
+//! eager/lazy split breaks when broadcasts from several origins are in flight at once: a
+//! duplicate of A's message prunes a link that B's tree needs, a duplicate of B's prunes
+//! another, and peers are left hanging off lazy links, waiting [`graft_timeout_ms`] for
+//! every message (the browser benchmark saw deliveries cluster at 500 ms and 1 s). So each
+//! origin gets its own split of our links, created from the shared tree the first time we
+//! see it; PRUNE and GRAFT name the origin, and a duplicate prunes a link for that origin
+//! only. The shared tree still learns from every origin and seeds the trees of new ones
+//! (a peer that broadcasts once costs what it did with one tree). A peer that receives a
+//! first copy over a link it had pruned for that origin (a PRUNE and a message crossed)
+//! grafts the link back, so both ends agree on the tree. Trees are forgotten after
+//! [`seen_ttl_ms`] without traffic and beyond [`MAX_TREES`] origins (least recently used
+//! first).
+//!
 //! Two small additions: a new neighbour is sent `IHAVE` for the messages of the last
 //! [`ihave_on_connect_ms`], so a peer that was cut off catches up once repaired; and the
 //! message cache and the de-duplication set expire by age.
 //!
 //! [`graft_timeout_ms`]: super::Config::graft_timeout_ms
+//! [`seen_ttl_ms`]: super::Config::seen_ttl_ms
 //! [`ihave_on_connect_ms`]: super::Config::ihave_on_connect_ms
 
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +57,9 @@ pub const BROADCAST_CONTEXT: &[u8] = b"rhizome/broadcast/v1";
 
 /// Most message ids announced to a new neighbour.
 const IHAVE_ON_CONNECT_MAX: usize = 64;
+
+/// Most origins with a tree of their own at one peer.
+pub const MAX_TREES: usize = 256;
 
 /// The bytes an origin signs for a broadcast.
 pub fn signed_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
@@ -58,15 +76,29 @@ struct Seen {
     round: u16,
     /// The neighbour it came from (`None` for our own).
     parent: Option<PeerId>,
-    /// The message, while cached for GRAFTs.
-    gossip: Option<Gossip>,
+    /// The encoded GOSSIP frame we forward (round already incremented), while cached for
+    /// GRAFTs.
+    frame: Option<Vec<u8>>,
+}
+
+/// One origin's tree at this peer: the links that are lazy for its broadcasts (every
+/// other link of ours is eager).
+#[derive(Debug, Clone)]
+struct Tree {
+    lazy: Vec<PeerId>,
+    used: u64,
 }
 
 /// Plumtree state.
 #[derive(Debug, Clone)]
 pub(super) struct Plumtree {
+    /// Eager links of the shared tree, which seeds the tree of each new origin. Together
+    /// with `lazy`: every link a tree may use (our active view).
     pub(super) eager: Vec<PeerId>,
+    /// Lazy links of the shared tree.
     pub(super) lazy: Vec<PeerId>,
+    /// The trees of origins seen lately.
+    trees: HashMap<PeerId, Tree>,
     next_seq: u64,
     seen: HashMap<MsgId, Seen>,
     /// Ids in arrival order, for expiry.
@@ -82,6 +114,7 @@ impl Plumtree {
         Plumtree {
             eager: Vec::new(),
             lazy: Vec::new(),
+            trees: HashMap::new(),
             next_seq: first_seq,
             seen: HashMap::new(),
             order: VecDeque::new(),
@@ -93,20 +126,64 @@ impl Plumtree {
     pub(super) fn clear_links(&mut self) {
         self.eager.clear();
         self.lazy.clear();
+        self.trees.clear();
         self.missing.clear();
     }
 
-    fn make_eager(&mut self, peer: PeerId) {
+    /// `origin`'s tree, made from the shared one if we have none.
+    fn tree(&mut self, origin: PeerId, now: u64) -> &mut Tree {
+        if !self.trees.contains_key(&origin) && self.trees.len() >= MAX_TREES {
+            let oldest = self
+                .trees
+                .iter()
+                .min_by_key(|(o, t)| (t.used, **o))
+                .map(|(o, _)| *o);
+            if let Some(o) = oldest {
+                self.trees.remove(&o);
+            }
+        }
+        let shared = &self.lazy;
+        let tree = self.trees.entry(origin).or_insert_with(|| Tree {
+            lazy: shared.clone(),
+            used: now,
+        });
+        tree.used = now;
+        tree
+    }
+
+    /// Whether `peer` is an eager link for `origin`'s broadcasts.
+    fn is_eager(&self, origin: &PeerId, peer: &PeerId) -> bool {
+        match self.trees.get(origin) {
+            Some(t) => !t.lazy.contains(peer) && self.is_link(peer),
+            None => self.eager.contains(peer),
+        }
+    }
+
+    fn is_link(&self, peer: &PeerId) -> bool {
+        self.eager.contains(peer) || self.lazy.contains(peer)
+    }
+
+    /// Makes `peer` (a link) eager for `origin`, and in the shared tree.
+    fn make_eager(&mut self, origin: PeerId, peer: PeerId, now: u64) {
         self.lazy.retain(|p| *p != peer);
         if !self.eager.contains(&peer) {
             self.eager.push(peer);
         }
+        self.tree(origin, now).lazy.retain(|p| *p != peer);
     }
 
-    fn make_lazy(&mut self, peer: PeerId) {
+    /// Makes `peer` (a link) lazy for `origin`, and in the shared tree.
+    fn make_lazy(&mut self, origin: PeerId, peer: PeerId, now: u64) {
+        if !self.is_link(&peer) {
+            return;
+        }
         self.eager.retain(|p| *p != peer);
         if !self.lazy.contains(&peer) {
             self.lazy.push(peer);
+        }
+        let tree = self.tree(origin, now);
+        if !tree.lazy.contains(&peer) {
+            tree.lazy.push(peer);
         }
     }
 
@@ -116,7 +193,7 @@ impl Plumtree {
         self.seen.insert(id, seen);
     }
 
-    /// Forgets expired ids and drops expired payloads.
+    /// Forgets expired ids, trees of origins gone quiet, and drops expired payloads.
     pub(super) fn gc(&mut self, now: u64, config: &Config) {
         while let Some(&(at, id)) = self.cached.front() {
             if now < at + config.message_cache_ms {
@@ -124,7 +201,7 @@ impl Plumtree {
             }
             self.cached.pop_front();
             if let Some(s) = self.seen.get_mut(&id) {
-                s.gossip = None;
+                s.frame = None;
             }
         }
         while let Some(&(at, id)) = self.order.front() {
@@ -134,6 +211,7 @@ impl Plumtree {
             self.order.pop_front();
             self.seen.remove(&id);
         }
+        self.trees.retain(|_, t| now < t.used + config.seen_ttl_ms);
     }
 }
 
@@ -155,63 +233,72 @@ impl Overlay {
             payload,
             sig,
         };
-        self.forward(&gossip, None);
+        let (frame, _) = self.forward(gossip, None);
         self.plumtree.remember(
             id,
             Seen {
                 at: self.now,
                 round: 0,
                 parent: None,
-                gossip: Some(gossip),
+                frame,
             },
         );
         self.event(Event::BroadcastSent(id));
     }
 
-    /// Eager-pushes `gossip` (one hop further) and lazily announces it, skipping `except`.
-    fn forward(&mut self, gossip: &Gossip, except: Option<PeerId>) {
-        let round = gossip.round.saturating_add(1);
-        let eager: Vec<PeerId> = self
-            .plumtree
-            .eager
-            .iter()
+    /// Eager-pushes `gossip` one hop further along its origin's tree and lazily
+    /// announces it on the other links, skipping `except`. Returns the encoded frame
+    /// (kept for GRAFTs) and the payload.
+    fn forward(
+        &mut self,
+        mut gossip: Gossip,
+        except: Option<PeerId>,
+    ) -> (Option<Vec<u8>>, Vec<u8>) {
+        let id = gossip.id;
+        let round = gossip.round;
+        let tree_lazy = self.plumtree.tree(id.origin, self.now).lazy.clone();
+        let links = self.plumtree.eager.iter().chain(&self.plumtree.lazy);
+        let eager: Vec<PeerId> = links
             .copied()
-            .filter(|p| Some(*p) != except)
+            .filter(|p| Some(*p) != except && !tree_lazy.contains(p))
             .collect();
-        if !eager.is_empty() {
-            let msg = Message::Gossip(Gossip {
-                round,
-                ..gossip.clone()
-            });
-            if let Ok(frame) = wire::encode(&msg) {
-                for p in eager {
-                    self.send_frame(p, frame.clone());
-                }
+        gossip.round = round.saturating_add(1);
+        let msg = Message::Gossip(gossip);
+        let frame = wire::encode(&msg).ok();
+        let payload = match msg {
+            Message::Gossip(g) => g.payload,
+            _ => Vec::new(),
+        };
+        if let Some(frame) = &frame {
+            for p in eager {
+                self.send_frame(p, frame.clone());
             }
         }
-        let lazy: Vec<PeerId> = self
-            .plumtree
-            .lazy
-            .iter()
-            .copied()
+        let lazy: Vec<PeerId> = tree_lazy
+            .into_iter()
             .filter(|p| Some(*p) != except)
             .collect();
         if !lazy.is_empty() {
-            if let Ok(frame) = wire::encode(&Message::IHave(vec![(gossip.id, gossip.round)])) {
+            if let Ok(frame) = wire::encode(&Message::IHave(vec![(id, round)])) {
                 for p in lazy {
                     self.send_frame(p, frame.clone());
                 }
             }
         }
+        (frame, payload)
     }
 
     pub(super) fn on_gossip(&mut self, from: PeerId, gossip: Gossip) {
         let id = gossip.id;
+        let now = self.now;
         if self.plumtree.seen.contains_key(&id) {
             self.stats.duplicates += 1;
-            if self.plumtree.eager.contains(&from) {
-                self.plumtree.make_lazy(from);
-                self.send(from, &Message::Prune);
+            // A cycle in this origin's tree: cut it here, for this origin only. The PRUNE
+            // goes out even if the link is lazy on our side already: the sender pushed
+            // this copy, so it still counts us as eager.
+            if self.membership.is_active(&from) {
+                self.plumtree.make_lazy(id.origin, from, now);
+                self.send(from, &Message::Prune { origin: id.origin });
             }
             return;
         }
@@ -226,46 +313,58 @@ impl Overlay {
         {
             return self.punish(from, Misbehaviour::ForgedBroadcast(id.origin));
         }
+        drop(signed);
         // Only active-view links form the tree; a DHT link may carry gossip but never
         // becomes a tree edge (eager and lazy peers stay a subset of the active view).
         if self.membership.is_active(&from) {
-            self.plumtree.make_eager(from);
+            if !self.plumtree.is_eager(&id.origin, &from) {
+                // We had pruned this link for the origin, and the sender had not yet
+                // heard it (or we had never told it): say it is a tree edge after all,
+                // so both ends agree.
+                self.send(from, &Message::Graft { id, send: false });
+            }
+            self.plumtree.make_eager(id.origin, from, now);
         }
         // An IHAVE may have arrived before the payload: the tree delivered in time.
         self.plumtree.missing.remove(&id);
         self.stats.delivered += 1;
-        self.event(Event::Broadcast {
-            id,
-            payload: gossip.payload.clone(),
-            hops: gossip.round,
-            via: from,
-        });
-        self.forward(&gossip, Some(from));
+        let round = gossip.round;
+        let (frame, payload) = self.forward(gossip, Some(from));
         self.plumtree.remember(
             id,
             Seen {
-                at: self.now,
-                round: gossip.round,
+                at: now,
+                round,
                 parent: Some(from),
-                gossip: Some(gossip),
+                frame,
             },
         );
+        self.event(Event::Broadcast {
+            id,
+            payload,
+            hops: round,
+            via: from,
+        });
     }
 
     pub(super) fn on_ihave(&mut self, from: PeerId, ids: Vec<(MsgId, u16)>) {
         let threshold = self.config.optimization_threshold;
+        let now = self.now;
+        let active = self.membership.is_active(&from);
         for (id, round) in ids {
             if let Some(seen) = self.plumtree.seen.get_mut(&id) {
-                // Optimisation: a much shorter path exists through `from`.
+                // Optimisation: a much shorter path from this origin exists through `from`.
                 let Some(parent) = seen.parent else { continue };
                 let shorter = round.saturating_add(1).saturating_add(threshold) <= seen.round;
-                if shorter && parent != from && self.plumtree.eager.contains(&parent) {
+                if shorter && active && parent != from {
                     seen.parent = Some(from);
                     seen.round = round.saturating_add(1);
-                    self.plumtree.make_eager(from);
-                    self.plumtree.make_lazy(parent);
-                    self.send(from, &Message::Graft { id: None });
-                    self.send(parent, &Message::Prune);
+                    if self.plumtree.is_eager(&id.origin, &parent) {
+                        self.plumtree.make_eager(id.origin, from, now);
+                        self.plumtree.make_lazy(id.origin, parent, now);
+                        self.send(from, &Message::Graft { id, send: false });
+                        self.send(parent, &Message::Prune { origin: id.origin });
+                    }
                 }
                 continue;
             }
@@ -304,8 +403,8 @@ impl Overlay {
         }
         match target {
             Some(p) => {
-                self.plumtree.make_eager(p);
-                self.send(p, &Message::Graft { id: Some(id) });
+                self.plumtree.make_eager(id.origin, p, self.now);
+                self.send(p, &Message::Graft { id, send: true });
                 let at = self.now + self.config.graft_retry_ms;
                 self.set_timer(at, TimerKind::Graft(id));
             }
@@ -315,31 +414,35 @@ impl Overlay {
         }
     }
 
-    pub(super) fn on_graft(&mut self, from: PeerId, id: Option<MsgId>) {
+    pub(super) fn on_graft(&mut self, from: PeerId, id: MsgId, send: bool) {
         if self.membership.is_active(&from) {
-            self.plumtree.make_eager(from);
+            self.plumtree.make_eager(id.origin, from, self.now);
         }
-        let Some(id) = id else { return };
-        let Some(seen) = self.plumtree.seen.get(&id) else {
+        if !send {
             return;
-        };
-        if let Some(g) = &seen.gossip {
-            let msg = Message::Gossip(Gossip {
-                round: seen.round.saturating_add(1),
-                ..g.clone()
-            });
-            self.send(from, &msg);
+        }
+        if let Some(frame) = self.plumtree.seen.get(&id).and_then(|s| s.frame.clone()) {
+            self.send_frame(from, frame);
         }
     }
 
-    pub(super) fn on_prune(&mut self, from: PeerId) {
+    pub(super) fn on_prune(&mut self, from: PeerId, origin: PeerId) {
         if self.membership.is_active(&from) {
-            self.plumtree.make_lazy(from);
+            self.plumtree.make_lazy(origin, from, self.now);
         }
     }
 
     pub(super) fn plumtree_neighbor_up(&mut self, peer: PeerId) {
-        self.plumtree.make_eager(peer);
+        // A new link starts eager in every tree: the next broadcast of each origin
+        // crosses it once, and a duplicate prunes it for that origin.
+        let pt = &mut self.plumtree;
+        pt.lazy.retain(|p| *p != peer);
+        if !pt.eager.contains(&peer) {
+            pt.eager.push(peer);
+        }
+        for t in pt.trees.values_mut() {
+            t.lazy.retain(|p| *p != peer);
+        }
         let since = self.now.saturating_sub(self.config.ihave_on_connect_ms);
         let recent: Vec<(MsgId, u16)> = self
             .plumtree
@@ -349,7 +452,7 @@ impl Overlay {
             .take_while(|(at, _)| *at >= since)
             .filter_map(|(_, id)| {
                 let s = self.plumtree.seen.get(id)?;
-                s.gossip.as_ref().map(|_| (*id, s.round))
+                s.frame.as_ref().map(|_| (*id, s.round))
             })
             .take(IHAVE_ON_CONNECT_MAX)
             .collect();
@@ -359,7 +462,11 @@ impl Overlay {
     }
 
     pub(super) fn plumtree_neighbor_down(&mut self, peer: PeerId) {
-        self.plumtree.eager.retain(|p| *p != peer);
-        self.plumtree.lazy.retain(|p| *p != peer);
+        let pt = &mut self.plumtree;
+        pt.eager.retain(|p| *p != peer);
+        pt.lazy.retain(|p| *p != peer);
+        for t in pt.trees.values_mut() {
+            t.lazy.retain(|p| *p != peer);
+        }
     }
 }

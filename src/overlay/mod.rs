@@ -609,8 +609,8 @@ impl Overlay {
             Message::Pong { .. } => {}
             Message::Gossip(g) => self.on_gossip(from, g),
             Message::IHave(ids) => self.on_ihave(from, ids),
-            Message::Graft { id } => self.on_graft(from, id),
-            Message::Prune => self.on_prune(from),
+            Message::Graft { id, send } => self.on_graft(from, id, send),
+            Message::Prune { origin } => self.on_prune(from, origin),
             Message::Route { path, hop, body } => self.on_route(from, path, hop, body),
             Message::Dht(frame) => self.on_dht_frame(from, *frame),
             Message::Data { id, payload } => self.on_data(from, id, payload),

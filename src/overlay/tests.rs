@@ -123,12 +123,13 @@ fn arb_msg(ids: Vec<PeerId>, me: PeerId) -> impl Strategy<Value = (usize, Messag
                     ttl as u16,
                 )]),
                 8 => Message::Graft {
-                    id: flag.then_some(MsgId {
+                    id: MsgId {
                         origin: pa,
                         seq: nonce % 4,
-                    }),
+                    },
+                    send: flag,
                 },
-                9 => Message::Prune,
+                9 => Message::Prune { origin: pb },
                 10 => Message::Route {
                     path: vec![f, me, pa],
                     hop: 0,
