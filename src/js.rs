@@ -135,9 +135,38 @@ export interface Topology {
     delivered: number;
     frames_sent: number;
     frames_received: number;
+    /** The peer's DHT links (connections kept for routing), as it announced them. */
+    dht: string[];
   }[];
-  /** Links, each listed once with the smaller id first. */
+  /** Active links, each listed once with the smaller id first. */
   edges: [string, string][];
+  /** Active and DHT links with their round-trip times (`a` is the smaller id). */
+  links: TopologyLink[];
+}
+
+/** A link in `Topology.links`. */
+export interface TopologyLink {
+  a: string;
+  b: string;
+  /** `"active"`: in both ends' active views; `"dht"`: a DHT link. */
+  kind: "active" | "dht";
+  /**
+   * Round-trip time in ms: measured by this node for its own links, else as one end
+   * announced it; `null` until measured.
+   */
+  rtt_ms: number | null;
+}
+
+/** One connection in `NodeStats.links`. */
+export interface LinkStats {
+  peer: string;
+  /** `"other"`: being opened, or not yet placed by the overlay. */
+  kind: "active" | "dht" | "other";
+  open: boolean;
+  /** Round-trip time in ms (ICE stats, re-read at most every 2 s); `null` until measured. */
+  rtt_ms: number | null;
+  bytes_sent: number;
+  bytes_received: number;
 }
 
 /** What `node.stats()` returns. */
@@ -160,6 +189,8 @@ export interface NodeStats {
   messages_received: number;
   bytes_sent: number;
   bytes_received: number;
+  /** Each connection of this node: role, round-trip time and traffic, sorted by peer. */
+  links: LinkStats[];
 }
 "#;
 

@@ -227,8 +227,27 @@ impl SendError {
     }
 }
 
+/// One connection of a node, in [`NodeStats::links`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LinkStats {
+    /// The peer at the other end.
+    pub peer: PeerId,
+    /// Its role: `"active"` (active view), `"dht"` (a DHT link) or `"other"` (being
+    /// opened, or not yet placed by the overlay).
+    pub kind: &'static str,
+    /// Whether its data channel is open.
+    pub open: bool,
+    /// Round-trip time in ms, from the transport's ICE statistics (`getStats()` in the
+    /// browser), re-read at most every 2 s; `None` until measured.
+    pub rtt_ms: Option<f64>,
+    /// Bytes handed to it (all frames).
+    pub bytes_sent: u64,
+    /// Bytes received on it (all frames).
+    pub bytes_received: u64,
+}
+
 /// Counters a node reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct NodeStats {
     /// Peers in the active view.
     pub neighbors: usize,
@@ -265,6 +284,8 @@ pub struct NodeStats {
     pub bytes_sent: u64,
     /// Bytes received on data channels (all frames).
     pub bytes_received: u64,
+    /// Each connection: role, round-trip time and traffic, sorted by peer.
+    pub links: Vec<LinkStats>,
 }
 
 /// One peer in [`Node::topology`].
@@ -282,17 +303,36 @@ pub struct TopologyPeer {
     pub frames_sent: u64,
     /// Frames it received, as it announced.
     pub frames_received: u64,
+    /// Its DHT links as it announced them (this node's own for `"self"`).
+    pub dht: Vec<PeerId>,
+}
+
+/// One link in [`Topology::links`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TopologyLink {
+    /// One end (the smaller id).
+    pub a: PeerId,
+    /// The other end.
+    pub b: PeerId,
+    /// `"active"` (both in each other's active view) or `"dht"` (a DHT link).
+    pub kind: &'static str,
+    /// Round-trip time in ms: measured here for this node's own links, else as one of
+    /// its ends announced it; `None` when unknown.
+    pub rtt_ms: Option<f64>,
 }
 
 /// The network as this node sees it: itself, its views, and everything announced.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Topology {
     /// This node.
     pub me: PeerId,
     /// Every known peer.
     pub peers: Vec<TopologyPeer>,
-    /// Links: this node's own, and those both ends announced.
+    /// Active links: this node's own, and those both ends announced.
     pub edges: Vec<(PeerId, PeerId)>,
+    /// Active and DHT links with their round-trip times, sorted (`edges` are the
+    /// active ones).
+    pub links: Vec<TopologyLink>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::leave`].
@@ -402,10 +442,17 @@ impl Node {
                 delivered: a.map(|a| a.delivered).unwrap_or(0),
                 frames_sent: a.map(|a| a.frames_sent).unwrap_or(0),
                 frames_received: a.map(|a| a.frames_received).unwrap_or(0),
+                dht: a.map(|a| a.dht.clone()).unwrap_or_default(),
             }
         };
         let mut me_entry = announced(me, "self");
         me_entry.neighbors = active.clone();
+        me_entry.dht = s
+            .overlay
+            .dht_links()
+            .into_iter()
+            .filter(|p| !active.contains(p))
+            .collect();
         peers.push(me_entry);
         seen.insert(me);
         for p in &active {
@@ -433,10 +480,45 @@ impl Node {
         for p in &active {
             edges.insert(if me < *p { (me, *p) } else { (*p, me) });
         }
+        let mut dht_edges: std::collections::BTreeSet<(PeerId, PeerId)> = s
+            .map
+            .dht_edges()
+            .into_iter()
+            .filter(|(a, b)| *a != me && *b != me)
+            .collect();
+        for p in &peers[0].dht {
+            dht_edges.insert(if me < *p { (me, *p) } else { (*p, me) });
+        }
+        let rtt = |a: &PeerId, b: &PeerId| {
+            let other = if *a == me {
+                Some(b)
+            } else if *b == me {
+                Some(a)
+            } else {
+                None
+            };
+            match other {
+                Some(p) => s.link_rtt_ms(p),
+                None => s.map.rtt_us(a, b).map(|us| f64::from(us) / 1000.0),
+            }
+        };
+        let mut links: Vec<TopologyLink> = edges
+            .iter()
+            .map(|(a, b)| (a, b, "active"))
+            .chain(dht_edges.iter().map(|(a, b)| (a, b, "dht")))
+            .map(|(a, b, kind)| TopologyLink {
+                a: *a,
+                b: *b,
+                kind,
+                rtt_ms: rtt(a, b),
+            })
+            .collect();
+        links.sort_by(|x, y| (x.a, x.b, x.kind).cmp(&(y.a, y.b, y.kind)));
         Topology {
             me,
             peers,
             edges: edges.into_iter().collect(),
+            links,
         }
     }
 
@@ -477,6 +559,7 @@ impl Node {
             messages_received: s.messages_received,
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
+            links: s.links(),
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! No peer knows the whole overlay — that is the point of an overlay. To *show* it (the
 //! demo page draws every peer and link), each node can broadcast a small
-//! [`Announcement`] of its active view now and then, and every node rebuilds the graph
-//! from the announcements it has heard in a [`NetworkMap`]. Entries expire, so peers that
+//! [`Announcement`] of its active view (with the round-trip time of each link) and of its
+//! DHT links now and then, and every node rebuilds the graph from the announcements it has
+//! heard in a [`NetworkMap`]. Entries expire, so peers that
 //! crash or leave disappear from the picture without anyone saying so.
 //!
 //! This is opt-in (`NodeConfig::announce_topology_ms`): it costs one broadcast per peer
@@ -13,6 +14,11 @@
 //! byte, so their origin is authenticated by the broadcast layer. What they claim about
 //! *other* peers is not checked; the map keeps an edge only when both ends announce it.
 //! Everything here is pure data: no clock reads, `now` is passed in.
+//!
+//! Wire format: postcard, version byte first. Version 2 added `rtt_us` and `dht` at the
+//! end; a version-1 announcement (from an older node) still decodes, with no RTTs and no
+//! DHT links. Older nodes refuse version 2 cleanly (`bad-announcement`, unsupported
+//! version) and simply do not draw the newer peers' links.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -20,10 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::PeerId;
 
-/// Version of the announcement format.
-pub const ANNOUNCEMENT_VERSION: u8 = 1;
+/// Version of the announcement format this node writes.
+pub const ANNOUNCEMENT_VERSION: u8 = 2;
+/// The previous version, still read: no RTTs, no DHT links.
+pub const ANNOUNCEMENT_VERSION_1: u8 = 1;
 /// Most active-view entries an announcement may carry.
 pub const MAX_ANNOUNCED_NEIGHBORS: usize = 32;
+/// Most DHT links an announcement may carry.
+pub const MAX_ANNOUNCED_DHT_LINKS: usize = 32;
 /// Most recent deliveries an announcement may carry.
 pub const MAX_ANNOUNCED_HOPS: usize = 32;
 /// Announcements from one origin closer together than this are ignored.
@@ -59,6 +69,25 @@ pub struct Announcement {
     pub frames_received: u64,
     /// Its most recent deliveries and where each came from (for hop traces).
     pub recent: Vec<Hop>,
+    /// Round-trip time to each peer of `active`, in the same order, in microseconds;
+    /// `None` where not measured yet. Exactly as long as `active`. (Version 2.)
+    pub rtt_us: Vec<Option<u32>>,
+    /// Its DHT links: connections kept for routing, not in the active view. (Version 2.)
+    pub dht: Vec<PeerId>,
+}
+
+/// Version 1 of [`Announcement`], as older nodes send it.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct AnnouncementV1 {
+    version: u8,
+    interval_ms: u32,
+    active: Vec<PeerId>,
+    passive: u16,
+    delivered: u64,
+    frames_sent: u64,
+    frames_received: u64,
+    recent: Vec<Hop>,
 }
 
 /// Why an announcement was refused.
@@ -81,20 +110,55 @@ impl Announcement {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes and checks an announcement from untrusted bytes.
+    /// Decodes and checks an announcement from untrusted bytes (version 2, or version 1
+    /// from an older node: then without RTTs and DHT links).
     pub fn decode(bytes: &[u8]) -> Result<Self, AnnouncementError> {
-        let a: Announcement =
-            postcard::from_bytes(bytes).map_err(|e| AnnouncementError::Malformed(e.to_string()))?;
-        if a.version != ANNOUNCEMENT_VERSION {
-            return Err(AnnouncementError::Version(a.version));
+        let malformed = |e: postcard::Error| AnnouncementError::Malformed(e.to_string());
+        // postcard writes a u8 as one raw byte: the version comes first.
+        let a = match bytes.first().copied() {
+            None => return Err(AnnouncementError::Malformed("empty".into())),
+            Some(ANNOUNCEMENT_VERSION) => {
+                postcard::from_bytes::<Announcement>(bytes).map_err(malformed)?
+            }
+            Some(ANNOUNCEMENT_VERSION_1) => {
+                let v1: AnnouncementV1 = postcard::from_bytes(bytes).map_err(malformed)?;
+                Announcement {
+                    version: v1.version,
+                    interval_ms: v1.interval_ms,
+                    rtt_us: vec![None; v1.active.len().min(MAX_ANNOUNCED_NEIGHBORS)],
+                    active: v1.active,
+                    passive: v1.passive,
+                    delivered: v1.delivered,
+                    frames_sent: v1.frames_sent,
+                    frames_received: v1.frames_received,
+                    recent: v1.recent,
+                    dht: Vec::new(),
+                }
+            }
+            Some(other) => return Err(AnnouncementError::Version(other)),
+        };
+        let limits = [
+            (a.active.len(), MAX_ANNOUNCED_NEIGHBORS),
+            (a.recent.len(), MAX_ANNOUNCED_HOPS),
+            (a.dht.len(), MAX_ANNOUNCED_DHT_LINKS),
+        ];
+        if let Some((len, _)) = limits.iter().find(|(len, max)| len > max) {
+            return Err(AnnouncementError::TooMany(*len));
         }
-        if a.active.len() > MAX_ANNOUNCED_NEIGHBORS {
-            return Err(AnnouncementError::TooMany(a.active.len()));
-        }
-        if a.recent.len() > MAX_ANNOUNCED_HOPS {
-            return Err(AnnouncementError::TooMany(a.recent.len()));
+        if a.rtt_us.len() != a.active.len() {
+            return Err(AnnouncementError::Malformed(format!(
+                "{} round-trip times for {} neighbours",
+                a.rtt_us.len(),
+                a.active.len()
+            )));
         }
         Ok(a)
+    }
+
+    /// The round-trip time it announced to `peer`, in microseconds.
+    pub fn rtt_to(&self, peer: &PeerId) -> Option<u32> {
+        let i = self.active.iter().position(|p| p == peer)?;
+        self.rtt_us.get(i).copied().flatten()
     }
 }
 
@@ -155,21 +219,37 @@ impl NetworkMap {
         self.entries.iter().map(|(p, e)| (p, &e.announcement))
     }
 
-    /// Links both ends of which announce each other, sorted.
+    /// Active-view links both ends of which announce each other, sorted.
     pub fn edges(&self) -> Vec<Edge> {
+        self.mutual(|a| &a.active)
+    }
+
+    /// DHT links both ends of which announce each other, sorted.
+    pub fn dht_edges(&self) -> Vec<Edge> {
+        self.mutual(|a| &a.dht)
+    }
+
+    fn mutual(&self, list: impl Fn(&Announcement) -> &Vec<PeerId>) -> Vec<Edge> {
         let mut edges = BTreeSet::new();
         for (a, e) in &self.entries {
-            for b in &e.announcement.active {
+            for b in list(&e.announcement) {
                 let back = self
                     .entries
                     .get(b)
-                    .is_some_and(|eb| eb.announcement.active.contains(a));
+                    .is_some_and(|eb| list(&eb.announcement).contains(a));
                 if back {
                     edges.insert(if a < b { (*a, *b) } else { (*b, *a) });
                 }
             }
         }
         edges.into_iter().collect()
+    }
+
+    /// The round-trip time of the link `a`–`b` in microseconds, as `a` announced it or,
+    /// failing that, `b`.
+    pub fn rtt_us(&self, a: &PeerId, b: &PeerId) -> Option<u32> {
+        let said = |x: &PeerId, y: &PeerId| self.entries.get(x)?.announcement.rtt_to(y);
+        said(a, b).or_else(|| said(b, a))
     }
 
     /// The hops every announcer reported for broadcast `(origin, seq)`: the tree it
@@ -209,6 +289,8 @@ mod tests {
             frames_sent: 0,
             frames_received: 0,
             recent: vec![],
+            rtt_us: vec![None; active.len()],
+            dht: vec![],
         }
     }
 
@@ -251,6 +333,93 @@ mod tests {
             Announcement::decode(&too_many.encode()),
             Err(AnnouncementError::TooMany(40))
         ));
+    }
+
+    #[test]
+    fn announcements_carry_link_rtts_and_dht_links_at_a_few_bytes_each() {
+        let mut a = ann(&[2, 3, 4, 5, 6]);
+        let plain = a.encode().len();
+        a.rtt_us = vec![Some(850), Some(12_500), None, Some(250_000), Some(3)];
+        a.dht = vec![p(7), p(8)];
+        let bytes = a.encode();
+        assert_eq!(Announcement::decode(&bytes), Ok(a.clone()));
+        // Five RTTs (varints of at most 4 bytes here) and two 32-byte ids.
+        assert!(
+            bytes.len() <= plain + 5 * 4 + 2 * 32,
+            "{} bytes",
+            bytes.len()
+        );
+        assert_eq!(a.rtt_to(&p(3)), Some(12_500));
+        assert_eq!(a.rtt_to(&p(4)), None);
+        assert_eq!(a.rtt_to(&p(9)), None);
+    }
+
+    #[test]
+    fn a_version_1_announcement_from_an_older_node_still_decodes() {
+        let old = AnnouncementV1 {
+            version: 1,
+            interval_ms: 1_000,
+            active: vec![p(2), p(3)],
+            passive: 4,
+            delivered: 5,
+            frames_sent: 6,
+            frames_received: 7,
+            recent: vec![],
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let a = Announcement::decode(&bytes).unwrap();
+        assert_eq!(a.version, 1);
+        assert_eq!(a.active, vec![p(2), p(3)]);
+        assert_eq!((a.passive, a.delivered, a.frames_received), (4, 5, 7));
+        assert_eq!(a.rtt_us, vec![None, None]);
+        assert!(a.dht.is_empty());
+        // ...and it draws like any other: its links, no RTTs.
+        let mut m = NetworkMap::new();
+        m.apply(p(1), a, 0);
+        m.apply(p(2), ann(&[1]), 0);
+        assert_eq!(m.edges(), vec![(p(1), p(2))]);
+        assert_eq!(m.rtt_us(&p(1), &p(2)), None);
+    }
+
+    #[test]
+    fn rtts_that_do_not_match_the_neighbours_are_refused() {
+        let mut a = ann(&[2, 3]);
+        a.rtt_us = vec![Some(1)];
+        assert!(matches!(
+            Announcement::decode(&a.encode()),
+            Err(AnnouncementError::Malformed(_))
+        ));
+        let mut a = ann(&[]);
+        a.dht = vec![p(1); 33];
+        assert_eq!(
+            Announcement::decode(&a.encode()),
+            Err(AnnouncementError::TooMany(33))
+        );
+        assert!(Announcement::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn dht_links_and_rtts_show_in_the_map() {
+        let mut m = NetworkMap::new();
+        let mut a1 = ann(&[2]);
+        a1.rtt_us = vec![Some(1_200)];
+        a1.dht = vec![p(3), p(4)];
+        let mut a3 = ann(&[]);
+        a3.dht = vec![p(1)];
+        let mut a2 = ann(&[1]);
+        a2.rtt_us = vec![Some(1_500)];
+        m.apply(p(1), a1, 0);
+        m.apply(p(2), a2, 0);
+        m.apply(p(3), a3, 0);
+        m.apply(p(4), ann(&[]), 0);
+        // A DHT link counts when both ends announce it, like an active one; they are
+        // kept apart.
+        assert_eq!(m.dht_edges(), vec![(p(1), p(3))]);
+        assert_eq!(m.edges(), vec![(p(1), p(2))]);
+        // Each end measures its own RTT; the first one asked for wins.
+        assert_eq!(m.rtt_us(&p(1), &p(2)), Some(1_200));
+        assert_eq!(m.rtt_us(&p(2), &p(1)), Some(1_500));
+        assert_eq!(m.rtt_us(&p(1), &p(3)), None);
     }
 
     #[test]

@@ -38,7 +38,10 @@ use crate::id::{Identity, PeerId};
 use crate::overlay::dht::DhtEvent;
 use crate::overlay::{self, Event, Input, Output, Overlay};
 use crate::signal::{SignalPayload, SignedEnvelope};
-use crate::topology::{Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_HOPS};
+use crate::topology::{
+    Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_DHT_LINKS,
+    MAX_ANNOUNCED_HOPS, MAX_ANNOUNCED_NEIGHBORS,
+};
 use crate::transport::signaling_types::SignalingEvent;
 use crate::transport::ConnEvent;
 use crate::wire::MsgId;
@@ -56,6 +59,9 @@ pub(super) struct Conn<P: Platform> {
     /// the connection exists).
     signals: mpsc::UnboundedSender<SignalPayload>,
     open: bool,
+    /// Bytes handed to this connection and received on it.
+    bytes_sent: u64,
+    bytes_received: u64,
 }
 
 /// Most direct messages waiting for an acknowledgement at once; beyond, `send` refuses
@@ -98,6 +104,50 @@ pub(super) struct State<P: Platform> {
     /// Direct messages handed to the overlay, and received.
     pub(super) messages_sent: u64,
     pub(super) messages_received: u64,
+}
+
+impl<P: Platform> State<P> {
+    /// The measured round-trip time of the open connection to `peer`, in ms.
+    pub(super) fn link_rtt_ms(&self, peer: &PeerId) -> Option<f64> {
+        self.conns
+            .get(peer)
+            .filter(|c| c.open)
+            .and_then(|c| c.conn.as_ref())
+            .and_then(|c| c.rtt_ms())
+    }
+
+    /// Every connection of this node with its role, round-trip time and traffic, sorted
+    /// by peer (for `Node::stats`).
+    pub(super) fn links(&self) -> Vec<super::LinkStats> {
+        let active = self.overlay.active_view();
+        let dht = self.overlay.dht_links();
+        let mut links: Vec<super::LinkStats> = self
+            .conns
+            .iter()
+            .map(|(peer, c)| super::LinkStats {
+                peer: *peer,
+                kind: if active.contains(peer) {
+                    "active"
+                } else if dht.contains(peer) {
+                    "dht"
+                } else {
+                    "other"
+                },
+                open: c.open,
+                rtt_ms: self.link_rtt_ms(peer),
+                bytes_sent: c.bytes_sent,
+                bytes_received: c.bytes_received,
+            })
+            .collect();
+        links.sort_by_key(|l| l.peer);
+        links
+    }
+
+    /// The round-trip time to `peer` in whole microseconds, as announcements carry it.
+    fn link_rtt_us(&self, peer: &PeerId) -> Option<u32> {
+        self.link_rtt_ms(peer)
+            .map(|ms| (ms * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32)
+    }
 }
 
 /// The node's state, shared by the tasks that feed it.
@@ -193,7 +243,13 @@ impl<P: Platform> Shared<P> {
                     .get(&to)
                     .and_then(|c| c.conn.clone());
                 match conn.map(|c| c.send(&frame)) {
-                    Some(Ok(())) => self.state.borrow_mut().bytes_sent += frame.len() as u64,
+                    Some(Ok(())) => {
+                        let mut s = self.state.borrow_mut();
+                        s.bytes_sent += frame.len() as u64;
+                        if let Some(c) = s.conns.get_mut(&to) {
+                            c.bytes_sent += frame.len() as u64;
+                        }
+                    }
                     Some(Err(e)) => self.emit(NodeEvent::Error {
                         code: "send-failed",
                         message: e.to_string(),
@@ -440,6 +496,8 @@ impl<P: Platform> Shared<P> {
                     remote_attempt: None,
                     signals,
                     open: false,
+                    bytes_sent: 0,
+                    bytes_received: 0,
                 },
             );
             if let Some(old) = old.and_then(|c| c.conn) {
@@ -568,10 +626,25 @@ impl<P: Platform> Shared<P> {
                 return;
             }
             let o = s.overlay.stats();
+            let active: Vec<PeerId> = s
+                .overlay
+                .active_view()
+                .iter()
+                .take(MAX_ANNOUNCED_NEIGHBORS)
+                .copied()
+                .collect();
             let a = Announcement {
                 version: ANNOUNCEMENT_VERSION,
                 interval_ms,
-                active: s.overlay.active_view().to_vec(),
+                rtt_us: active.iter().map(|p| s.link_rtt_us(p)).collect(),
+                dht: s
+                    .overlay
+                    .dht_links()
+                    .into_iter()
+                    .filter(|p| !active.contains(p))
+                    .take(MAX_ANNOUNCED_DHT_LINKS)
+                    .collect(),
+                active,
                 passive: s.overlay.passive_view().count().min(u16::MAX as usize) as u16,
                 delivered: o.delivered,
                 frames_sent: o.frames_sent,
@@ -777,7 +850,13 @@ async fn forward_events<P: Platform>(
                 shared.input(Input::ConnectionUp { peer });
             }
             ConnEvent::Message(bytes) => {
-                shared.state.borrow_mut().bytes_received += bytes.len() as u64;
+                {
+                    let mut s = shared.state.borrow_mut();
+                    s.bytes_received += bytes.len() as u64;
+                    if let Some(c) = s.conns.get_mut(&peer) {
+                        c.bytes_received += bytes.len() as u64;
+                    }
+                }
                 shared.input(Input::Frame { from: peer, bytes })
             }
             ConnEvent::Corrupt(why) => {
