@@ -1,10 +1,13 @@
 // The demo page's controls: "add 5 peers in this tab", the peer details on hover and
-// click, and "leave" (the other tabs see the peers go).
+// click (with each link's round-trip time and traffic), and "leave" (the other tabs see
+// the peers go).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, requireDemoBundle, root } from './harness.mjs';
+import {
+  startServer, launchBrowser, requireDemoBundle, root, until, openDemoPage, demoSnapshot as snapshot,
+} from './harness.mjs';
 
 const shots = join(root, 'results', 'e2e');
 const room = `controls-${Date.now().toString(36)}`;
@@ -24,27 +27,8 @@ after(async () => {
   await server?.stop();
 });
 
-async function until(what, fn, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const last = await fn();
-    if (last === true) return;
-    if (Date.now() > deadline) assert.fail(`${what} within ${ms} ms; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
-
-const snapshot = (page) => page.evaluate(() => window.rhizomeDemo.snapshot());
-
 async function openDemo() {
-  const page = await browser.context.newPage();
-  const errors = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  await page.setViewportSize({ width: 1440, height: 900 });
-  await page.goto(`${server.url}/?room=${room}`);
-  await page.waitForFunction(() => window.rhizomeDemo?.snapshot().state === 'joined', null, { timeout: 20_000 });
-  const p = { page, errors };
+  const p = await openDemoPage(browser, `${server.url}/?room=${room}`);
   pages.push(p);
   return p;
 }
@@ -75,6 +59,12 @@ test('"add 5 peers in this tab" starts 5 more nodes, drawn in every tab', async 
 test('hovering and clicking a node shows its id, neighbours and traffic', async () => {
   const { page } = pages[0];
   const other = (await snapshot(pages[1].page)).me;
+  // Announcements carry each link's RTT: within a few intervals every active link drawn
+  // has one, whichever tab it belongs to.
+  await until('every active link drawn has a measured RTT', async () => {
+    const links = (await snapshot(page)).linkRtts.filter((l) => l.kind === 'active');
+    return (links.length > 0 && links.every((l) => Number.isFinite(l.rttMs))) || links;
+  }, 15_000);
   await page.bringToFront();
   await until('the layout comes to rest', async () => (await snapshot(page)).settled, 20_000);
   const node = page.locator(`#graph g.node[data-id="${other}"] circle.body`);
@@ -87,10 +77,51 @@ test('hovering and clicking a node shows its id, neighbours and traffic', async 
   assert.match(details, new RegExp(other));
   assert.match(details, /neighbours \(\d+\)/);
   assert.match(details, /frames sent \/ received/);
-  assert.match(details, /RTT\s*not exposed by the rhizome API yet/);
+  // Another tab's peer: each neighbour link with the RTT it announced.
+  const rtts = await page.$$eval('#details li.link-row.active .rtt', (els) => els.map((e) => e.textContent));
+  assert.ok(rtts.length > 0, 'the card lists the neighbour links');
+  assert.ok(rtts.some((t) => /^\d+(\.\d)? ms$/.test(t)), `a neighbour link shows a numeric RTT: ${rtts}`);
   assert.equal(await page.locator('#graph g.node.selected').count(), 1);
   await page.waitForTimeout(300);
   await page.screenshot({ path: join(shots, 'demo-add-peers.png') });
+
+  // A peer of this tab: its own measurements, with the traffic of each link.
+  const s = await snapshot(page);
+  const mine = page.locator(`#graph g.node[data-id="${s.me}"] circle.body`);
+  await mine.click();
+  await page.mouse.move(5, 5);
+  await until('this peer\'s card shows an RTT and the traffic of each neighbour link', async () => {
+    const rows = await page.$$eval('#details li.link-row.active', (els) => els.map((e) => ({
+      rtt: e.querySelector('.rtt')?.textContent, traffic: e.querySelector('.traffic')?.textContent,
+    })));
+    return (rows.length === s.stats.neighbors && rows.every((r) => /^\d+(\.\d)? ms$/.test(r.rtt) && /↑.+ ↓.+/.test(r.traffic ?? ''))) || rows;
+  }, 10_000);
+  const own = (await snapshot(page)).stats.links.filter((l) => l.kind === 'active');
+  assert.ok(own.length > 0 && own.every((l) => l.open && l.rtt_ms >= 0 && l.bytes_sent > 0 && l.bytes_received > 0),
+    `node.stats().links: ${JSON.stringify(own)}`);
+});
+
+test('DHT links (hybrid mode, the default) are drawn dotted, apart from the active links, and on the card', async () => {
+  const { page } = pages[0];
+  // 8 peers with 5 neighbours each: a peer whose non-neighbours fall in a routing slot no
+  // neighbour covers opens a DHT link to one (checked every 5 s).
+  await until('the page draws a DHT link', async () => (await snapshot(page)).dhtLinks.length > 0, 30_000);
+  const s = await snapshot(page);
+  const key = ([a, b]) => (a < b ? `${a}|${b}` : `${b}|${a}`);
+  const active = new Set(s.activeLinks.map(key));
+  assert.ok(s.dhtLinks.every((l) => !active.has(key(l))), 'a pair is drawn once, as active or as DHT');
+  assert.equal(await page.getAttribute('#graph', 'data-dht-links'), String(s.dhtLinks.length));
+  assert.equal(await page.locator('#graph line.link.dht').count(), s.dhtLinks.length);
+  assert.equal(s.connected, true, 'connectivity is judged on active links');
+  assert.match(await page.textContent('#legend-dht'), /kept for routing/);
+  assert.match(await page.textContent('#counts'), /\d+ DHT links?/);
+
+  const [end] = s.dhtLinks[0];
+  await page.locator(`#graph g.node[data-id="${end}"] circle.body`).click();
+  await page.mouse.move(5, 5);
+  await until('the card lists the DHT link', async () =>
+    (await page.locator('#details li.link-row.dht').count()) > 0, 5_000);
+  assert.match(await page.textContent('#details'), /DHT links \(\d+\)/);
 });
 
 test('"leave" leaves the room: the other tabs stop drawing this tab\'s peers', async () => {
@@ -108,13 +139,9 @@ test('"leave" leaves the room: the other tabs stop drawing this tab\'s peers', a
 test('a duplicated tab (same sessionStorage) takes a fresh peer id', async () => {
   const original = pages[1];
   const secret = await original.page.evaluate(() => sessionStorage.getItem('rhizome.demo.secret'));
-  const page = await browser.context.newPage();
-  const errors = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  await page.addInitScript((s) => sessionStorage.setItem('rhizome.demo.secret', s), secret);
-  await page.goto(`${server.url}/?room=${room}`);
-  await page.waitForFunction(() => window.rhizomeDemo?.snapshot().state === 'joined', null, { timeout: 20_000 });
+  const { page, errors } = await openDemoPage(browser, `${server.url}/?room=${room}`, {
+    initScript: (s) => sessionStorage.setItem('rhizome.demo.secret', s), arg: secret,
+  });
   pages.push({ page, errors });
   const copy = (await page.textContent('#peer-id')).trim();
   const first = (await snapshot(original.page)).me;

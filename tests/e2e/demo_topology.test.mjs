@@ -9,7 +9,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, requireDemoBundle, root } from './harness.mjs';
+import {
+  startServer, launchBrowser, requireDemoBundle, root, until, openDemoPage, demoSnapshot,
+} from './harness.mjs';
 
 const PAGES = 6;
 const FORM_DEADLINE_MS = 60_000; // six tabs find each other and announce their views
@@ -34,29 +36,11 @@ after(async () => {
   await server?.stop();
 });
 
-/** Polls `fn` until it returns true; fails with its last value after `ms`. */
-async function until(what, fn, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const last = await fn();
-    if (last === true) return;
-    if (Date.now() > deadline) assert.fail(`${what} within ${ms} ms; last: ${JSON.stringify(last, null, 1)}`);
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
-
-const snapshot = (p) => p.page.evaluate(() => window.rhizomeDemo.snapshot());
+const snapshot = (p) => demoSnapshot(p.page);
 const open = () => pages.filter((p) => !p.closed);
 
 async function openDemo(i) {
-  const page = await browser.context.newPage();
-  const errors = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  await page.setViewportSize({ width: 1440, height: 900 });
-  await page.goto(`${server.url}/?room=${room}`);
-  await page.waitForSelector('#peer-id[data-state="ready"]', { timeout: 20_000 });
-  await page.waitForFunction(() => window.rhizomeDemo?.snapshot().state === 'joined', null, { timeout: 20_000 });
+  const { page, errors } = await openDemoPage(browser, `${server.url}/?room=${room}`);
   const id = (await page.textContent('#peer-id')).trim();
   return { i, page, id, errors, closed: false };
 }

@@ -86,3 +86,35 @@ export function requireDemoBundle() {
     throw new Error(`${bundle} is missing: run \`npm run build:demo\` (npm test does) before the e2e tests`);
   }
 }
+
+/** Polls `fn` until it returns true; fails with its last value after `ms`. */
+export async function until(what, fn, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const last = await fn();
+    if (last === true) return;
+    if (Date.now() > deadline) throw new Error(`expected ${what} within ${ms} ms; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/**
+ * Opens the demo page at `url` in a new tab of `browser` (from `launchBrowser`) and waits
+ * until it has joined its room. Resolves to { page, errors }: `errors` collects the page's
+ * console errors and uncaught exceptions. `initScript(arg)` runs before the page's own.
+ */
+export async function openDemoPage(browser, url, { viewport = { width: 1440, height: 900 }, initScript, arg } = {}) {
+  const page = await browser.context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  if (initScript) await page.addInitScript(initScript, arg);
+  await page.setViewportSize(viewport);
+  await page.goto(url);
+  await page.waitForSelector('#peer-id[data-state="ready"]', { timeout: 20_000 });
+  await page.waitForFunction(() => window.rhizomeDemo?.snapshot().state === 'joined', null, { timeout: 20_000 });
+  return { page, errors };
+}
+
+/** What a demo page shows, as plain data (`window.rhizomeDemo.snapshot()`). */
+export const demoSnapshot = (page) => page.evaluate(() => window.rhizomeDemo.snapshot());

@@ -44,8 +44,8 @@ export class Graph {
 
     this.sim = forceSimulation([])
       .force('link', forceLink([]).id((d) => d.id)
-        .distance((l) => (l.kind === 'active' ? 120 : 170))
-        .strength((l) => (l.kind === 'active' ? 0.5 : 0.03)))
+        .distance((l) => (l.kind === 'active' ? 120 : l.kind === 'dht' ? 150 : 170))
+        .strength((l) => (l.kind === 'active' ? 0.5 : l.kind === 'dht' ? 0.08 : 0.03)))
       .force('charge', forceManyBody().strength(-650).distanceMax(700))
       .force('collide', forceCollide(30))
       .force('x', forceX(0).strength(0.055))
@@ -133,10 +133,11 @@ export class Graph {
     this.kick();
 
     const ids = this.nodes.map((n) => n.id);
-    const active = this.links.filter((l) => l.kind === 'active').length;
+    const count = (kind) => String(this.links.filter((l) => l.kind === kind).length);
     this.el.dataset.nodes = String(ids.length);
-    this.el.dataset.activeLinks = String(active);
-    this.el.dataset.passiveLinks = String(this.links.length - active);
+    this.el.dataset.activeLinks = count('active');
+    this.el.dataset.dhtLinks = count('dht');
+    this.el.dataset.passiveLinks = count('passive');
     this.el.dataset.connected = String(ids.length > 0 && isConnected(ids, this.links));
     return changed;
   }
@@ -145,7 +146,8 @@ export class Graph {
     this.linkSel = this.linkLayer.selectAll('line.link')
       .data(this.links, (l) => `${l.key}:${l.kind}`)
       .join('line')
-      .attr('class', (l) => `link ${l.kind}`);
+      .attr('class', (l) => `link ${l.kind}`)
+      .attr('data-rtt', (l) => (Number.isFinite(l.rttMs) ? l.rttMs.toFixed(2) : null));
 
     this.nodeSel = this.nodeLayer.selectAll('g.node')
       .data(this.nodes, (n) => n.id)
@@ -237,7 +239,9 @@ export class Graph {
   snapshot() {
     return {
       nodes: this.nodes.map((n) => ({ id: n.id, kind: n.kind })),
-      links: this.links.map((l) => ({ source: idOf(l.source), target: idOf(l.target), kind: l.kind })),
+      links: this.links.map((l) => ({
+        source: idOf(l.source), target: idOf(l.target), kind: l.kind, rttMs: l.rttMs ?? null,
+      })),
       connected: this.el.dataset.connected === 'true',
       traces: this.tracesPlayed,
     };

@@ -1,18 +1,21 @@
 // The rhizome demo page: joins a room, draws the whole network live, carries messages.
 //
 // Every node of this page runs with `announceTopology`, so each one broadcasts its active
-// view once a second and `node.topology()` returns the graph of the whole room. The page
+// view (with each link's round-trip time) and its DHT links once a second, and
+// `node.topology()` returns the graph of the whole room. The page
 // redraws on the node's `topology` event and on a timer; announcements expire after three
 // intervals, so closed tabs vanish from the picture within a few seconds.
 import init, { Rhizome, Identity, version } from '/pkg/rhizome.js';
 import { Graph } from './graph.js';
 import {
-  mergeTopologies, orderTrace, shortId, formatBytes, formatRate,
+  mergeTopologies, orderTrace, shortId, formatBytes, formatRate, formatRtt, linksOf,
 } from './network.js';
 
 const params = new URLSearchParams(location.search);
 const ROOM = params.get('room') || 'demo';
 const ANNOUNCE_MS = Math.max(250, Number(params.get('announce')) || 1000);
+// The overlay mode (`?mode=unstructured|hybrid|structured`); the node's default otherwise.
+const MODE = params.get('mode') || undefined;
 const WS_URL = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 const SECRET_KEY = 'rhizome.demo.secret'; // per tab (sessionStorage): a reload keeps the id
 const MAX_LOCAL = 31; // this tab's own node plus 30 more (Chromium caps RTCPeerConnections per page)
@@ -79,7 +82,7 @@ async function main() {
   let node;
   try {
     node = await Rhizome.join({
-      signaling: [WS_URL], room: ROOM, iceServers: [], announceTopology: ANNOUNCE_MS, identity: secret,
+      signaling: [WS_URL], room: ROOM, iceServers: [], announceTopology: ANNOUNCE_MS, identity: secret, mode: MODE,
     });
   } catch (e) {
     setState('error');
@@ -91,6 +94,7 @@ async function main() {
     return;
   }
   addLocal(node, true);
+  showMode(node);
   setState('joined');
   $('stage-hint').textContent = 'waiting for other peers: open this page in another tab';
   logEvent(`joined room “${ROOM}” as ${shortId(node.id)}`, 'good');
@@ -177,9 +181,11 @@ function refresh() {
   app.graph.update(app.model.nodes, app.model.links);
   const n = app.model.nodes.size;
   const active = [...app.model.links.values()].filter((l) => l.kind === 'active').length;
+  const dht = [...app.model.links.values()].filter((l) => l.kind === 'dht').length;
   const connected = $('graph').dataset.connected === 'true';
   $('counts').textContent =
     `${n} peer${n === 1 ? '' : 's'} · ${active} active link${active === 1 ? '' : 's'}` +
+    (dht ? ` · ${dht} DHT link${dht === 1 ? '' : 's'}` : '') +
     (n > 1 ? (connected ? ' · connected' : ' · not connected yet') : '');
   $('stage-hint').textContent = n <= 1 ? 'waiting for other peers: open this page in another tab' : '';
   renderDetails();
@@ -227,13 +233,13 @@ function send(text) {
   if (!primary || !text) return;
   let seq;
   try {
-    seq = primary.node.broadcast(text); // undefined today; a future API may return the seq
+    seq = primary.node.broadcast(text); // its sequence number (older packages: undefined)
   } catch (e) {
     logEvent(`broadcast failed: ${e.code}: ${e.message}`, 'bad');
     return;
   }
-  // broadcast() does not return the message's sequence number, so our own path can only
-  // be traced when another node in this tab hears it (see onLocalDelivery).
+  // With an older package that returns no sequence number, our own path can only be
+  // traced when another node in this tab hears it (see onLocalDelivery).
   const msg = {
     key: `own:${Date.now()}:${Math.random()}`, from: primary.id, seq: seq ?? null, text, hops: 0, own: true,
     at: new Date(), trace: null, traceState: seq != null || app.locals.length > 1 ? 'waiting' : 'own',
@@ -424,25 +430,69 @@ function renderDetails() {
     el('code', { className: 'id', textContent: n.id }),
   );
   if (relation) box.append(el('p', { className: 'muted', textContent: `It is ${relation}.` }));
-  const peers = el('div', { className: 'peers' });
+  const stats = local ? local.node.stats() : null;
+  const links = linksOf(app.model, n.id, stats);
+  // A neighbour whose own announcement has not arrived yet has no drawn link: list it too.
   for (const p of n.neighbors) {
-    const b = el('button', { type: 'button', textContent: shortId(p), title: p });
-    b.onclick = () => { app.selected = p; app.graph.select(p); renderDetails(); };
-    peers.append(b);
+    if (!links.some((l) => l.peer === p && l.kind === 'active')) {
+      links.push({ peer: p, kind: 'active', rttMs: null, bytesSent: null, bytesReceived: null });
+    }
   }
-  if (n.neighbors.length === 0) peers.append(el('span', { className: 'na', textContent: 'none announced' }));
+  const active = links.filter((l) => l.kind === 'active');
+  const dht = links.filter((l) => l.kind === 'dht');
   const kv = el('dl', { className: 'kv' });
   const row = (k, v) => kv.append(el('dt', { textContent: k }), el('dd', {}, v));
-  row(`neighbours (${n.neighbors.length})`, peers);
+  row(`neighbours (${active.length})`, linkTable(active, !!local, 'none announced'));
+  if (dht.length || n.dht.length) row(`DHT links (${dht.length})`, linkTable(dht, !!local, 'none drawn yet'));
   row('broadcasts delivered', String(n.delivered));
   row('frames sent / received', `${n.framesSent} / ${n.framesReceived}`);
-  if (local) {
-    const s = local.node.stats();
-    row('bytes sent / received', `${formatBytes(s.bytes_sent)} / ${formatBytes(s.bytes_received)}`);
-  }
-  row('RTT', el('span', { className: 'na', textContent: 'not exposed by the rhizome API yet' }));
-  if (!local) kv.title = `traffic as the peer last announced it (every ${ANNOUNCE_MS / 1000} s)`;
+  if (stats) row('bytes sent / received', `${formatBytes(stats.bytes_sent)} / ${formatBytes(stats.bytes_received)}`);
+  kv.title = local
+    ? 'RTT: the ICE round-trip time this node measures (getStats), re-read every 2 s'
+    : `RTTs and traffic as the peer last announced them (every ${ANNOUNCE_MS / 1000} s)`;
   box.append(kv);
+}
+
+/** The links of a peer card: the peer, its RTT and, for a node of this tab, its traffic. */
+function linkTable(links, withTraffic, empty) {
+  if (links.length === 0) return el('span', { className: 'na', textContent: empty });
+  const list = el('ul', { className: 'links' });
+  for (const l of links) {
+    const b = el('button', { type: 'button', textContent: shortId(l.peer), title: l.peer });
+    b.onclick = () => { app.selected = l.peer; app.graph.select(l.peer); renderDetails(); };
+    const rtt = el('span', {
+      className: Number.isFinite(l.rttMs) ? 'rtt' : 'rtt na',
+      textContent: Number.isFinite(l.rttMs) ? formatRtt(l.rttMs) : 'RTT –',
+      title: Number.isFinite(l.rttMs) ? `round-trip time ${l.rttMs.toFixed(2)} ms` : 'round-trip time not measured yet',
+    });
+    const li = el('li', { className: `link-row ${l.kind}` }, b, rtt);
+    li.dataset.peer = l.peer;
+    li.dataset.kind = l.kind;
+    if (withTraffic && l.bytesSent != null) {
+      li.append(el('span', {
+        className: 'traffic',
+        textContent: `↑${formatBytes(l.bytesSent)} ↓${formatBytes(l.bytesReceived)}`,
+        title: 'bytes sent / received on this link',
+      }));
+    }
+    list.append(li);
+  }
+  return list;
+}
+
+/** Says in the legend whether this room's nodes keep DHT links. */
+function showMode(node) {
+  let mode = null;
+  try {
+    mode = typeof node.mode === 'function' ? node.mode() : node.mode; // not in older packages
+  } catch { /* unknown */ }
+  if (typeof mode !== 'string') mode = null;
+  const item = $('legend-dht');
+  if (!item || !mode) return;
+  item.lastChild.textContent = mode === 'unstructured'
+    ? 'DHT link (none: this peer runs unstructured)'
+    : 'DHT link (kept for routing, not in the active view)';
+  item.title = `this peer runs in "${mode}" mode`;
 }
 
 function renderTooltip(id, event) {
@@ -486,7 +536,7 @@ async function addPeers() {
   const count = Math.min(5, MAX_LOCAL - app.locals.length);
   button.textContent = `adding ${count} peers…`;
   const results = await Promise.allSettled(Array.from({ length: count }, () => Rhizome.join({
-    signaling: [WS_URL], room: ROOM, iceServers: [], announceTopology: ANNOUNCE_MS,
+    signaling: [WS_URL], room: ROOM, iceServers: [], announceTopology: ANNOUNCE_MS, mode: MODE,
   })));
   let added = 0;
   for (const r of results) {
@@ -570,7 +620,11 @@ window.rhizomeDemo = {
       server: app.server,
       nodes: g.nodes.map((n) => n.id),
       activeLinks: g.links.filter((l) => l.kind === 'active').map((l) => [l.source, l.target]),
+      dhtLinks: g.links.filter((l) => l.kind === 'dht').map((l) => [l.source, l.target]),
       passiveLinks: g.links.filter((l) => l.kind === 'passive').map((l) => [l.source, l.target]),
+      linkRtts: g.links.filter((l) => l.kind !== 'passive').map((l) => ({
+        source: l.source, target: l.target, kind: l.kind, rttMs: l.rttMs,
+      })),
       connected: g.connected,
       traces: g.traces,
       settled: app.graph?.settled ?? true,

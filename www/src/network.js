@@ -1,8 +1,9 @@
 // The picture of the network this tab draws, merged from what its nodes know.
 //
-// Every rhizome node started with `announceTopology` broadcasts its active view now and
-// then, and `node.topology()` returns the whole graph assembled from everyone's
-// announcements (entries expire, so peers that vanish drop out). This tab may run
+// Every rhizome node started with `announceTopology` broadcasts its active view (with the
+// round-trip time of each link) and its DHT links now and then, and `node.topology()`
+// returns the whole graph assembled from everyone's announcements (entries expire, so
+// peers that vanish drop out). This tab may run
 // several nodes; their pictures are merged here. Pure functions: no DOM, no wasm.
 
 /** The key of an undirected link. */
@@ -14,7 +15,8 @@ export const linkKey = (a, b) => (a < b ? `${a}|${b}` : `${b}|${a}`);
  * @param {{id: string, topology: object, stats?: object}[]} locals this tab's nodes, the
  *   primary one first, each with the result of its `topology()` (and `stats()`).
  * @returns {{nodes: Map<string, object>, links: Map<string, object>}} drawable nodes
- *   (kind `me`, `local` or `remote`) and links (kind `active` or `passive`).
+ *   (kind `me`, `local` or `remote`) and links (kind `active`, `dht` or `passive`; an
+ *   active or DHT link has `rttMs`, a number or null when unknown).
  */
 export function mergeTopologies(locals) {
   const nodes = new Map();
@@ -26,11 +28,14 @@ export function mergeTopologies(locals) {
   const upsert = (peer, source) => {
     let n = nodes.get(peer.id);
     if (!n) {
-      n = { id: peer.id, kind: kindOf(peer.id), neighbors: [], delivered: 0, framesSent: 0, framesReceived: 0, views: {} };
+      n = {
+        id: peer.id, kind: kindOf(peer.id), neighbors: [], dht: [], delivered: 0, framesSent: 0, framesReceived: 0, views: {},
+      };
       nodes.set(peer.id, n);
     }
     // Every local node holds the same announcements; take the first non-empty view.
     if (n.neighbors.length === 0 && (peer.neighbors?.length ?? 0) > 0) n.neighbors = [...peer.neighbors];
+    if (n.dht.length === 0 && (peer.dht?.length ?? 0) > 0) n.dht = [...peer.dht];
     n.delivered = Math.max(n.delivered, peer.delivered ?? 0);
     n.framesSent = Math.max(n.framesSent, peer.frames_sent ?? 0);
     n.framesReceived = Math.max(n.framesReceived, peer.frames_received ?? 0);
@@ -58,12 +63,27 @@ export function mergeTopologies(locals) {
     if (n) n.neighbors = l.neighbors ?? n.neighbors;
   }
 
+  // Active and DHT links. A local node measures its own links' RTTs; every other RTT is
+  // as an end announced it. A known value is kept over an unknown one.
+  const addLink = (a, b, kind, rttMs) => {
+    if (!nodes.has(a) || !nodes.has(b)) return;
+    const key = linkKey(a, b);
+    const old = links.get(key);
+    if (old?.kind === 'active' && kind === 'dht') return; // one line per pair: active wins
+    const rtt = Number.isFinite(rttMs) ? rttMs : null;
+    links.set(key, { key, source: a, target: b, kind, rttMs: rtt ?? (old?.kind === kind ? old.rttMs : null) });
+  };
   for (const l of locals) {
     const t = l.topology;
     if (!t) continue;
-    for (const [a, b] of t.edges) {
-      if (!nodes.has(a) || !nodes.has(b)) continue;
-      links.set(linkKey(a, b), { key: linkKey(a, b), source: a, target: b, kind: 'active' });
+    for (const [a, b] of t.edges) addLink(a, b, 'active', null);
+    for (const link of t.links ?? []) addLink(link.a, link.b, link.kind, link.rtt_ms);
+  }
+  // A local node's own measurement is the freshest.
+  for (const l of locals) {
+    for (const s of l.stats?.links ?? []) {
+      const link = links.get(linkKey(l.id, s.peer));
+      if (link && Number.isFinite(s.rtt_ms)) link.rttMs = s.rtt_ms;
     }
   }
   for (const l of locals) {
@@ -76,6 +96,40 @@ export function mergeTopologies(locals) {
     }
   }
   return { nodes, links };
+}
+
+/**
+ * The links of node `id` in a merged model, for its card: each with the peer at the
+ * other end, its kind, its RTT and, when `stats` (the node's own `stats()`, for a node of
+ * this tab) is given, the bytes sent and received on it. Active links first, then DHT.
+ */
+export function linksOf(model, id, stats = null) {
+  const perPeer = new Map((stats?.links ?? []).map((s) => [s.peer, s]));
+  const out = [];
+  for (const l of model.links.values()) {
+    if (l.kind === 'passive') continue;
+    const s = typeof l.source === 'object' ? l.source.id : l.source;
+    const t = typeof l.target === 'object' ? l.target.id : l.target;
+    if (s !== id && t !== id) continue;
+    const peer = s === id ? t : s;
+    const own = perPeer.get(peer);
+    out.push({
+      peer,
+      kind: l.kind,
+      rttMs: Number.isFinite(own?.rtt_ms) ? own.rtt_ms : l.rttMs ?? null,
+      bytesSent: own?.bytes_sent ?? null,
+      bytesReceived: own?.bytes_received ?? null,
+    });
+  }
+  const order = { active: 0, dht: 1 };
+  return out.sort((a, b) => order[a.kind] - order[b.kind] || (a.peer < b.peer ? -1 : 1));
+}
+
+/** A round-trip time for people: "0.4 ms", "12 ms", or "–" when unknown. */
+export function formatRtt(ms) {
+  if (!Number.isFinite(ms)) return '–';
+  if (ms < 10) return `${ms.toFixed(1)} ms`;
+  return `${Math.round(ms)} ms`;
 }
 
 /** Whether `ids` form one connected component over the active links. */
