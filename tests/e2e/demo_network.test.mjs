@@ -103,6 +103,7 @@ test('a topology from an older package (no links, no dht) still draws', () => {
 
 test('round-trip times read well', () => {
   assert.equal(formatRtt(0.43), '0.4 ms');
+  assert.equal(formatRtt(0), '<0.1 ms');
   assert.equal(formatRtt(12.6), '13 ms');
   assert.equal(formatRtt(null), '–');
   assert.equal(formatRtt(undefined), '–');

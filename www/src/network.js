@@ -125,9 +125,13 @@ export function linksOf(model, id, stats = null) {
   return out.sort((a, b) => order[a.kind] - order[b.kind] || (a.peer < b.peer ? -1 : 1));
 }
 
-/** A round-trip time for people: "0.4 ms", "12 ms", or "–" when unknown. */
+/**
+ * A round-trip time for people: "0.4 ms", "12 ms", "<0.1 ms" (browsers report whole
+ * milliseconds, so a same-machine link often reads 0), or "–" when unknown.
+ */
 export function formatRtt(ms) {
   if (!Number.isFinite(ms)) return '–';
+  if (ms < 0.05) return '<0.1 ms';
   if (ms < 10) return `${ms.toFixed(1)} ms`;
   return `${Math.round(ms)} ms`;
 }
