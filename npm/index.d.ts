@@ -9,12 +9,26 @@ import type {
   NodeStats,
   RhizomeError,
   RhizomeEvents,
+  RhizomeMode,
   RhizomeNode,
+  SendErrorCode,
+  SendResult,
   Topology,
 } from './wasm/rhizome.js';
 import { Identity, version } from './wasm/rhizome.js';
 
-export type { InitInput, JoinOptions, NodeStats, RhizomeError, RhizomeEvents, RhizomeNode, Topology };
+export type {
+  InitInput,
+  JoinOptions,
+  NodeStats,
+  RhizomeError,
+  RhizomeEvents,
+  RhizomeMode,
+  RhizomeNode,
+  SendErrorCode,
+  SendResult,
+  Topology,
+};
 export { Identity, version };
 
 /**

@@ -532,6 +532,12 @@ impl Node {
         self.shared.state.borrow().overlay.active_view().to_vec()
     }
 
+    /// Peers this node has a connection with, open or being opened: its active view, its
+    /// DHT links, and handshakes under way.
+    pub fn connections(&self) -> Vec<PeerId> {
+        self.shared.state.borrow().overlay.connections().collect()
+    }
+
     /// The passive view: peers known by address, kept for repair.
     pub fn passive(&self) -> Vec<PeerId> {
         self.shared.state.borrow().overlay.passive_view().collect()

@@ -67,6 +67,22 @@ impl TestNode {
             .collect()
     }
 
+    /// Direct messages from `from`, with their hop counts.
+    fn messages_from(&self, from: PeerId) -> Vec<(Vec<u8>, u8)> {
+        self.events
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Message {
+                    from: f,
+                    data,
+                    hops,
+                } if *f == from => Some((data.clone(), *hops)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn errors_about(&self, peer: PeerId) -> Vec<(String, String)> {
         self.events
             .borrow()
@@ -84,7 +100,11 @@ impl TestNode {
 }
 
 async fn start_node(url: &str, room: &str) -> TestNode {
-    let (node, mut rx) = Node::join(NodeConfig::new(vec![url.to_string()], room))
+    start_node_with(NodeConfig::new(vec![url.to_string()], room)).await
+}
+
+async fn start_node_with(config: NodeConfig) -> TestNode {
+    let (node, mut rx) = Node::join(config)
         .await
         .expect("the node joins through the signaling server");
     let events = Rc::new(RefCell::new(Vec::new()));
@@ -485,4 +505,329 @@ async fn a_forged_or_tampered_signal_envelope_is_refused_and_opens_no_connection
     );
     client.close();
     leave_all(&nodes).await;
+}
+
+/// The ms since the page started, for timing.
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+#[wasm_bindgen_test]
+async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
+    // Small views and one DHT link each, so that some pairs share no connection and the
+    // message has to be routed through other peers.
+    let room = fresh_room();
+    let mut nodes = Vec::new();
+    for _ in 0..8 {
+        let mut config = NodeConfig::new(vec![signaling_url()], room.as_str());
+        config.overlay.active_view_capacity = 3;
+        config.overlay.dht.max_links = 1;
+        nodes.push(start_node_with(config).await);
+    }
+    eventually(30_000, "the overlay is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    let unconnected = |a: &TestNode, b: &TestNode| {
+        !a.node.connections().contains(&b.id()) && !b.node.connections().contains(&a.id())
+    };
+    let mut pair = None;
+    eventually(10_000, "two peers share no connection", || {
+        pair = nodes.iter().enumerate().find_map(|(i, a)| {
+            let j = nodes
+                .iter()
+                .position(|b| b.id() != a.id() && unconnected(a, b))?;
+            Some((i, j))
+        });
+        pair.map(|_| ())
+            .ok_or_else(|| "every pair is connected".to_string())
+    })
+    .await;
+    let (i, j) = pair.expect("found above");
+    let (sender, receiver) = (&nodes[i], &nodes[j]);
+    assert!(!sender.node.neighbors().contains(&receiver.id()));
+
+    let started = now_ms();
+    let hops = sender
+        .node
+        .send(receiver.id(), b"routed to you".to_vec())
+        .await
+        .expect("the receiver acknowledges the message");
+    let took = now_ms() - started;
+    assert!(
+        hops >= 2,
+        "a routed message takes two hops or more, took {hops}"
+    );
+    eventually(2_000, "the receiver got it", || {
+        match receiver.messages_from(sender.id())[..] {
+            [] => Err("nothing yet".into()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    TimeoutFuture::new(500).await;
+    assert_eq!(
+        receiver.messages_from(sender.id()),
+        vec![(b"routed to you".to_vec(), hops)],
+        "delivered exactly once, with the hops the sender was told"
+    );
+    web_sys::console::log_1(
+        &format!("routed direct message: {hops} hops, acknowledged in {took:.0} ms").into(),
+    );
+    leave_all(&nodes).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_5_mib_message_sent_to_a_peer_arrives_intact() {
+    let nodes = start_nodes(&signaling_url(), &fresh_room(), 2).await;
+    eventually(30_000, "the pair is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let data: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let started = now_ms();
+    let hops = a
+        .node
+        .send(b.id(), data.clone())
+        .await
+        .expect("5 MiB is acknowledged");
+    let took = now_ms() - started;
+    assert_eq!(hops, 1);
+    let got = b.messages_from(a.id());
+    assert_eq!(got.len(), 1, "one message");
+    assert!(got[0].0 == data, "the 5 MiB arrive intact and in order");
+    web_sys::console::log_1(
+        &format!(
+            "5 MiB direct message acknowledged in {took:.0} ms ({:.1} MB/s)",
+            5.0 * 1.048_576 / (took / 1000.0)
+        )
+        .into(),
+    );
+    // Small messages keep their order and all arrive.
+    let sends: Vec<_> = (0..100u32)
+        .map(|i| a.node.send(b.id(), i.to_be_bytes().to_vec()))
+        .collect();
+    let started = now_ms();
+    for s in sends {
+        s.await.expect("each is acknowledged");
+    }
+    let took = now_ms() - started;
+    let small: Vec<Vec<u8>> = b.messages_from(a.id())[1..]
+        .iter()
+        .map(|(d, _)| d.clone())
+        .collect();
+    let want: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(small, want, "in call order");
+    web_sys::console::log_1(
+        &format!("100 small direct messages acknowledged in {took:.0} ms").into(),
+    );
+    leave_all(&nodes).await;
+}
+
+#[wasm_bindgen_test]
+async fn sending_to_an_unknown_or_departed_peer_fails_with_a_typed_error_instead_of_hanging() {
+    use rhizome::node::SendError;
+    let nodes = start_nodes(&signaling_url(), &fresh_room(), 3).await;
+    eventually(30_000, "the overlay is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    let stranger = rhizome::id::Identity::generate()
+        .expect("randomness")
+        .peer_id();
+    let started = now_ms();
+    let err = nodes[0]
+        .node
+        .send(stranger, b"anyone?".to_vec())
+        .await
+        .expect_err("nobody acknowledges");
+    let took = now_ms() - started;
+    assert!(
+        matches!(err, SendError::Unreachable | SendError::Timeout),
+        "{err:?}"
+    );
+    assert!(took < 20_000.0, "failed after {took:.0} ms");
+
+    // A peer that left: its former neighbours notice, then sending to it fails too.
+    let gone = nodes[2].id();
+    nodes[2].node.leave().await;
+    eventually(10_000, "the others drop the departed peer", || {
+        if nodes[..2]
+            .iter()
+            .any(|n| n.node.neighbors().contains(&gone))
+        {
+            Err("still a neighbour".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let started = now_ms();
+    let err = nodes[0]
+        .node
+        .send(gone, b"still there?".to_vec())
+        .await
+        .expect_err("the departed peer does not answer");
+    let took = now_ms() - started;
+    assert!(took < 20_000.0, "failed after {took:.0} ms");
+    assert!(
+        matches!(err, SendError::Unreachable | SendError::Timeout),
+        "{err:?}"
+    );
+    assert!(matches!(err.code(), "unreachable" | "timeout"));
+
+    // A node that left cannot send; one in flight when it leaves is rejected, not lost.
+    let pending = nodes[1].node.send(nodes[0].id(), vec![0; 1024]);
+    nodes[1].node.leave().await;
+    let _ = pending.await; // resolved or rejected, but settled
+    assert_eq!(
+        nodes[1].node.send(nodes[0].id(), b"late".to_vec()).await,
+        Err(SendError::Left)
+    );
+    leave_all(&nodes[..1]).await;
+}
+
+/// The `code` of a rejected JS promise or thrown `RhizomeError`.
+fn code_of(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &JsValue::from_str("code"))
+        .ok()
+        .and_then(|c| c.as_string())
+        .unwrap_or_else(|| format!("not a RhizomeError: {e:?}"))
+}
+
+async fn js_join(room: &str, mode: Option<&str>) -> Result<rhizome::js::RhizomeNode, JsValue> {
+    let options = js_sys::Object::new();
+    let set = |k: &str, v: JsValue| {
+        js_sys::Reflect::set(&options, &JsValue::from_str(k), &v).expect("set");
+    };
+    set("signaling", JsValue::from_str(&signaling_url()));
+    set("room", JsValue::from_str(room));
+    if let Some(m) = mode {
+        set("mode", JsValue::from_str(m));
+    }
+    rhizome::js::Rhizome::join(options.unchecked_into()).await
+}
+
+/// The code `node.send(to, data)` rejects with, or `None` if it resolves.
+async fn send(node: &rhizome::js::RhizomeNode, to: String, data: JsValue) -> Option<String> {
+    node.send(to, data.unchecked_into())
+        .await
+        .err()
+        .map(|e| code_of(&e))
+}
+
+#[wasm_bindgen_test]
+async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_their_codes() {
+    let room = fresh_room();
+    let err = js_join(&room, Some("banana")).await.err().expect("refused");
+    assert_eq!(code_of(&err), "bad-options");
+
+    let hybrid = js_join(&room, None).await.expect("joins");
+    assert_eq!(
+        JsValue::from(hybrid.mode()).as_string().as_deref(),
+        Some("hybrid")
+    );
+    let lone = js_join(&room, Some("unstructured")).await.expect("joins");
+    assert_eq!(
+        JsValue::from(lone.mode()).as_string().as_deref(),
+        Some("unstructured")
+    );
+    let structured = js_join(&room, Some("structured")).await.expect("joins");
+
+    let text = JsValue::from_str("hi");
+    let stranger = rhizome::id::Identity::generate()
+        .expect("random")
+        .peer_id()
+        .to_string();
+    assert_eq!(
+        send(&hybrid, "nope".into(), text.clone()).await.as_deref(),
+        Some("bad-peer-id")
+    );
+    assert_eq!(
+        send(&hybrid, hybrid.id(), text.clone()).await.as_deref(),
+        Some("bad-peer-id")
+    );
+    assert_eq!(
+        send(&hybrid, stranger.clone(), JsValue::from_f64(5.0))
+            .await
+            .as_deref(),
+        Some("bad-data")
+    );
+    let huge = js_sys::Uint8Array::new_with_length(16 * 1024 * 1024 + 1);
+    assert_eq!(
+        send(&hybrid, stranger.clone(), huge.into())
+            .await
+            .as_deref(),
+        Some("too-large")
+    );
+    let big = js_sys::Uint8Array::new_with_length(100 * 1024);
+    assert_eq!(
+        send(&hybrid, stranger.clone(), big.into()).await.as_deref(),
+        Some("too-large"),
+        "100 KiB cannot be routed to a peer without a connection"
+    );
+    // Unstructured mode routes to no one but neighbours.
+    assert_eq!(
+        send(&lone, stranger.clone(), text.clone()).await.as_deref(),
+        Some("mode")
+    );
+    // Structured mode does not broadcast.
+    let err = structured
+        .broadcast(text.clone().unchecked_into())
+        .expect_err("refused");
+    assert_eq!(code_of(&err), "mode");
+
+    // And what works: a message between two of them, through the JS API, as a string.
+    let got = Rc::new(RefCell::new(Vec::<(String, Vec<u8>)>::new()));
+    let sink = got.clone();
+    let handler = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+        let from = js_sys::Reflect::get(&e, &"from".into())
+            .ok()
+            .and_then(|f| f.as_string());
+        let data = js_sys::Reflect::get(&e, &"data".into())
+            .ok()
+            .map(|d| js_sys::Uint8Array::new(&d).to_vec());
+        if let (Some(f), Some(d)) = (from, data) {
+            sink.borrow_mut().push((f, d));
+        }
+    });
+    let handler_fn: JsValue = handler.as_ref().clone();
+    structured
+        .on(
+            JsValue::from_str("message").unchecked_into(),
+            handler_fn.unchecked_into(),
+        )
+        .expect("message is an event");
+    eventually(30_000, "the structured node has a neighbour", || {
+        if JsValue::from(structured.neighbors())
+            .dyn_into::<js_sys::Array>()
+            .map(|a| a.length())
+            .unwrap_or(0)
+            > 0
+        {
+            Ok(())
+        } else {
+            Err("none".into())
+        }
+    })
+    .await;
+    let ok = hybrid
+        .send(structured.id(), JsValue::from_str("héllo").unchecked_into())
+        .await
+        .expect("delivered");
+    let hops = js_sys::Reflect::get(&ok, &"hops".into())
+        .ok()
+        .and_then(|h| h.as_f64());
+    assert!(hops.is_some_and(|h| h >= 1.0), "{ok:?}");
+    assert_eq!(
+        got.borrow().clone(),
+        vec![(hybrid.id(), "héllo".as_bytes().to_vec())]
+    );
+    drop(handler);
+    for n in [&hybrid, &lone, &structured] {
+        n.leave().await;
+    }
 }
