@@ -14,9 +14,22 @@
 //! `signaling/PROTOCOL.md` documents the protocol for implementers in other languages;
 //! these types are the source of truth and are shared by the server and every client.
 
+#[cfg(not(target_arch = "wasm32"))]
 use serde::{Deserialize, Serialize};
 
 use crate::id::{IdError, Identity, PeerId, Signature};
+
+mod json;
+pub use json::JsonError;
+
+/// A relayed envelope as JSON, opaque to the server: parsed (`serde_json::Value`)
+/// natively, where the server and the tests inspect it; its JSON text in the browser, whose
+/// build carries no general JSON library (see `signal/json.rs`).
+#[cfg(not(target_arch = "wasm32"))]
+pub type EnvelopeJson = serde_json::Value;
+/// A relayed envelope as JSON text (natively a `serde_json::Value`).
+#[cfg(target_arch = "wasm32")]
+pub type EnvelopeJson = String;
 
 /// Version of the signaling protocol announced in [`ServerMsg::Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -57,8 +70,12 @@ pub fn verify_join_proof(
 }
 
 /// A message from a client to the signaling server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Serialize, Deserialize))]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    serde(tag = "type", rename_all = "kebab-case")
+)]
 pub enum ClientMsg {
     /// Join `room` as `peer`; `proof` signs [`join_proof_message`] with the peer's key.
     Join {
@@ -75,15 +92,19 @@ pub enum ClientMsg {
         /// Recipient.
         to: PeerId,
         /// Opaque to the server; a [`SignedEnvelope`] for rhizome peers.
-        envelope: serde_json::Value,
+        envelope: EnvelopeJson,
     },
     /// Heartbeat; answered with [`ServerMsg::Pong`].
     Ping,
 }
 
 /// A message from the signaling server to a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Serialize, Deserialize))]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    serde(tag = "type", rename_all = "kebab-case")
+)]
 pub enum ServerMsg {
     /// First message on every connection.
     Hello {
@@ -103,7 +124,7 @@ pub enum ServerMsg {
         /// Sender, as authenticated by its join proof.
         from: PeerId,
         /// As sent.
-        envelope: serde_json::Value,
+        envelope: EnvelopeJson,
     },
     /// Answer to [`ClientMsg::Ping`].
     Pong,
@@ -113,12 +134,21 @@ pub enum ServerMsg {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+        /// The peer the refusal is about, when there is one: the `to` of a `signal` that
+        /// was refused with [`ErrorCode::UnknownPeer`] or [`ErrorCode::PeerBusy`]. Absent
+        /// from the JSON when `None`, so older clients and servers are unaffected.
+        #[cfg_attr(
+            not(target_arch = "wasm32"),
+            serde(default, skip_serializing_if = "Option::is_none")
+        )]
+        peer: Option<PeerId>,
     },
 }
 
 /// Stable error codes of the signaling protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Serialize, Deserialize))]
+#[cfg_attr(not(target_arch = "wasm32"), serde(rename_all = "kebab-case"))]
 pub enum ErrorCode {
     /// The frame was not valid JSON or not a valid message.
     BadRequest,
@@ -245,8 +275,14 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// What one peer tells another to set up (or tear down) a WebRTC connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+///
+/// Its JSON text ([`SignalPayload::to_text`]) is what an envelope signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(Serialize, Deserialize))]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    serde(tag = "kind", rename_all = "kebab-case")
+)]
 pub enum SignalPayload {
     /// An SDP offer.
     Offer {
@@ -263,10 +299,16 @@ pub enum SignalPayload {
         /// The `candidate:` line.
         candidate: String,
         /// Media stream id, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(
+            not(target_arch = "wasm32"),
+            serde(default, skip_serializing_if = "Option::is_none")
+        )]
         sdp_mid: Option<String>,
         /// Media line index, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(
+            not(target_arch = "wasm32"),
+            serde(default, skip_serializing_if = "Option::is_none")
+        )]
         sdp_m_line_index: Option<u16>,
     },
     /// The sender gave up on this connection attempt.
@@ -276,8 +318,8 @@ pub enum SignalPayload {
 /// A [`SignalPayload`] signed by its sender for one recipient and one connection attempt.
 ///
 /// `body` is the JSON text of the payload, signed as is, so no canonical re-encoding is
-/// needed to check it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// needed to check it. Serde (postcard) carries it in overlay frames.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SignedEnvelope {
     /// Sender.
     pub from: PeerId,
@@ -317,7 +359,7 @@ impl SignedEnvelope {
 
     /// Signs `payload` from `identity` to `to`.
     pub fn seal(identity: &Identity, to: PeerId, attempt: u64, payload: &SignalPayload) -> Self {
-        let body = serde_json::to_string(payload).expect("signal payloads always serialize");
+        let body = payload.to_text();
         let sig = identity.sign(ENVELOPE_CONTEXT, &Self::signed_bytes(&to, attempt, &body));
         SignedEnvelope {
             from: identity.peer_id(),
@@ -340,21 +382,36 @@ impl SignedEnvelope {
                 &self.sig,
             )
             .map_err(|_| EnvelopeError::BadSignature(self.from))?;
-        serde_json::from_str(&self.body).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+        SignalPayload::from_text(&self.body).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 
     /// Parses an envelope out of the opaque JSON the server relays.
-    pub fn from_json(v: &serde_json::Value) -> Result<Self, EnvelopeError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_json(v: &EnvelopeJson) -> Result<Self, EnvelopeError> {
         serde_json::from_value(v.clone()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 
+    /// Parses an envelope out of the opaque JSON the server relays.
+    #[cfg(target_arch = "wasm32")]
+    pub fn from_json(v: &EnvelopeJson) -> Result<Self, EnvelopeError> {
+        Self::from_text(v).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
     /// The envelope as the opaque JSON the server relays.
-    pub fn to_json(&self) -> serde_json::Value {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_json(&self) -> EnvelopeJson {
         serde_json::to_value(self).expect("envelopes always serialize")
+    }
+
+    /// The envelope as the opaque JSON the server relays.
+    #[cfg(target_arch = "wasm32")]
+    pub fn to_json(&self) -> EnvelopeJson {
+        self.to_text()
     }
 }
 
-#[cfg(test)]
+// The tests compare with serde_json, which the browser build does not have.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 
@@ -375,9 +432,37 @@ mod tests {
         let err = ServerMsg::Error {
             code: ErrorCode::FrameTooLarge,
             message: "x".into(),
+            peer: None,
         };
         let v = serde_json::to_value(&err).unwrap();
         assert_eq!(v["code"], "frame-too-large");
+        assert!(
+            v.get("peer").is_none(),
+            "no peer field when there is no peer"
+        );
+    }
+
+    #[test]
+    fn an_error_about_a_peer_names_it_and_older_errors_still_parse() {
+        let to = Identity::from_secret_bytes([3; 32]).peer_id();
+        let err = ServerMsg::Error {
+            code: ErrorCode::UnknownPeer,
+            message: "gone".into(),
+            peer: Some(to),
+        };
+        let v = serde_json::to_value(&err).unwrap();
+        assert_eq!(v["peer"], to.to_string());
+        assert_eq!(serde_json::from_value::<ServerMsg>(v).unwrap(), err);
+        // What a server without the field sends.
+        let old = r#"{"type":"error","code":"unknown-peer","message":"gone"}"#;
+        assert_eq!(
+            serde_json::from_str::<ServerMsg>(old).unwrap(),
+            ServerMsg::Error {
+                code: ErrorCode::UnknownPeer,
+                message: "gone".into(),
+                peer: None,
+            }
+        );
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl Peer {
         conn
     }
 
-    async fn on_envelope(self: &Rc<Self>, raw: serde_json::Value) {
+    async fn on_envelope(self: &Rc<Self>, raw: rhizome::signal::EnvelopeJson) {
         let env = SignedEnvelope::from_json(&raw).expect("well-formed envelope");
         let payload = env
             .open(&self.identity.peer_id())

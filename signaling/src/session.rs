@@ -298,11 +298,13 @@ impl Session {
             }
             Err(RelayError::UnknownPeer) => {
                 let message = format!("{to} is not another member of this room");
-                self.reply_error(ErrorCode::UnknownPeer, message).await
+                self.reply_error_about(ErrorCode::UnknownPeer, message, Some(to))
+                    .await
             }
             Err(RelayError::PeerBusy) => {
                 let message = format!("{to} is not reading; signal not delivered");
-                self.reply_error(ErrorCode::PeerBusy, message).await
+                self.reply_error_about(ErrorCode::PeerBusy, message, Some(to))
+                    .await
             }
             Err(RelayError::SenderReplaced) => Err(End::close(
                 ErrorCode::Replaced,
@@ -331,9 +333,25 @@ impl Session {
         code: ErrorCode,
         message: impl Into<String>,
     ) -> Result<(), End> {
+        self.reply_error_about(code, message, None).await
+    }
+
+    /// Sends an error frame that does not end the session and names the peer it is about
+    /// (the `to` of a refused `signal`), so the client can act on it without parsing text.
+    async fn reply_error_about(
+        &mut self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        peer: Option<PeerId>,
+    ) -> Result<(), End> {
         telemetry::error(code);
         let message = message.into();
-        self.send(&ServerMsg::Error { code, message }).await
+        self.send(&ServerMsg::Error {
+            code,
+            message,
+            peer,
+        })
+        .await
     }
 
     async fn send(&mut self, msg: &ServerMsg) -> Result<(), End> {
@@ -398,7 +416,11 @@ impl Session {
     async fn close(&mut self, code: ErrorCode, message: String, close: u16) {
         telemetry::error(code);
         let limit = self.shared.config.write_timeout.min(CLOSE_LINGER);
-        let error = Message::Text(encode(&ServerMsg::Error { code, message }));
+        let error = Message::Text(encode(&ServerMsg::Error {
+            code,
+            message,
+            peer: None,
+        }));
         let frame = Message::Close(Some(CloseFrame {
             code: close,
             reason: code.as_str().into(),

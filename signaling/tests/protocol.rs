@@ -263,20 +263,28 @@ async fn a_signal_to_a_peer_outside_the_room_is_refused_as_unknown_peer() {
     let (mut a, _) = server.join("r").await;
     let (outsider, _) = server.join("other").await;
     a.signal(outsider.peer(), json!(1)).await;
-    let message = a.expect_error(ErrorCode::UnknownPeer).await;
+    let (message, peer) = a.expect_error_about(ErrorCode::UnknownPeer).await;
     assert!(message.contains(&outsider.peer().to_string()));
-    a.signal(Identity::generate().unwrap().peer_id(), json!(1))
-        .await;
-    a.expect_error(ErrorCode::UnknownPeer).await;
+    assert_eq!(peer, Some(outsider.peer()), "the error names the peer");
+    let stranger = Identity::generate().unwrap().peer_id();
+    a.signal(stranger, json!(1)).await;
+    let (_, peer) = a.expect_error_about(ErrorCode::UnknownPeer).await;
+    assert_eq!(peer, Some(stranger));
     a.signal(a.peer(), json!(1)).await;
-    a.expect_error(ErrorCode::UnknownPeer).await;
+    let (_, peer) = a.expect_error_about(ErrorCode::UnknownPeer).await;
+    assert_eq!(peer, Some(a.peer()));
     // A member that left is unknown too.
     let (b, _) = server.join("r").await;
     let gone = b.peer();
     drop(b);
     tokio::time::sleep(Duration::from_millis(100)).await;
     a.signal(gone, json!(1)).await;
-    a.expect_error(ErrorCode::UnknownPeer).await;
+    let (_, peer) = a.expect_error_about(ErrorCode::UnknownPeer).await;
+    assert_eq!(
+        peer,
+        Some(gone),
+        "a client can fail its attempt with `gone` at once"
+    );
     // Not a protocol violation: many of these do not close the session.
     for _ in 0..15 {
         a.signal(gone, json!(1)).await;
@@ -306,7 +314,8 @@ async fn signal_before_join_is_refused_as_not_joined() {
     let (target, _) = server.join("r").await;
     let mut c = server.connect().await;
     c.signal(target.peer(), json!(1)).await;
-    c.expect_error(ErrorCode::NotJoined).await;
+    let (_, peer) = c.expect_error_about(ErrorCode::NotJoined).await;
+    assert_eq!(peer, None, "only refusals about a peer name one");
     c.join("r").await;
     server.stop().await;
 }
@@ -570,8 +579,12 @@ async fn a_reader_that_stalls_makes_senders_see_peer_busy_and_nobody_else_waits(
                 ServerMsg::Pong => break,
                 ServerMsg::Error {
                     code: ErrorCode::PeerBusy,
+                    peer,
                     ..
-                } => busy = true,
+                } => {
+                    assert_eq!(peer, Some(stalled.peer()), "peer-busy names the target");
+                    busy = true
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

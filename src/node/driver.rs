@@ -660,7 +660,10 @@ impl<P: Platform> Shared<P> {
             .borrow_mut()
             .map
             .apply(me, announcement, P::now_ms());
-        if self.state.borrow().overlay.is_joined() {
+        // A structured node broadcasts nothing of its own, announcements included.
+        let overlay = &self.state.borrow().overlay;
+        let may = overlay.is_joined() && overlay.config().mode != overlay::dht::Mode::Structured;
+        if may {
             self.input(Input::Broadcast { payload });
         }
     }
@@ -725,14 +728,31 @@ impl<P: Platform> Shared<P> {
                             }),
                         }
                     }
-                    SignalingEvent::Error { code, message } => shared.emit(NodeEvent::Error {
-                        code: "signaling-error",
-                        message: match code {
-                            Some(c) => format!("{c:?}: {message}"),
-                            None => message,
-                        },
-                        peer: None,
-                    }),
+                    SignalingEvent::Error {
+                        code,
+                        message,
+                        peer,
+                    } => {
+                        // The server could not deliver our signal to `peer`: it left the
+                        // room (or never was in it), so a handshake signalled through the
+                        // server cannot complete. Fail it now, as a failed connection
+                        // would be, instead of at the handshake timeout.
+                        let unknown = code == Some(crate::signal::ErrorCode::UnknownPeer);
+                        let pending = peer.filter(|p| {
+                            unknown && shared.state.borrow().conns.get(p).is_some_and(|c| !c.open)
+                        });
+                        shared.emit(NodeEvent::Error {
+                            code: "signaling-error",
+                            message: match code {
+                                Some(c) => format!("{c}: {message}"),
+                                None => message,
+                            },
+                            peer,
+                        });
+                        if let Some(p) = pending {
+                            shared.remove_connection(p);
+                        }
+                    }
                     SignalingEvent::Closed(_) => break,
                 }
             }

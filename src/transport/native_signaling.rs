@@ -195,6 +195,7 @@ impl SignalingClient {
                     return Some(SignalingEvent::Error {
                         code: None,
                         message: "binary frame from server".into(),
+                        peer: None,
                     })
                 }
                 Some(Ok(_)) => continue, // ping/pong, answered by tungstenite

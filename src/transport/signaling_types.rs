@@ -7,7 +7,7 @@
 //! two clients stay interchangeable.
 
 use crate::id::{Identity, PeerId};
-use crate::signal::{sign_join_proof, ClientMsg, ErrorCode, ServerMsg};
+use crate::signal::{sign_join_proof, ClientMsg, EnvelopeJson, ErrorCode, ServerMsg};
 
 /// Why talking to the signaling server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +62,7 @@ pub enum SignalingEvent {
         /// Sender, as authenticated by the server (the envelope carries its own proof).
         from: PeerId,
         /// The envelope as relayed (check it with [`SignedEnvelope::open`](crate::signal::SignedEnvelope::open)).
-        envelope: serde_json::Value,
+        envelope: EnvelopeJson,
     },
     /// The server reported an error, or sent something we could not parse.
     Error {
@@ -70,6 +70,10 @@ pub enum SignalingEvent {
         code: Option<ErrorCode>,
         /// Details.
         message: String,
+        /// The peer the error is about, if the server named one: the recipient of a
+        /// `signal` that was refused (`unknown-peer`: not in the room, so a connection
+        /// attempt signalled through the server cannot complete).
+        peer: Option<PeerId>,
     },
     /// The session ended. No event follows.
     Closed(String),
@@ -132,7 +136,7 @@ impl<'a> Handshake<'a> {
             url: self.url.to_string(),
             reason,
         };
-        let msg = serde_json::from_str::<ServerMsg>(text)
+        let msg = ServerMsg::from_text(text)
             .map_err(|e| protocol(format!("bad frame during join: {e}")))?;
         match msg {
             ServerMsg::Hello { nonce, .. } if !self.joined => {
@@ -144,7 +148,7 @@ impl<'a> Handshake<'a> {
                 }))
             }
             ServerMsg::Welcome { peers } if self.joined => Ok(Step::Joined(peers)),
-            ServerMsg::Error { code, message } => Err(SignalingError::Refused {
+            ServerMsg::Error { code, message, .. } => Err(SignalingError::Refused {
                 url: self.url.to_string(),
                 code,
                 message,
@@ -161,20 +165,27 @@ impl<'a> Handshake<'a> {
 /// What one text frame of a joined session means; `None` for frames with nothing to
 /// report (pongs). Never fails: what cannot be parsed becomes an error event.
 pub(crate) fn session_event(text: &str) -> Option<SignalingEvent> {
-    Some(match serde_json::from_str::<ServerMsg>(text) {
+    Some(match ServerMsg::from_text(text) {
         Ok(ServerMsg::Signal { from, envelope }) => SignalingEvent::Signal { from, envelope },
-        Ok(ServerMsg::Error { code, message }) => SignalingEvent::Error {
+        Ok(ServerMsg::Error {
+            code,
+            message,
+            peer,
+        }) => SignalingEvent::Error {
             code: Some(code),
             message,
+            peer,
         },
         Ok(ServerMsg::Pong) => return None,
         Ok(other) => SignalingEvent::Error {
             code: None,
             message: format!("unexpected `{}` from server", message_kind(&other)),
+            peer: None,
         },
         Err(e) => SignalingEvent::Error {
             code: None,
             message: format!("unparseable frame from server: {e}"),
+            peer: None,
         },
     })
 }
@@ -188,5 +199,58 @@ fn message_kind(m: &ServerMsg) -> &'static str {
         ServerMsg::Signal { .. } => "signal",
         ServerMsg::Pong => "pong",
         ServerMsg::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_peer_error_names_the_peer_it_is_about() {
+        let to = Identity::from_secret_bytes([5; 32]).peer_id();
+        let frame = format!(
+            r#"{{"type":"error","code":"unknown-peer","message":"not here","peer":"{to}"}}"#
+        );
+        assert_eq!(
+            session_event(&frame),
+            Some(SignalingEvent::Error {
+                code: Some(ErrorCode::UnknownPeer),
+                message: "not here".into(),
+                peer: Some(to),
+            })
+        );
+    }
+
+    #[test]
+    fn an_error_from_an_older_server_has_no_peer() {
+        let frame = r#"{"type":"error","code":"unknown-peer","message":"not here"}"#;
+        assert!(matches!(
+            session_event(frame),
+            Some(SignalingEvent::Error {
+                code: Some(ErrorCode::UnknownPeer),
+                peer: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_garbled_frame_is_an_error_event_not_a_panic() {
+        for frame in [
+            "",
+            "{",
+            r#"{"type":"error","code":"unknown-peer","message":"x","peer":"zz"}"#,
+        ] {
+            assert!(matches!(
+                session_event(frame),
+                Some(SignalingEvent::Error {
+                    code: None,
+                    peer: None,
+                    ..
+                })
+            ));
+        }
+        assert_eq!(session_event(r#"{"type":"pong"}"#), None);
     }
 }

@@ -220,12 +220,8 @@ impl SignalingSender {
         if *self.closed.borrow() {
             return Err(SignalingError::Closed);
         }
-        let text = serde_json::to_string(msg).map_err(|e| SignalingError::Protocol {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        })?;
         self.ws
-            .send_with_str(&text)
+            .send_with_str(&msg.to_text())
             .map_err(|e| SignalingError::Unreachable {
                 url: self.url.clone(),
                 reason: describe_js_error(&e),

@@ -176,8 +176,17 @@ impl Client {
 
     /// Expects an error frame with `code`; returns its message.
     pub async fn expect_error(&mut self, code: ErrorCode) -> String {
+        self.expect_error_about(code).await.0
+    }
+
+    /// Expects an error frame with `code`; returns its message and the peer it names.
+    pub async fn expect_error_about(&mut self, code: ErrorCode) -> (String, Option<PeerId>) {
         match self.recv().await {
-            ServerMsg::Error { code: c, message } if c == code => message,
+            ServerMsg::Error {
+                code: c,
+                message,
+                peer,
+            } if c == code => (message, peer),
             other => panic!("expected error {code}, got {other:?}"),
         }
     }

@@ -1,0 +1,754 @@
+//! A small JSON codec for the handful of signaling shapes a client writes and reads.
+//!
+//! Why not serde_json: the browser package is measured in kilobytes, and a general JSON
+//! library with its serde plumbing (internally tagged enums buffer through `Content`,
+//! error messages format floats) cost about a sixth of the whole wasm binary. A client
+//! only ever writes [`ClientMsg`], [`SignalPayload`] and [`SignedEnvelope`] and reads
+//! [`ServerMsg`], [`SignalPayload`] and [`SignedEnvelope`], so it gets this instead: a
+//! validating reader that hands out the raw text of each field, and writers for those
+//! shapes. Natively the same functions run (the native client and the tests use them);
+//! the server keeps serde_json. The tests check byte-for-byte agreement with serde_json,
+//! which matters for [`SignalPayload`]: its JSON text is what gets signed.
+
+use super::{ClientMsg, EnvelopeJson, ErrorCode, ServerMsg, SignalPayload, SignedEnvelope};
+use crate::id::{PeerId, Signature};
+
+/// Why a frame could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON message: {0}")]
+pub struct JsonError(pub &'static str);
+
+type Result<T> = core::result::Result<T, JsonError>;
+
+/// Deepest nesting accepted (serde_json's default recursion limit).
+const MAX_DEPTH: u32 = 128;
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+/// Builds one JSON object, fields in the order they are added.
+struct Obj(String);
+
+impl Obj {
+    fn new() -> Self {
+        Obj(String::from("{"))
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        push_str(&mut self.0, key);
+        self.0.push(':');
+    }
+
+    fn str(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        push_str(&mut self.0, value);
+        self
+    }
+
+    fn u64(mut self, key: &str, value: u64) -> Self {
+        self.key(key);
+        push_u64(&mut self.0, value);
+        self
+    }
+
+    fn raw(mut self, key: &str, json: &str) -> Self {
+        self.key(key);
+        self.0.push_str(json);
+        self
+    }
+
+    fn hex(self, key: &str, bytes: &[u8]) -> Self {
+        self.str(key, &hex::encode(bytes))
+    }
+
+    fn end(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// A JSON string, escaped exactly as serde_json escapes it (`"`, `\`, and control
+/// characters; `\u00xx` in lowercase hex for those without a short form).
+fn push_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d as char);
+    }
+}
+
+impl ClientMsg {
+    /// The message as the JSON text frame a client sends.
+    pub fn to_text(&self) -> String {
+        match self {
+            ClientMsg::Join { room, peer, proof } => Obj::new()
+                .str("type", "join")
+                .str("room", room)
+                .hex("peer", peer.as_bytes())
+                .hex("proof", proof.as_bytes())
+                .end(),
+            ClientMsg::Signal { to, envelope } => Obj::new()
+                .str("type", "signal")
+                .hex("to", to.as_bytes())
+                .raw("envelope", &envelope_text(envelope))
+                .end(),
+            ClientMsg::Ping => Obj::new().str("type", "ping").end(),
+        }
+    }
+}
+
+impl SignalPayload {
+    /// The payload's JSON text: what [`SignedEnvelope::seal`] signs.
+    pub fn to_text(&self) -> String {
+        match self {
+            SignalPayload::Offer { sdp } => Obj::new().str("kind", "offer").str("sdp", sdp),
+            SignalPayload::Answer { sdp } => Obj::new().str("kind", "answer").str("sdp", sdp),
+            SignalPayload::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let mut o = Obj::new()
+                    .str("kind", "candidate")
+                    .str("candidate", candidate);
+                if let Some(mid) = sdp_mid {
+                    o = o.str("sdp_mid", mid);
+                }
+                if let Some(index) = sdp_m_line_index {
+                    o = o.u64("sdp_m_line_index", u64::from(*index));
+                }
+                o
+            }
+            SignalPayload::Abort => Obj::new().str("kind", "abort"),
+        }
+        .end()
+    }
+
+    /// Reads a payload from its JSON text.
+    pub fn from_text(text: &str) -> Result<Self> {
+        let f = Fields::parse(text)?;
+        Ok(match f.str("kind")?.as_str() {
+            "offer" => SignalPayload::Offer { sdp: f.str("sdp")? },
+            "answer" => SignalPayload::Answer { sdp: f.str("sdp")? },
+            "candidate" => SignalPayload::Candidate {
+                candidate: f.str("candidate")?,
+                sdp_mid: f.opt("sdp_mid", string)?,
+                sdp_m_line_index: f.opt("sdp_m_line_index", |raw| {
+                    u16::try_from(number(raw)?).map_err(|_| JsonError("number out of range"))
+                })?,
+            },
+            "abort" => SignalPayload::Abort,
+            _ => return Err(JsonError("unknown `kind`")),
+        })
+    }
+}
+
+impl SignedEnvelope {
+    /// The envelope as JSON text.
+    pub fn to_text(&self) -> String {
+        Obj::new()
+            .hex("from", self.from.as_bytes())
+            .hex("to", self.to.as_bytes())
+            .u64("attempt", self.attempt)
+            .str("body", &self.body)
+            .hex("sig", self.sig.as_bytes())
+            .end()
+    }
+
+    /// Reads an envelope from JSON text.
+    pub fn from_text(text: &str) -> Result<Self> {
+        let f = Fields::parse(text)?;
+        Ok(SignedEnvelope {
+            from: f.peer("from")?,
+            to: f.peer("to")?,
+            attempt: number(f.get("attempt")?)?,
+            body: f.str("body")?,
+            sig: f.req("sig", |raw| {
+                string(raw)?
+                    .parse::<Signature>()
+                    .map_err(|_| JsonError("bad signature"))
+            })?,
+        })
+    }
+}
+
+impl ServerMsg {
+    /// Reads a text frame from the server.
+    pub fn from_text(text: &str) -> Result<Self> {
+        let f = Fields::parse(text)?;
+        Ok(match f.str("type")?.as_str() {
+            "hello" => ServerMsg::Hello {
+                nonce: f.str("nonce")?,
+                version: u32::try_from(number(f.get("version")?)?)
+                    .map_err(|_| JsonError("number out of range"))?,
+            },
+            "welcome" => ServerMsg::Welcome {
+                peers: f.req("peers", |raw| {
+                    array(raw)?
+                        .into_iter()
+                        .map(peer_id)
+                        .collect::<Result<Vec<_>>>()
+                })?,
+            },
+            "signal" => ServerMsg::Signal {
+                from: f.peer("from")?,
+                envelope: envelope_from_text(f.get("envelope")?)?,
+            },
+            "pong" => ServerMsg::Pong,
+            "error" => ServerMsg::Error {
+                code: f.req("code", |raw| {
+                    let code = string(raw)?;
+                    ErrorCode::ALL
+                        .into_iter()
+                        .find(|c| c.as_str() == code)
+                        .ok_or(JsonError("unknown error code"))
+                })?,
+                message: f.str("message")?,
+                peer: f.opt("peer", peer_id)?,
+            },
+            _ => return Err(JsonError("unknown `type`")),
+        })
+    }
+}
+
+/// The envelope's JSON text, as it goes into a `signal` frame.
+#[cfg(not(target_arch = "wasm32"))]
+fn envelope_text(envelope: &EnvelopeJson) -> String {
+    envelope.to_string()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn envelope_text(envelope: &EnvelopeJson) -> String {
+    envelope.clone()
+}
+
+/// A relayed envelope out of its (already validated) JSON text.
+#[cfg(not(target_arch = "wasm32"))]
+fn envelope_from_text(raw: &str) -> Result<EnvelopeJson> {
+    serde_json::from_str(raw).map_err(|_| JsonError("bad envelope"))
+}
+
+#[cfg(target_arch = "wasm32")]
+fn envelope_from_text(raw: &str) -> Result<EnvelopeJson> {
+    Ok(raw.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+/// The members of one JSON object, each with the raw (validated) text of its value.
+struct Fields<'a>(Vec<(String, &'a str)>);
+
+impl<'a> Fields<'a> {
+    /// Parses `text` as exactly one JSON object (whitespace around it allowed).
+    fn parse(text: &'a str) -> Result<Self> {
+        let mut r = Reader { text, at: 0 };
+        r.ws();
+        if r.peek() != Some(b'{') {
+            return Err(JsonError("expected an object"));
+        }
+        let mut fields = Vec::new();
+        r.object(0, Some(&mut fields))?;
+        r.ws();
+        if r.at != text.len() {
+            return Err(JsonError("trailing characters"));
+        }
+        Ok(Fields(fields))
+    }
+
+    /// The raw value of `key`, or `None`; a key given twice is an error (as with serde).
+    fn find(&self, key: &str) -> Result<Option<&'a str>> {
+        let mut found = self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| *v);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(JsonError("duplicate field"));
+        }
+        Ok(first)
+    }
+
+    fn get(&self, key: &str) -> Result<&'a str> {
+        self.find(key)?.ok_or(JsonError("missing field"))
+    }
+
+    fn req<T>(&self, key: &str, read: impl FnOnce(&'a str) -> Result<T>) -> Result<T> {
+        read(self.get(key)?)
+    }
+
+    /// An optional field: absent or `null` is `None`.
+    fn opt<T>(&self, key: &str, read: impl FnOnce(&'a str) -> Result<T>) -> Result<Option<T>> {
+        match self.find(key)? {
+            None | Some("null") => Ok(None),
+            Some(raw) => read(raw).map(Some),
+        }
+    }
+
+    fn str(&self, key: &str) -> Result<String> {
+        string(self.get(key)?)
+    }
+
+    fn peer(&self, key: &str) -> Result<PeerId> {
+        peer_id(self.get(key)?)
+    }
+}
+
+/// A peer id from the raw text of a JSON string.
+fn peer_id(raw: &str) -> Result<PeerId> {
+    string(raw)?
+        .parse::<PeerId>()
+        .map_err(|_| JsonError("bad peer id"))
+}
+
+/// A string from the raw text of a JSON value.
+fn string(raw: &str) -> Result<String> {
+    let mut r = Reader { text: raw, at: 0 };
+    let s = r.string()?;
+    if r.at != raw.len() {
+        return Err(JsonError("expected a string"));
+    }
+    Ok(s)
+}
+
+/// A non-negative integer from the raw text of a JSON value.
+fn number(raw: &str) -> Result<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(JsonError("expected a non-negative integer"));
+    }
+    raw.parse().map_err(|_| JsonError("number out of range"))
+}
+
+/// The raw text of each element of a JSON array.
+fn array(raw: &str) -> Result<Vec<&str>> {
+    let mut r = Reader { text: raw, at: 0 };
+    if r.peek() != Some(b'[') {
+        return Err(JsonError("expected an array"));
+    }
+    let mut items = Vec::new();
+    r.array(0, Some(&mut items))?;
+    Ok(items)
+}
+
+/// A cursor over JSON text that checks the grammar as it goes.
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn bump(&mut self) -> Result<u8> {
+        let b = self.peek().ok_or(JsonError("unexpected end"))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn expect(&mut self, b: u8) -> Result<()> {
+        if self.bump()? == b {
+            Ok(())
+        } else {
+            Err(JsonError("unexpected character"))
+        }
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// Skips one value (after whitespace) and returns its raw text.
+    fn value(&mut self, depth: u32) -> Result<&'a str> {
+        self.ws();
+        let start = self.at;
+        match self.peek().ok_or(JsonError("unexpected end"))? {
+            b'{' => self.object(depth + 1, None)?,
+            b'[' => self.array(depth + 1, None)?,
+            b'"' => {
+                self.string()?;
+            }
+            b't' => self.literal("true")?,
+            b'f' => self.literal("false")?,
+            b'n' => self.literal("null")?,
+            _ => self.number()?,
+        }
+        Ok(&self.text[start..self.at])
+    }
+
+    fn literal(&mut self, word: &str) -> Result<()> {
+        if self.text[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(JsonError("unexpected character"))
+        }
+    }
+
+    fn digits(&mut self) -> Result<()> {
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        if self.at == start {
+            return Err(JsonError("expected a digit"));
+        }
+        Ok(())
+    }
+
+    fn number(&mut self) -> Result<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        if self.peek() == Some(b'0') {
+            self.at += 1;
+        } else {
+            self.digits()?;
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            self.digits()?;
+        }
+        Ok(())
+    }
+
+    /// An object starting at `{`; its members go into `fields` if given.
+    fn object(
+        &mut self,
+        depth: u32,
+        mut fields: Option<&mut Vec<(String, &'a str)>>,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(JsonError("nested too deeply"));
+        }
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            let value = self.value(depth)?;
+            if let Some(fields) = fields.as_deref_mut() {
+                fields.push((key, value));
+            }
+            self.ws();
+            match self.bump()? {
+                b',' => continue,
+                b'}' => return Ok(()),
+                _ => return Err(JsonError("expected `,` or `}`")),
+            }
+        }
+    }
+
+    /// An array starting at `[`; the raw text of its elements goes into `items` if given.
+    fn array(&mut self, depth: u32, mut items: Option<&mut Vec<&'a str>>) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(JsonError("nested too deeply"));
+        }
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            let value = self.value(depth)?;
+            if let Some(items) = items.as_deref_mut() {
+                items.push(value);
+            }
+            self.ws();
+            match self.bump()? {
+                b',' => continue,
+                b']' => return Ok(()),
+                _ => return Err(JsonError("expected `,` or `]`")),
+            }
+        }
+    }
+
+    /// A string starting at `"`, unescaped.
+    fn string(&mut self) -> Result<String> {
+        self.expect(b'"')?;
+        let mut out = String::new();
+        loop {
+            let start = self.at;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.at += 1;
+            }
+            // Stops only at ASCII bytes, so this is a char boundary.
+            out.push_str(&self.text[start..self.at]);
+            match self.bump()? {
+                b'"' => return Ok(out),
+                b'\\' => {}
+                _ => return Err(JsonError("control character in string")),
+            }
+            let c = match self.bump()? {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => self.unicode_escape()?,
+                _ => return Err(JsonError("bad escape")),
+            };
+            out.push(c);
+        }
+    }
+
+    /// The character of a `\u` escape (the `\u` already read), joining surrogate pairs.
+    fn unicode_escape(&mut self) -> Result<char> {
+        let first = self.hex4()?;
+        let code = match first {
+            0xd800..=0xdbff => {
+                self.expect(b'\\')?;
+                self.expect(b'u')?;
+                let second = self.hex4()?;
+                if !(0xdc00..=0xdfff).contains(&second) {
+                    return Err(JsonError("bad surrogate pair"));
+                }
+                0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
+            }
+            0xdc00..=0xdfff => return Err(JsonError("bad surrogate pair")),
+            c => c,
+        };
+        char::from_u32(code).ok_or(JsonError("bad escape"))
+    }
+
+    fn hex4(&mut self) -> Result<u32> {
+        let mut v = 0;
+        for _ in 0..4 {
+            let d = (self.bump()? as char)
+                .to_digit(16)
+                .ok_or(JsonError("bad escape"))?;
+            v = v * 16 + d;
+        }
+        Ok(v)
+    }
+}
+
+// The tests compare with serde_json, which the browser build does not have.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::id::Identity;
+
+    fn payloads() -> Vec<SignalPayload> {
+        let awkward = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\na=\"quoted\" \\ back\tslash \u{1} \u{1f} \u{7f} é 😀 </script>";
+        vec![
+            SignalPayload::Offer {
+                sdp: awkward.into(),
+            },
+            SignalPayload::Answer { sdp: String::new() },
+            SignalPayload::Candidate {
+                candidate: "candidate:1 1 udp 2122260223 10.0.0.1 5000 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(65535),
+            },
+            SignalPayload::Candidate {
+                candidate: awkward.into(),
+                sdp_mid: None,
+                sdp_m_line_index: Some(0),
+            },
+            SignalPayload::Candidate {
+                candidate: String::new(),
+                sdp_mid: Some("\u{8}\u{c}".into()),
+                sdp_m_line_index: None,
+            },
+            SignalPayload::Abort,
+        ]
+    }
+
+    #[test]
+    fn payloads_are_written_byte_for_byte_as_serde_json_writes_them() {
+        // The payload text is what gets signed: peers running an older build (serde_json)
+        // and this codec must produce and accept the same bytes.
+        for p in payloads() {
+            assert_eq!(p.to_text(), serde_json::to_string(&p).unwrap());
+            assert_eq!(SignalPayload::from_text(&p.to_text()).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn envelopes_and_client_messages_match_serde_json() {
+        let a = Identity::from_secret_bytes([1; 32]);
+        let b = Identity::from_secret_bytes([2; 32]);
+        for (i, p) in payloads().iter().enumerate() {
+            let env = SignedEnvelope::seal(&a, b.peer_id(), u64::MAX - i as u64, p);
+            assert_eq!(env.to_text(), serde_json::to_string(&env).unwrap());
+            assert_eq!(SignedEnvelope::from_text(&env.to_text()).unwrap(), env);
+            let signal = ClientMsg::Signal {
+                to: b.peer_id(),
+                envelope: env.to_json(),
+            };
+            assert_eq!(signal.to_text(), serde_json::to_string(&signal).unwrap());
+        }
+        let join = ClientMsg::Join {
+            room: "lobby \"1\"".into(),
+            peer: a.peer_id(),
+            proof: super::super::sign_join_proof(&a, "n", "lobby"),
+        };
+        assert_eq!(join.to_text(), serde_json::to_string(&join).unwrap());
+        assert_eq!(ClientMsg::Ping.to_text(), r#"{"type":"ping"}"#);
+    }
+
+    #[test]
+    fn every_server_message_reads_as_serde_json_reads_it() {
+        let a = Identity::from_secret_bytes([1; 32]).peer_id();
+        let b = Identity::from_secret_bytes([2; 32]).peer_id();
+        let mut msgs = vec![
+            ServerMsg::Hello {
+                nonce: "9f2c".into(),
+                version: 1,
+            },
+            ServerMsg::Welcome { peers: vec![] },
+            ServerMsg::Welcome { peers: vec![a, b] },
+            ServerMsg::Signal {
+                from: a,
+                envelope: serde_json::json!({"x": [1, -2.5e3, null, true, {"y": "\u{2028}"}]}),
+            },
+            ServerMsg::Pong,
+            ServerMsg::Error {
+                code: ErrorCode::UnknownPeer,
+                message: "gone".into(),
+                peer: Some(b),
+            },
+        ];
+        for code in ErrorCode::ALL {
+            msgs.push(ServerMsg::Error {
+                code,
+                message: code.as_str().into(),
+                peer: None,
+            });
+        }
+        for m in msgs {
+            let text = serde_json::to_string(&m).unwrap();
+            assert_eq!(ServerMsg::from_text(&text).unwrap(), m, "{text}");
+            let pretty = serde_json::to_string_pretty(&m).unwrap();
+            assert_eq!(ServerMsg::from_text(&pretty).unwrap(), m, "{pretty}");
+        }
+    }
+
+    #[test]
+    fn readers_accept_what_serde_accepts_around_the_fields() {
+        // Unknown fields are ignored, order does not matter, escapes are decoded.
+        let text = r#" {"sdp":"a\/b\u00e9\ud83d\ude00","extra":{"n":[1,2]},"kind":"offer"} "#;
+        assert_eq!(
+            SignalPayload::from_text(text).unwrap(),
+            SignalPayload::Offer {
+                sdp: "a/bé😀".into()
+            }
+        );
+        let text = r#"{"kind":"candidate","candidate":"c","sdp_mid":null}"#;
+        assert_eq!(
+            SignalPayload::from_text(text).unwrap(),
+            SignalPayload::Candidate {
+                candidate: "c".into(),
+                sdp_mid: None,
+                sdp_m_line_index: None
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_never_panics() {
+        let bad = [
+            "",
+            "{",
+            "[]",
+            "\"x\"",
+            r#"{"type":"pong"} x"#,
+            r#"{"type":"pong","type":"pong"}"#,
+            r#"{"type":"nope"}"#,
+            r#"{"type":"hello","nonce":"n"}"#,
+            r#"{"type":"hello","nonce":"n","version":-1}"#,
+            r#"{"type":"hello","nonce":"n","version":1.5}"#,
+            r#"{"type":"hello","nonce":"n","version":99999999999}"#,
+            r#"{"type":"welcome","peers":["00"]}"#,
+            r#"{"type":"welcome","peers":"x"}"#,
+            r#"{"type":"error","code":"new-code","message":"m"}"#,
+            r#"{"type":"signal","from":"zz","envelope":{}}"#,
+            r#"{"type":"signal","envelope":{}}"#,
+            r#"{"type":"pong","x":"\ud800"}"#,
+            r#"{"type":"pong","x":"\q"}"#,
+            "{\"type\":\"pong\",\"x\":\"\n\"}",
+            r#"{"type":"pong","x":01}"#,
+            r#"{"type":"pong","x":tru}"#,
+            r#"{"type":"pong",}"#,
+            r#"{"type":"pong" "x":1}"#,
+            r#"{"type":"pong","x":"é"#,
+        ];
+        for text in bad {
+            assert!(ServerMsg::from_text(text).is_err(), "{text}");
+            assert!(
+                serde_json::from_str::<ServerMsg>(text).is_err(),
+                "serde_json agrees: {text}"
+            );
+        }
+        let deep = "[".repeat(10_000);
+        let text = format!(r#"{{"type":"pong","x":{deep}}}"#);
+        assert!(ServerMsg::from_text(&text).is_err());
+        assert!(SignedEnvelope::from_text(r#"{"from":1}"#).is_err());
+        assert!(SignalPayload::from_text(
+            r#"{"kind":"candidate","candidate":"c","sdp_m_line_index":70000}"#
+        )
+        .is_err());
+    }
+}
