@@ -6,6 +6,7 @@
 import type {
   InitInput,
   JoinOptions,
+  LinkStats,
   NodeStats,
   RhizomeError,
   RhizomeEvents,
@@ -14,12 +15,14 @@ import type {
   SendErrorCode,
   SendResult,
   Topology,
+  TopologyLink,
 } from './wasm/rhizome.js';
 import { Identity, version } from './wasm/rhizome.js';
 
 export type {
   InitInput,
   JoinOptions,
+  LinkStats,
   NodeStats,
   RhizomeError,
   RhizomeEvents,
@@ -28,6 +31,7 @@ export type {
   SendErrorCode,
   SendResult,
   Topology,
+  TopologyLink,
 };
 export { Identity, version };
 
