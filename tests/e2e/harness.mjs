@@ -59,6 +59,11 @@ export function startServer(extraArgs = [], { staticDir = join(root, 'www') } = 
       clearTimeout(timer);
       reject(new Error(`server exited with ${code}:\n${log}`));
     });
+    // A missing binary: say so now, not as a start-up timeout plus an uncaught exception.
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`could not start ${bin} (set RHIZOME_SIGNALING_BIN or build it): ${e.message}`));
+    });
   });
 }
 
