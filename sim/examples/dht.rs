@@ -22,6 +22,7 @@ struct Args {
     seed: u64,
     bits: u8,
     alpha: usize,
+    steady_seconds: u64,
 }
 
 fn parse_args() -> Args {
@@ -32,12 +33,13 @@ fn parse_args() -> Args {
         seed: 1,
         bits: 1,
         alpha: 3,
+        steady_seconds: 120,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let v: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
             eprintln!(
-                "usage: dht [--peers N] [--churn-minutes M] [--records R] [--seed S] [--bits B]"
+                "usage: dht [--peers N] [--churn-minutes M] [--records R] [--seed S] [--bits B] [--alpha A] [--steady-seconds T]"
             );
             std::process::exit(2)
         });
@@ -48,6 +50,7 @@ fn parse_args() -> Args {
             "--seed" => a.seed = v,
             "--bits" => a.bits = v as u8,
             "--alpha" => a.alpha = v as usize,
+            "--steady-seconds" => a.steady_seconds = v,
             _ => {
                 eprintln!("unknown argument {arg}");
                 std::process::exit(2)
@@ -105,6 +108,8 @@ struct Probe {
     lookups: Tally,
     directs: Tally,
     failures: BTreeMap<String, u64>,
+    /// Why lookups missed the responsible peer.
+    misses: BTreeMap<&'static str, u64>,
 }
 
 impl Probe {
@@ -115,6 +120,7 @@ impl Probe {
             lookups: Tally::default(),
             directs: Tally::default(),
             failures: BTreeMap::new(),
+            misses: BTreeMap::new(),
         }
     }
 
@@ -167,6 +173,21 @@ impl Probe {
                         // one) was found; exact: the whole k-set matches brute force.
                         if closest.first() == truth.first() {
                             self.lookups.ok += 1;
+                        } else {
+                            let online = |p: &PeerId| {
+                                sim.index_of(p)
+                                    .is_some_and(|i| sim.state(i) == rhizome_sim::NodeState::Online)
+                            };
+                            let why = if closest.is_empty() {
+                                "empty result"
+                            } else if closest.first().is_some_and(|p| !online(p)) {
+                                "first result went offline"
+                            } else if truth.first().is_some_and(|t| closest.contains(t)) {
+                                "responsible peer found, not first"
+                            } else {
+                                "responsible peer not found"
+                            };
+                            *self.misses.entry(why).or_default() += 1;
                         }
                         if closest == truth {
                             self.lookups.exact += 1;
@@ -224,6 +245,52 @@ fn connections(sim: &Sim) -> (f64, f64, usize) {
     (conns as f64 / n, links as f64 / n, max)
 }
 
+/// Counters summed over every peer ever created (departed ones included).
+fn totals(sim: &Sim) -> [u64; 10] {
+    let mut t = [0u64; 10];
+    for i in 0..sim.len() {
+        let o = sim.overlay(i);
+        let d = o.dht_stats();
+        let v = [
+            o.stats().connects,
+            d.link_attempts,
+            d.links_refused,
+            d.links_swapped,
+            d.links_failed,
+            d.links_down,
+            d.links_taken,
+            d.stalls,
+            d.queries_failed,
+            d.retries,
+        ];
+        for (a, b) in t.iter_mut().zip(v) {
+            *a += b;
+        }
+    }
+    t
+}
+
+fn print_totals(before: [u64; 10], after: [u64; 10], peer_hours: f64) {
+    let names = [
+        "connects",
+        "DHT link attempts",
+        "inbound links refused",
+        "links swapped",
+        "link attempts failed",
+        "link ends down",
+        "link ends taken by the overlay",
+        "routing stalls",
+        "lookup queries failed",
+        "direct retries",
+    ];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(n, (b, a))| format!("{n} {:.1}", (a - b) as f64 / peer_hours.max(1e-9)))
+        .collect();
+    println!("  per peer-hour: {}", parts.join(", "));
+}
+
 fn main() {
     let args = parse_args();
     let mut cfg = SimConfig {
@@ -233,6 +300,7 @@ fn main() {
     cfg.overlay.dht.bits_per_hop = args.bits;
     cfg.overlay.dht.alpha = args.alpha;
     let k = cfg.overlay.dht.k;
+    let replicas = cfg.overlay.dht.replicas;
     let n = args.peers;
     let t = Instant::now();
     let mut sim = Sim::new(cfg.clone(), n);
@@ -251,74 +319,87 @@ fn main() {
     let base = sim.clone();
 
     // Steady: one lookup and one direct message per second for 2 minutes.
-    sim.log = Some(Vec::new());
-    let mut probe = Probe::new();
-    for _ in 0..120 {
-        probe.send(&mut sim);
-        sim.run_for(1_000);
+    if args.steady_seconds > 0 {
+        sim.log = Some(Vec::new());
+        let mut probe = Probe::new();
+        for _ in 0..args.steady_seconds {
+            probe.send(&mut sim);
+            sim.run_for(1_000);
+            probe.collect(&mut sim, k);
+        }
+        sim.run_for(20_000);
         probe.collect(&mut sim, k);
+        println!("steady:");
+        probe.lookups.line("lookups");
+        probe.directs.line("direct messages");
+        println!("  direct message failures: {:?}", probe.failures);
+        println!("  lookup misses: {:?}", probe.misses);
     }
-    sim.run_for(20_000);
-    probe.collect(&mut sim, k);
-    println!("steady:");
-    probe.lookups.line("lookups");
-    probe.directs.line("direct messages");
-    println!("  direct message failures: {:?}", probe.failures);
 
     // Churn: exponential sessions with a 2-hour median (half leave, half crash),
     // replaced at the same rate, as in the overlay's churn scenario.
-    let mut sim = base.clone();
-    sim.log = Some(Vec::new());
-    sim.reset_counters();
-    let mut probe = Probe::new();
-    let mean_s = 7200.0 / std::f64::consts::LN_2;
-    let p_depart = 1.0 - (-1.0 / mean_s).exp();
-    let arrivals_per_s = n as f64 / mean_s;
-    let mut carry = 0.0;
-    let (mut joins, mut departures) = (0u64, 0u64);
-    let t = Instant::now();
-    for _ in 0..args.churn_minutes * 60 {
-        for i in sim.online() {
-            if sim.rand_unit() < p_depart {
-                departures += 1;
-                if sim.rand_unit() < 0.5 {
-                    sim.leave(i);
-                } else {
-                    sim.crash(i);
+    if args.churn_minutes > 0 {
+        let mut sim = base.clone();
+        sim.log = Some(Vec::new());
+        sim.reset_counters();
+        let before = totals(&sim);
+        let mut probe = Probe::new();
+        let mean_s = 7200.0 / std::f64::consts::LN_2;
+        let p_depart = 1.0 - (-1.0 / mean_s).exp();
+        let arrivals_per_s = n as f64 / mean_s;
+        let mut carry = 0.0;
+        let (mut joins, mut departures) = (0u64, 0u64);
+        let t = Instant::now();
+        for _ in 0..args.churn_minutes * 60 {
+            for i in sim.online() {
+                if sim.rand_unit() < p_depart {
+                    departures += 1;
+                    if sim.rand_unit() < 0.5 {
+                        sim.leave(i);
+                    } else {
+                        sim.crash(i);
+                    }
                 }
             }
+            carry += arrivals_per_s;
+            while carry >= 1.0 {
+                carry -= 1.0;
+                let i = sim.add_node();
+                let at = sim.now() + sim.rand_below(1000) as u64;
+                sim.start_at(i, at);
+                joins += 1;
+            }
+            probe.send(&mut sim);
+            sim.run_for(1_000);
+            probe.collect(&mut sim, k);
         }
-        carry += arrivals_per_s;
-        while carry >= 1.0 {
-            carry -= 1.0;
-            let i = sim.add_node();
-            let at = sim.now() + sim.rand_below(1000) as u64;
-            sim.start_at(i, at);
-            joins += 1;
-        }
-        probe.send(&mut sim);
-        sim.run_for(1_000);
+        sim.run_for(20_000);
         probe.collect(&mut sim, k);
-    }
-    sim.run_for(20_000);
-    probe.collect(&mut sim, k);
-    println!(
+        println!(
         "churn ({} min, median session 2 h: {joins} joins, {departures} departures; {:.1} s wall):",
         args.churn_minutes,
         t.elapsed().as_secs_f64()
     );
-    probe.lookups.line("lookups");
-    probe.directs.line("direct messages");
-    println!("  direct message failures: {:?}", probe.failures);
-    let peer_hours = sim.peer_ms() as f64 / 3_600_000.0;
-    println!(
+        probe.lookups.line("lookups");
+        probe.directs.line("direct messages");
+        println!("  direct message failures: {:?}", probe.failures);
+        println!("  lookup misses: {:?}", probe.misses);
+        let peer_hours = sim.peer_ms() as f64 / 3_600_000.0;
+        println!(
         "  RTCPeerConnections created per peer-hour under churn (both sides, overlay + DHT): {:.1}",
         sim.counters.pcs_created as f64 / peer_hours.max(1e-9)
     );
-    let (c, l, max) = connections(&sim);
-    println!("  open connections per peer after churn: mean {c:.1} (DHT links {l:.1}), max {max}");
+        print_totals(before, totals(&sim), peer_hours);
+        let (c, l, max) = connections(&sim);
+        println!(
+            "  open connections per peer after churn: mean {c:.1} (DHT links {l:.1}), max {max}"
+        );
+    }
 
     // Records: put from random writers, crash half the peers, get from random readers.
+    if args.records == 0 {
+        return;
+    }
     let mut sim = base;
     sim.log = Some(Vec::new());
     let mut writers = Vec::new();
@@ -346,7 +427,7 @@ fn main() {
         .unwrap_or_default()
         .into_iter()
         .filter(
-            |(_, _, e)| matches!(e, Event::Dht(DhtEvent::PutDone { stored, .. }) if *stored >= k),
+            |(_, _, e)| matches!(e, Event::Dht(DhtEvent::PutDone { stored, .. }) if *stored >= replicas),
         )
         .count();
     let mut order = sim.online();
@@ -390,7 +471,7 @@ fn main() {
         .filter(|(_, _, e)| matches!(e, Event::Dht(DhtEvent::GetDone { .. })))
         .count();
     println!(
-        "records: {} put ({stored} stored on all k = {k} replicas); after 50% of peers crashed, {replicated} still held by a live peer, {found} / {} read back ({:.1}%)",
+        "records: {} put ({stored} stored on all {replicas} replicas); after 50% of peers crashed, {replicated} still held by a live peer, {found} / {} read back ({:.1}%)",
         args.records,
         args.records,
         100.0 * found as f64 / args.records.max(1) as f64

@@ -259,7 +259,8 @@ fn a_newer_record_replaces_the_older_one_network_wide() {
     let mut sim = base();
     let (a, b) = far_pair(&mut sim);
     let writer = sim.peer_id(a);
-    assert_eq!(put(&mut sim, a, 1, b"profile", b"v1"), Some(8));
+    let replicas = sim.cfg.overlay.dht.replicas;
+    assert_eq!(put(&mut sim, a, 1, b"profile", b"v1"), Some(replicas));
     assert_eq!(
         get(&mut sim, b, 2, writer, b"profile"),
         Some(b"v1".to_vec())

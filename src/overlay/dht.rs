@@ -67,7 +67,7 @@
 //! refuses the application's broadcasts (the peer still relays others'): for apps that
 //! only address peers and records and want no broadcast traffic of their own.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::collections::{BTreeMap, BTreeSet};
 
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,8 @@ const RECORD_CONTEXT: &[u8] = b"rhizome/dht-record/v1";
 const KEY_CONTEXT: &[u8] = b"rhizome/dht-key/v1";
 /// How long a received direct message id is remembered to drop duplicates, ms.
 const SEEN_TTL_MS: u64 = 120_000;
+/// How long we do not try again to link to a peer whose link failed or was closed, ms.
+const LINK_BACKOFF_MS: u64 = 600_000;
 
 /// A point in the 256-bit XOR key space: a peer id, or the hash locating a record.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -171,6 +173,11 @@ pub struct DhtConfig {
     /// Bucket size and replication factor. Default 8 (Kademlia uses 20; 8 keeps browser
     /// traffic down and still leaves 1/256 chance of losing a record to a 50% crash).
     pub k: usize,
+    /// Peers a record is stored at: the closest live ones to its key, found by a lookup
+    /// that waits for this many answers. Default 16 = 2k: a record then survives half the
+    /// network crashing at once unless all 16 replicas were among the crashed (2⁻¹⁶ per
+    /// record instead of 2⁻⁸ with k replicas), and the gets afterwards still meet one.
+    pub replicas: usize,
     /// Parallel queries while refining a lookup. Default 3.
     pub alpha: usize,
     /// Bits resolved per hop, b: link slots are `2^b − 1` per level of `b` bits. Default 1.
@@ -209,6 +216,7 @@ impl Default for DhtConfig {
     fn default() -> Self {
         DhtConfig {
             k: 8,
+            replicas: 16,
             alpha: 3,
             bits_per_hop: 1,
             max_links: 12,
@@ -666,6 +674,23 @@ pub struct DhtStats {
     pub links_accepted: u64,
     /// Direct messages and requests retried through another first hop.
     pub retries: u64,
+    /// DHT links we tried to open (each an RTCPeerConnection on both sides).
+    pub link_attempts: u64,
+    /// Inbound DHT links refused for the budget (after their handshake).
+    pub links_refused: u64,
+    /// Our links closed to make room for another.
+    pub links_swapped: u64,
+    /// Our link attempts that never came up.
+    pub links_failed: u64,
+    /// Open links (either direction) whose connection went down.
+    pub links_down: u64,
+    /// Links (either direction) whose connection the overlay closed or took over for
+    /// another role.
+    pub links_taken: u64,
+    /// Frames for an exact target that found no closer link here (answered unreachable).
+    pub stalls: u64,
+    /// Lookup queries to one peer that failed (unreachable or timed out).
+    pub queries_failed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -781,6 +806,10 @@ pub(super) struct Dht {
     records: BTreeMap<Key, Held>,
     own: BTreeMap<Vec<u8>, Record>,
     next_links: u64,
+    /// Peers not to open a link to before the time given: our link to them failed or was
+    /// closed (refused for their inbound budget, usually), so trying again soon would
+    /// cost another pair of RTCPeerConnections for the same answer.
+    link_backoff: BTreeMap<PeerId, u64>,
     next_refresh: u64,
     next_republish: u64,
     pub(super) stats: DhtStats,
@@ -801,6 +830,7 @@ impl Dht {
             records: BTreeMap::new(),
             own: BTreeMap::new(),
             next_links: 0,
+            link_backoff: BTreeMap::new(),
             next_refresh: 0,
             next_republish: 0,
             stats: DhtStats::default(),
@@ -1177,6 +1207,7 @@ impl Overlay {
             _ if !frame.exact => self.dht_deliver(frame),
             _ => {
                 // No closer link: the exact target is gone or unknown here.
+                self.dht.stats.stalls += 1;
                 if let Some(rpc) = request_rpc(&frame.body) {
                     let source = frame.path[0];
                     self.dht_send(
@@ -1261,7 +1292,8 @@ impl Overlay {
             }
             DhtBody::Unreachable { rpc } => self.rpc_failed(rpc, DhtError::Unreachable),
             DhtBody::Find { rpc, key, value } => {
-                let k = self.config.dht.k.min(MAX_K);
+                // Enough peers for a record operation, which waits for `replicas` answers.
+                let k = self.config.dht.k.max(self.config.dht.replicas).min(MAX_K);
                 let mut peers = self.dht.closest_known(&key, k);
                 peers.push(self.me);
                 peers.sort_by_key(|p| Key::of_peer(p).distance(&key));
@@ -1351,6 +1383,19 @@ impl Overlay {
                 self.event(Event::Dht(DhtEvent::Failed { id: app, error }));
             }
             Waiting::Find { op, peer } => {
+                // A query that met a routing dead end goes once more through another
+                // first hop (the peer is often alive: a relay lacked a link); a timeout
+                // usually means the peer is gone, and waiting twice would stall the lookup.
+                if let (Some(to), 0, DhtError::Unreachable) = (peer, p.attempt, &error) {
+                    if p.first_hop.is_some() {
+                        if let Some(o) = self.dht.ops.get(&op) {
+                            let (key, value) = (o.key, self.op_wants_value(op));
+                            self.dht.stats.retries += 1;
+                            return self.send_find(op, to, key, value, rpc, 1, p.first_hop);
+                        }
+                    }
+                }
+                self.dht.stats.queries_failed += 1;
                 if let Some(peer) = peer {
                     self.dht.forget(&peer);
                 }
@@ -1475,9 +1520,23 @@ impl Overlay {
         self.advance(op);
     }
 
-    /// Asks more peers, or finishes the op when its k closest have all answered.
+    /// How many of the closest peers an op waits for: k for lookups, the replica count
+    /// for record operations.
+    fn op_width(&self, op: u64) -> usize {
+        let (k, r) = (
+            self.config.dht.k.max(1),
+            self.config.dht.replicas.clamp(1, MAX_K),
+        );
+        match self.dht.ops.get(&op).map(|o| &o.kind) {
+            Some(OpKind::Get | OpKind::Put { .. } | OpKind::Republish(..)) => r,
+            _ => k,
+        }
+    }
+
+    /// Asks more peers, or finishes the op when its closest (see [`Self::op_width`]) have
+    /// all answered.
     fn advance(&mut self, op: u64) {
-        let (k, alpha) = (self.config.dht.k.max(1), self.config.dht.alpha.max(1));
+        let (k, alpha) = (self.op_width(op), self.config.dht.alpha.max(1));
         let Some(o) = self.dht.ops.get(&op) else {
             return;
         };
@@ -1507,33 +1566,53 @@ impl Overlay {
                 o.shortlist.insert(d, (peer, Probe::Asked));
             }
             let rpc = self.dht.new_rpc();
-            self.dht.pending.insert(
-                rpc,
-                Pending {
-                    what: Waiting::Find {
-                        op,
-                        peer: Some(peer),
-                    },
-                    deadline: self.now + self.config.dht.query_timeout_ms,
-                    attempt: 0,
-                    first_hop: None,
-                    acked: false,
+            self.send_find(op, peer, key, value, rpc, 0, None);
+        }
+    }
+
+    /// Sends (or re-sends, `attempt` 1, avoiding the first hop that failed) the query
+    /// `rpc` of op `op` to `peer`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_find(
+        &mut self,
+        op: u64,
+        peer: PeerId,
+        key: Key,
+        value: bool,
+        rpc: u64,
+        attempt: u8,
+        avoid: Option<PeerId>,
+    ) {
+        self.dht.pending.insert(
+            rpc,
+            Pending {
+                what: Waiting::Find {
+                    op,
+                    peer: Some(peer),
                 },
-            );
-            self.dht_send(
-                Key::of_peer(&peer),
-                true,
-                DhtBody::Find { rpc, key, value },
-                &[],
-            );
+                deadline: self.now + self.config.dht.query_timeout_ms,
+                attempt,
+                first_hop: None,
+                acked: false,
+            },
+        );
+        let avoid: Vec<PeerId> = avoid.into_iter().collect();
+        let first = self.dht_send(
+            Key::of_peer(&peer),
+            true,
+            DhtBody::Find { rpc, key, value },
+            &avoid,
+        );
+        if let Some(p) = self.dht.pending.get_mut(&rpc) {
+            p.first_hop = first;
         }
     }
 
     fn finish(&mut self, op: u64) {
+        let k = self.op_width(op);
         let Some(o) = self.dht.ops.remove(&op) else {
             return;
         };
-        let k = self.config.dht.k.max(1);
         let closest: Vec<PeerId> = o
             .shortlist
             .values()
@@ -1839,6 +1918,7 @@ impl Overlay {
             }
         }
         self.dht.seen.retain(|_, at| *at + SEEN_TTL_MS > now);
+        self.dht.link_backoff.retain(|_, until| *until > now);
         self.dht.records.retain(|_, h| h.expires > now);
         if self.membership.active.is_empty() {
             return;
@@ -1940,6 +2020,7 @@ impl Overlay {
             })
             .collect();
         for p in gone {
+            self.dht.stats.links_taken += 1;
             self.dht.links_out.remove(&p);
             self.dht.links_in.remove(&p);
             if !self.membership.is_active(&p) {
@@ -1967,7 +2048,10 @@ impl Overlay {
         // Candidates by uncovered slot, most recently seen first.
         let mut by_slot: BTreeMap<(usize, u32), Vec<(u64, PeerId)>> = BTreeMap::new();
         for c in self.dht.buckets.iter().flatten() {
-            if self.conns.contains_key(&c.peer) || self.is_banned(&c.peer) {
+            if self.conns.contains_key(&c.peer)
+                || self.is_banned(&c.peer)
+                || self.dht.link_backoff.contains_key(&c.peer)
+            {
                 continue;
             }
             let slot = self.dht.slot(&c.peer, b);
@@ -1991,6 +2075,7 @@ impl Overlay {
                 self.conns.remove(&p);
                 self.dht.links_out.remove(&p);
                 self.detector.remove(&p);
+                self.dht.stats.links_swapped += 1;
                 self.out.push(Output::Disconnect { peer: p });
             }
         }
@@ -2021,6 +2106,7 @@ impl Overlay {
                 .unwrap_or(SignalPath::Dht);
             self.router.set_path(peer, via.clone(), self.now);
             self.stats.connects += 1;
+            self.dht.stats.link_attempts += 1;
             self.out.push(Output::Connect { peer, via });
             budget -= 1;
         }
@@ -2071,7 +2157,15 @@ impl Overlay {
         }
         if matches!(self.conns.get(&peer), Some(Conn::Connecting { .. })) {
             self.stats.failed_connects += 1;
+            self.dht.stats.links_failed += 1;
             self.dht.forget(&peer);
+        }
+        if self.conns.get(&peer) == Some(&Conn::Active) {
+            self.dht.stats.links_down += 1;
+        }
+        if self.dht.links_out.contains(&peer) {
+            let until = self.now + LINK_BACKOFF_MS;
+            self.dht.link_backoff.insert(peer, until);
         }
         self.router.connection_settled(&peer);
         self.conns.remove(&peer);
@@ -2085,6 +2179,7 @@ impl Overlay {
     /// inbound budget allows.
     pub(super) fn dht_link_hello(&mut self, from: PeerId) {
         if !self.dht_on() || self.dht.links_in.len() >= self.config.dht.max_inbound_links {
+            self.dht.stats.links_refused += 1;
             self.conns.remove(&from);
             self.out.push(Output::Disconnect { peer: from });
             return;
@@ -2094,6 +2189,36 @@ impl Overlay {
         self.dht.stats.links_accepted += 1;
         self.detector.add(from, self.now);
         self.dht_learn(from);
+    }
+
+    /// `Leave`: every command in flight fails with [`DhtError::NotJoined`], and the
+    /// routing table, held records, links and timers are forgotten (the driver closes
+    /// the links with the other connections). Only our own records and the counters
+    /// stay (a later `Join` republishes them each [`DhtConfig::republish_ms`]).
+    pub(super) fn dht_leave(&mut self) {
+        let mut failed: BTreeSet<u64> = BTreeSet::new();
+        for p in self.dht.pending.values() {
+            if let Waiting::Direct { app, .. } | Waiting::Request { app, .. } = &p.what {
+                failed.insert(*app);
+            }
+        }
+        failed.extend(self.dht.ops.values().filter_map(|o| o.app));
+        for id in failed {
+            self.event(Event::Dht(DhtEvent::Failed {
+                id,
+                error: DhtError::NotJoined,
+            }));
+        }
+        let me = self.me;
+        let first_rpc = self.dht.next_rpc;
+        let own = std::mem::take(&mut self.dht.own);
+        let stats = std::mem::take(&mut self.dht.stats);
+        for p in self.dht.links_out.iter().chain(self.dht.links_in.iter()) {
+            self.detector.remove(p);
+        }
+        self.dht = Dht::new(&me, first_rpc);
+        self.dht.own = own;
+        self.dht.stats = stats;
     }
 
     /// Sends a WebRTC envelope along DHT routing (its path was set to [`SignalPath::Dht`]).

@@ -269,3 +269,280 @@ fn dht_frames_round_trip_and_over_long_paths_are_refused() {
         Err(WireError::LimitExceeded { .. })
     ));
 }
+
+#[test]
+fn leaving_fails_commands_in_flight_and_forgets_the_dht_state() {
+    let mut o = overlay(Mode::Hybrid);
+    let contact = Identity::from_secret_bytes([2; 32]).peer_id();
+    // The contact's connection opens and it becomes our neighbour (the JOIN handshake is
+    // not needed for the DHT: any open connection routes).
+    o.handle(1, Input::ConnectionUp { peer: contact });
+    // A heartbeat puts the neighbour in the routing table.
+    o.handle(10_000, Input::Timer);
+    assert!(o.dht_known_peers().contains(&contact));
+    let far = Identity::from_secret_bytes([3; 32]).peer_id();
+    let r = Record::sign(&writer(), b"n".to_vec(), 1, 60_000, b"v".to_vec());
+    assert_eq!(o.store_record(r, 0), Ok(()));
+    let mut events = Vec::new();
+    for cmd in [
+        Command::SendDirect {
+            id: 1,
+            to: far,
+            payload: vec![1],
+        },
+        Command::Lookup {
+            id: 2,
+            key: Key([7; 32]),
+        },
+        Command::Put {
+            id: 3,
+            name: b"mine".to_vec(),
+            value: vec![2],
+            seq: None,
+            ttl_ms: 60_000,
+        },
+    ] {
+        events.extend(dht_events(&o.handle(10_001, Input::Dht(cmd))));
+    }
+    assert!(
+        events.is_empty(),
+        "commands in flight, not finished: {events:?}"
+    );
+    let out = o.handle(10_002, Input::Leave);
+    let mut failed: Vec<(u64, DhtError)> = dht_events(&out)
+        .into_iter()
+        .filter_map(|e| match e {
+            DhtEvent::Failed { id, error } => Some((id, error)),
+            _ => None,
+        })
+        .collect();
+    failed.sort_by_key(|f| f.0);
+    assert_eq!(
+        failed,
+        vec![
+            (1, DhtError::NotJoined),
+            (2, DhtError::NotJoined),
+            (3, DhtError::NotJoined)
+        ]
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { peer } if *peer == contact)));
+    assert!(o.dht_known_peers().is_empty());
+    assert!(o.dht_links().is_empty());
+    assert_eq!(o.stored_records(), 0);
+    // Nothing comes back later: no timeouts of the forgotten commands.
+    let out = o.handle(70_000, Input::Timer);
+    assert!(dht_events(&out).is_empty());
+    // After leaving, commands are refused; the ids are free again.
+    let out = o.handle(
+        70_001,
+        Input::Dht(Command::Lookup {
+            id: 2,
+            key: Key([7; 32]),
+        }),
+    );
+    assert!(matches!(
+        dht_events(&out)[..],
+        [DhtEvent::Failed {
+            id: 2,
+            error: DhtError::NotJoined
+        }]
+    ));
+}
+
+mod fuzz {
+    //! DHT frames from the network: arbitrary bytes never panic the decoder, and every
+    //! valid frame survives the wire unchanged.
+    use super::*;
+    use crate::id::Signature;
+    use crate::signal::SignedEnvelope;
+    use proptest::prelude::*;
+
+    fn arb_peer() -> impl Strategy<Value = PeerId> {
+        any::<[u8; 32]>().prop_map(PeerId::from_bytes)
+    }
+
+    fn arb_sig() -> impl Strategy<Value = Signature> {
+        (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(a, b)| {
+            let mut s = [0u8; 64];
+            s[..32].copy_from_slice(&a);
+            s[32..].copy_from_slice(&b);
+            Signature::from_bytes(s)
+        })
+    }
+
+    fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            arb_peer(),
+            arb_bytes(MAX_RECORD_NAME + 1),
+            any::<u64>(),
+            any::<u64>(),
+            arb_bytes(200),
+            arb_sig(),
+        )
+            .prop_map(|(writer, name, seq, ttl_ms, value, sig)| Record {
+                writer,
+                name,
+                seq,
+                ttl_ms,
+                value,
+                sig,
+            })
+            .prop_filter("name within the wire limit", |r| {
+                r.name.len() <= MAX_RECORD_NAME
+            })
+    }
+
+    fn arb_record_error() -> impl Strategy<Value = RecordError> {
+        prop_oneof![
+            Just(RecordError::BadSignature),
+            (any::<u64>(), any::<u64>()).prop_map(|(have, got)| RecordError::Stale { have, got }),
+            (".{0,8}", any::<u64>(), any::<u64>())
+                .prop_map(|(what, len, max)| RecordError::TooLarge { what, len, max }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(ttl_ms, max_ms)| RecordError::TtlTooLong { ttl_ms, max_ms }),
+            Just(RecordError::Expired),
+            Just(RecordError::StoreFull),
+        ]
+    }
+
+    fn arb_body() -> impl Strategy<Value = DhtBody> {
+        let key = any::<[u8; 32]>().prop_map(Key);
+        prop_oneof![
+            Just(DhtBody::LinkHello),
+            (any::<u64>(), arb_bytes(300))
+                .prop_map(|(rpc, payload)| DhtBody::Direct { rpc, payload }),
+            (any::<u64>(), any::<u8>()).prop_map(|(rpc, hops)| DhtBody::Ack { rpc, hops }),
+            (any::<u64>(), arb_bytes(300))
+                .prop_map(|(rpc, payload)| DhtBody::Request { rpc, payload }),
+            (any::<u64>(), arb_bytes(300))
+                .prop_map(|(rpc, payload)| DhtBody::Response { rpc, payload }),
+            any::<u64>().prop_map(|rpc| DhtBody::Unreachable { rpc }),
+            (any::<u64>(), key, any::<bool>()).prop_map(|(rpc, key, value)| DhtBody::Find {
+                rpc,
+                key,
+                value
+            }),
+            (
+                any::<u64>(),
+                prop::collection::vec(arb_peer(), 0..=MAX_K),
+                prop::option::of(arb_record()),
+                any::<u8>()
+            )
+                .prop_map(|(rpc, peers, record, hops)| DhtBody::Nodes {
+                    rpc,
+                    peers,
+                    record,
+                    hops
+                }),
+            (any::<u64>(), arb_record(), any::<u64>()).prop_map(|(rpc, record, age_ms)| {
+                DhtBody::Store {
+                    rpc,
+                    record,
+                    age_ms,
+                }
+            }),
+            (any::<u64>(), prop::option::of(arb_record_error()))
+                .prop_map(|(rpc, refused)| DhtBody::Stored { rpc, refused }),
+            (arb_peer(), arb_peer(), any::<u64>(), ".{0,40}", arb_sig()).prop_map(
+                |(from, to, attempt, body, sig)| DhtBody::Signal(SignedEnvelope {
+                    from,
+                    to,
+                    attempt,
+                    body,
+                    sig
+                })
+            ),
+        ]
+    }
+
+    fn arb_frame() -> impl Strategy<Value = DhtFrame> {
+        (
+            any::<[u8; 32]>().prop_map(Key),
+            any::<bool>(),
+            prop::collection::vec(arb_peer(), 1..=MAX_DHT_PATH),
+            any::<u8>(),
+            arb_body(),
+        )
+            .prop_map(|(target, exact, path, detours, body)| DhtFrame {
+                target,
+                exact,
+                path,
+                detours,
+                body,
+            })
+    }
+
+    /// The bytes that start every encoded `Message::Dht` (version and variant tag).
+    fn dht_prefix() -> Vec<u8> {
+        let frame = DhtFrame {
+            target: Key([0; 32]),
+            exact: false,
+            path: vec![],
+            detours: 0,
+            body: DhtBody::LinkHello,
+        };
+        let bytes = wire::encode(&Message::Dht(Box::new(frame))).unwrap();
+        bytes[..2].to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_valid_dht_frame_round_trips(frame in arb_frame()) {
+            let msg = Message::Dht(Box::new(frame));
+            let bytes = wire::encode(&msg).unwrap();
+            prop_assert!(bytes.len() <= wire::MAX_FRAME_LEN);
+            prop_assert_eq!(wire::decode(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_the_dht_tag_never_panic(bytes in arb_bytes(600)) {
+            let mut v = dht_prefix();
+            v.extend_from_slice(&bytes);
+            // Whatever decodes has passed the length bounds.
+            if let Ok(Message::Dht(frame)) = wire::decode(&v) {
+                prop_assert!(frame.validate().is_ok());
+            }
+            let _ = postcard::from_bytes::<DhtFrame>(&bytes);
+        }
+
+        #[test]
+        fn corrupted_dht_frames_never_panic(
+            frame in arb_frame(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = wire::encode(&Message::Dht(Box::new(frame))).unwrap();
+            for (at, x) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= x;
+            }
+            let _ = wire::decode(&bytes);
+            let at = cut.index(bytes.len());
+            let _ = wire::decode(&bytes[..at]);
+        }
+
+        #[test]
+        fn a_joined_peer_survives_any_dht_frame_from_a_neighbour(frame in arb_frame()) {
+            let mut o = overlay(Mode::Hybrid);
+            let contact = Identity::from_secret_bytes([2; 32]).peer_id();
+            o.handle(1, Input::ConnectionUp { peer: contact });
+            let mut frame = frame;
+            // Half the time a well-formed path (ending at the sender), else whatever came.
+            if frame.exact {
+                frame.path.truncate(MAX_DHT_PATH - 1);
+                frame.path.push(contact);
+            }
+            let bytes = wire::encode(&Message::Dht(Box::new(frame))).unwrap();
+            o.handle(2, Input::Frame { from: contact, bytes });
+            o.handle(30_000, Input::Timer);
+        }
+    }
+}

@@ -636,6 +636,7 @@ impl Overlay {
         if !self.joined {
             return;
         }
+        self.dht_leave();
         for peer in self.membership.active.clone() {
             self.send(peer, &Message::Disconnect);
             self.event(Event::NeighborDown(peer));
