@@ -87,6 +87,12 @@ export type SendErrorCode =
   | "backpressure"
   | "left";
 
+/** Options of `node.request`. */
+export interface RequestOptions {
+  /** Reject with `timeout` after this many ms. Default: ~8 s to arrive + 10 s to answer. */
+  timeoutMs?: number;
+}
+
 /** What `node.send` resolves with, once the peer acknowledged the message. */
 export interface SendResult {
   /** Overlay hops the message travelled (1 to a neighbour). */
@@ -107,6 +113,12 @@ export interface RhizomeEvents {
   broadcast: { from: string; seq: number; data: Uint8Array; hops: number };
   /** A direct message for this node (`node.send` at its sender), each at most once. */
   message: { from: string; data: Uint8Array; hops: number };
+  /**
+   * A request for this node (`node.request` at its sender), each at most once. Call
+   * `respond` once with the answer (at most 61,440 bytes; throws `too-large`,
+   * `bad-data` or `left`); unanswered requests time out at the requester.
+   */
+  request: { from: string; data: Uint8Array; respond(data: Uint8Array | string): void };
   error: { code: string; message: string; peer?: string };
   /** The picture of the network changed: call `node.topology()`. */
   topology: {};
@@ -220,6 +232,9 @@ extern "C" {
     /// Data accepted by `broadcast`.
     #[wasm_bindgen(typescript_type = "Uint8Array | string")]
     pub type DataJs;
+    /// `RequestOptions | undefined` in TypeScript.
+    #[wasm_bindgen(typescript_type = "RequestOptions")]
+    pub type RequestOptionsJs;
     /// `RhizomeMode` in TypeScript.
     #[wasm_bindgen(typescript_type = "RhizomeMode")]
     pub type ModeJs;
@@ -426,9 +441,13 @@ impl Rhizome {
         let (node, mut events) = Node::join(config).await.map_err(node_error)?;
         let handlers: Rc<RefCell<HashMap<String, Vec<Function>>>> = Rc::default();
         let dispatch = handlers.clone();
+        let responder = node.clone();
         spawn_local(async move {
             while let Some(ev) = events.next().await {
                 let (name, payload) = event_to_js(&ev);
+                if let NodeEvent::Request { from, id, .. } = ev {
+                    set_respond(&payload, responder.clone(), from, id);
+                }
                 let list = dispatch.borrow().get(name).cloned().unwrap_or_default();
                 for f in list {
                     // A throwing handler must not stop the others or the node.
@@ -438,6 +457,21 @@ impl Rhizome {
         });
         Ok(RhizomeNode { node, handlers })
     }
+}
+
+/// Gives a `request` event its `respond(data)` function.
+fn set_respond(event: &JsValue, node: Node, from: PeerId, id: u64) {
+    let respond = Closure::<dyn Fn(JsValue) -> Result<(), JsValue>>::new(move |data: JsValue| {
+        let bytes = data_bytes(data.unchecked_into(), "respond")?;
+        node.respond(from, id, bytes).map_err(|e| {
+            js_error(
+                e.code(),
+                &format!("respond to {}: {e}", from.short()),
+                Some(from),
+            )
+        })
+    });
+    let _ = Reflect::set(event, &"respond".into(), &respond.into_js_value());
 }
 
 fn set(o: &Object, k: &str, v: &JsValue) {
@@ -485,17 +519,23 @@ fn event_to_js(ev: &NodeEvent) -> (&'static str, JsValue) {
             set(&o, "hops", &(*hops as f64).into());
             "message"
         }
+        NodeEvent::Request { from, data, .. } => {
+            set(&o, "from", &from.to_string().into());
+            set(&o, "data", &Uint8Array::from(data.as_slice()).into());
+            "request"
+        }
         NodeEvent::TopologyChanged => "topology",
         NodeEvent::Left => "left",
     };
     (name, o.into())
 }
 
-const EVENT_NAMES: [&str; 7] = [
+const EVENT_NAMES: [&str; 8] = [
     "neighbor-up",
     "neighbor-down",
     "broadcast",
     "message",
+    "request",
     "error",
     "topology",
     "left",
@@ -556,6 +596,31 @@ impl RhizomeNode {
         }
     }
 
+    /// Sends a request to the peer `peerId` and resolves with its response (the peer gets a
+    /// `request` event and calls `respond`). Requests are routed through the DHT, so they
+    /// need mode `"hybrid"` or `"structured"` (else code `mode`) and carry at most 61,440
+    /// bytes each way; rejects with a `SendErrorCode` (`timeout` after
+    /// `options.timeoutMs`, or the DHT's deadlines).
+    #[wasm_bindgen(unchecked_return_type = "Uint8Array")]
+    pub async fn request(
+        &self,
+        #[wasm_bindgen(js_name = peerId)] peer_id: String,
+        data: DataJs,
+        options: Option<RequestOptionsJs>,
+    ) -> Result<JsValue, JsValue> {
+        let to = parse_peer(&peer_id)?;
+        let bytes = data_bytes(data, "request")?;
+        let timeout = options
+            .map(JsValue::from)
+            .and_then(|o| Reflect::get(&o, &"timeoutMs".into()).ok())
+            .and_then(|t| t.as_f64())
+            .map(|t| t.clamp(0.0, u32::MAX as f64) as u32);
+        match self.node.request(to, bytes, timeout).await {
+            Ok(data) => Ok(Uint8Array::from(data.as_slice()).into()),
+            Err(e) => Err(send_error(&e, to)),
+        }
+    }
+
     /// The overlay mode this node runs in.
     #[wasm_bindgen(getter)]
     pub fn mode(&self) -> ModeJs {
@@ -596,7 +661,7 @@ impl RhizomeNode {
     }
 
     /// Registers `handler` for `event` (`neighbor-up`, `neighbor-down`, `broadcast`,
-    /// `message`, `topology`, `error`, `left`).
+    /// `message`, `request`, `topology`, `error`, `left`).
     pub fn on(&self, event: EventNameJs, handler: HandlerJs) -> Result<(), JsValue> {
         let name = event_name(event)?;
         let f: Function = JsValue::from(handler)

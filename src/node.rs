@@ -125,6 +125,16 @@ pub enum NodeEvent {
         /// Overlay hops it travelled (1 from a neighbour).
         hops: u8,
     },
+    /// A request for this node ([`Node::request`] at its sender), each at most once; answer
+    /// it with [`Node::respond`]`(from, id, …)`.
+    Request {
+        /// The requester.
+        from: PeerId,
+        /// Its id, to pass to [`Node::respond`].
+        id: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
     /// The picture of the network changed (an announcement arrived, or a neighbour came
     /// or went); read it with [`Node::topology`].
     TopologyChanged,
@@ -417,6 +427,32 @@ impl Node {
                 Err(e) => Err(e),
             }
         }
+    }
+
+    /// Sends a request to `to` and resolves with its response (see
+    /// [`NodeEvent::Request`]). Requests are routed through the DHT even to a neighbour,
+    /// so they need structured or hybrid mode ([`SendError::Mode`] otherwise) and carry
+    /// at most [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD) bytes each way.
+    /// Fails with [`SendError::Timeout`] after `timeout_ms` if given, else after the
+    /// DHT's deadlines (about 8 s to arrive, then 10 s for the answer).
+    pub fn request(
+        &self,
+        to: PeerId,
+        data: Vec<u8>,
+        timeout_ms: Option<u32>,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, SendError>> + 'static {
+        let started = self.shared.start_request(to, data, timeout_ms);
+        async move {
+            match started {
+                Ok(rx) => rx.await.unwrap_or(Err(SendError::Left)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// Answers the request `id` from `to` ([`NodeEvent::Request`]) with `data`.
+    pub fn respond(&self, to: PeerId, id: u64, data: Vec<u8>) -> Result<(), SendError> {
+        self.shared.respond(to, id, data)
     }
 
     /// The overlay mode this node runs in.

@@ -831,3 +831,61 @@ async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_thei
         n.leave().await;
     }
 }
+
+#[wasm_bindgen_test]
+async fn a_request_is_answered_through_respond_and_an_unanswered_one_times_out() {
+    let room = fresh_room();
+    let asker = js_join(&room, None).await.expect("joins");
+    let answerer = js_join(&room, None).await.expect("joins");
+    let silent = js_join(&room, None).await.expect("joins");
+    // The answerer echoes each request reversed, through the event's `respond`.
+    let echo = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(|e: JsValue| {
+        let data = js_sys::Reflect::get(&e, &"data".into()).expect("data");
+        let mut bytes = js_sys::Uint8Array::new(&data).to_vec();
+        bytes.reverse();
+        let respond: js_sys::Function = js_sys::Reflect::get(&e, &"respond".into())
+            .expect("respond")
+            .unchecked_into();
+        respond
+            .call1(&JsValue::NULL, &js_sys::Uint8Array::from(bytes.as_slice()))
+            .expect("the answer is accepted");
+    });
+    answerer
+        .on(
+            JsValue::from_str("request").unchecked_into(),
+            echo.as_ref().clone().unchecked_into(),
+        )
+        .expect("request is an event");
+    TimeoutFuture::new(1_000).await; // let the three connect
+    let answer = asker
+        .request(
+            answerer.id(),
+            js_sys::Uint8Array::from(&b"ping"[..]).unchecked_into(),
+            None,
+        )
+        .await
+        .expect("answered");
+    assert_eq!(js_sys::Uint8Array::new(&answer).to_vec(), b"gnip");
+
+    let options = js_sys::Object::new();
+    js_sys::Reflect::set(&options, &"timeoutMs".into(), &JsValue::from_f64(1_000.0)).expect("set");
+    let started = now_ms();
+    let err = asker
+        .request(
+            silent.id(),
+            JsValue::from_str("anyone?").unchecked_into(),
+            Some(options.unchecked_into()),
+        )
+        .await
+        .expect_err("nobody answers");
+    assert_eq!(code_of(&err), "timeout");
+    let took = now_ms() - started;
+    assert!(
+        (900.0..5_000.0).contains(&took),
+        "timed out after {took:.0} ms"
+    );
+    drop(echo);
+    for n in [&asker, &answerer, &silent] {
+        n.leave().await;
+    }
+}

@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use super::platform::{Connection, Platform, SignalSender, SignalingSession};
 use super::{NodeConfig, NodeEvent, SendError};
 use crate::id::{Identity, PeerId};
-use crate::overlay::dht::DhtEvent;
+use crate::overlay::dht::{Command, DhtEvent};
 use crate::overlay::{self, Event, Input, Output, Overlay};
 use crate::signal::{SignalPayload, SignedEnvelope};
 use crate::topology::{
@@ -62,6 +62,14 @@ pub(super) struct Conn<P: Platform> {
     /// Bytes handed to this connection and received on it.
     bytes_sent: u64,
     bytes_received: u64,
+}
+
+/// Who waits for the outcome of a direct message or a request.
+pub(super) enum Waiter {
+    /// `Node::send`: the hops, once acknowledged.
+    Send(oneshot::Sender<Result<u8, SendError>>),
+    /// `Node::request`: the response.
+    Request(oneshot::Sender<Result<Vec<u8>, SendError>>),
 }
 
 /// Most direct messages waiting for an acknowledgement at once; beyond, `send` refuses
@@ -99,7 +107,7 @@ pub(super) struct State<P: Platform> {
     pub(super) left: bool,
     /// Direct messages waiting for their acknowledgement, by the id given to the overlay;
     /// dropping one (on leave) rejects its `send` with `left`.
-    pub(super) sends: HashMap<u64, oneshot::Sender<Result<u8, SendError>>>,
+    pub(super) sends: HashMap<u64, Waiter>,
     next_send: u64,
     /// Direct messages handed to the overlay, and received.
     pub(super) messages_sent: u64,
@@ -408,6 +416,10 @@ impl<P: Platform> Shared<P> {
     /// News from the DHT half: direct messages in, and the fate of ours. Lookups and
     /// records are not exposed yet; a request (no API yet) is left to time out.
     fn dht_event(&self, ev: DhtEvent) {
+        enum Done {
+            Delivered(u8),
+            Response(Vec<u8>),
+        }
         let (id, result) = match ev {
             DhtEvent::Direct {
                 from,
@@ -422,7 +434,15 @@ impl<P: Platform> Shared<P> {
                     hops,
                 });
             }
-            DhtEvent::Delivered { id, hops, .. } => (id, Ok(hops)),
+            DhtEvent::Request { from, id, payload } => {
+                return self.emit(NodeEvent::Request {
+                    from,
+                    id,
+                    data: payload,
+                })
+            }
+            DhtEvent::Delivered { id, hops, .. } => (id, Ok(Done::Delivered(hops))),
+            DhtEvent::Response { id, payload, .. } => (id, Ok(Done::Response(payload))),
             DhtEvent::Failed { id, error } => (id, Err(SendError::from_dht(error))),
             DhtEvent::Refused { error } => {
                 return self.emit(NodeEvent::Error {
@@ -434,9 +454,85 @@ impl<P: Platform> Shared<P> {
             _ => return,
         };
         let waiting = self.state.borrow_mut().sends.remove(&id);
-        if let Some(tx) = waiting {
-            let _ = tx.send(result);
+        // Nobody may be listening any more; that is fine.
+        match (waiting, result) {
+            (Some(Waiter::Send(tx)), Ok(Done::Delivered(hops))) => drop(tx.send(Ok(hops))),
+            (Some(Waiter::Send(tx)), Err(e)) => drop(tx.send(Err(e))),
+            (Some(Waiter::Request(tx)), Ok(Done::Response(data))) => drop(tx.send(Ok(data))),
+            (Some(Waiter::Request(tx)), Err(e)) => drop(tx.send(Err(e))),
+            _ => {}
         }
+    }
+
+    /// Sends a request (routed through the DHT, like a direct message to a non-neighbour)
+    /// and returns where its response will come; with `timeout_ms`, it fails with
+    /// `Timeout` after that long whatever the DHT's own deadlines.
+    pub(super) fn start_request(
+        self: &Rc<Self>,
+        to: PeerId,
+        data: Vec<u8>,
+        timeout_ms: Option<u32>,
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>, SendError>>, SendError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.waiter_id(Waiter::Request(tx))?;
+        if let Some(ms) = timeout_ms {
+            let weak = Rc::downgrade(self);
+            P::spawn_local(async move {
+                P::sleep(ms).await;
+                let Some(shared) = weak.upgrade() else { return };
+                let waiting = shared.state.borrow_mut().sends.remove(&id);
+                if let Some(Waiter::Request(tx)) = waiting {
+                    let _ = tx.send(Err(SendError::Timeout));
+                }
+            });
+        }
+        self.input(Input::Dht(Command::Request {
+            id,
+            to,
+            payload: data,
+        }));
+        Ok(rx)
+    }
+
+    /// Answers the request `id` from `to`.
+    pub(super) fn respond(
+        self: &Rc<Self>,
+        to: PeerId,
+        id: u64,
+        data: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let max = overlay::dht::MAX_DIRECT_PAYLOAD;
+        if self.state.borrow().left {
+            return Err(SendError::Left);
+        }
+        if data.len() > max {
+            return Err(SendError::TooLarge {
+                what: "response",
+                len: data.len(),
+                max,
+            });
+        }
+        self.input(Input::Dht(Command::Respond {
+            to,
+            id,
+            payload: data,
+        }));
+        Ok(())
+    }
+
+    /// Registers `waiter` under a fresh id, unless the node left or too many wait.
+    fn waiter_id(&self, waiter: Waiter) -> Result<u64, SendError> {
+        let mut s = self.state.borrow_mut();
+        if s.left {
+            return Err(SendError::Left);
+        }
+        if s.sends.len() >= MAX_SENDS_IN_FLIGHT {
+            return Err(SendError::Backpressure);
+        }
+        let id = s.next_send;
+        s.next_send += 1;
+        s.sends.insert(id, waiter);
+        Ok(id)
     }
 
     /// Hands a direct message to the overlay at once (so messages leave in call order)
@@ -448,14 +544,8 @@ impl<P: Platform> Shared<P> {
         data: Vec<u8>,
     ) -> Result<oneshot::Receiver<Result<u8, SendError>>, SendError> {
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut s = self.state.borrow_mut();
-            if s.left {
-                return Err(SendError::Left);
-            }
-            if s.sends.len() >= MAX_SENDS_IN_FLIGHT {
-                return Err(SendError::Backpressure);
-            }
+        {
+            let s = self.state.borrow();
             let queued = s
                 .conns
                 .get(&to)
@@ -464,12 +554,9 @@ impl<P: Platform> Shared<P> {
             if queued.is_some_and(|q| q + data.len() > s.config.limits.max_queued) {
                 return Err(SendError::Backpressure);
             }
-            let id = s.next_send;
-            s.next_send += 1;
-            s.sends.insert(id, tx);
-            s.messages_sent += 1;
-            id
-        };
+        }
+        let id = self.waiter_id(Waiter::Send(tx))?;
+        self.state.borrow_mut().messages_sent += 1;
         self.input(Input::Send {
             id,
             to,
@@ -661,8 +748,10 @@ impl<P: Platform> Shared<P> {
             .map
             .apply(me, announcement, P::now_ms());
         // A structured node broadcasts nothing of its own, announcements included.
-        let overlay = &self.state.borrow().overlay;
-        let may = overlay.is_joined() && overlay.config().mode != overlay::dht::Mode::Structured;
+        let may = {
+            let s = self.state.borrow();
+            s.overlay.is_joined() && s.overlay.config().mode != overlay::dht::Mode::Structured
+        };
         if may {
             self.input(Input::Broadcast { payload });
         }

@@ -33,6 +33,14 @@ async function main(): Promise<void> {
   const sent: SendResult = await node.send(node.id, 'to one peer');
   const hops: number = (await node.send(node.id, new Uint8Array(4))).hops;
   console.log(sent.hops, hops);
+  node.on('request', (e) => {
+    const asked: Uint8Array = e.data;
+    e.respond(asked.slice().reverse());
+    e.respond('or text');
+  });
+  const answer: Uint8Array = await node.request(node.id, 'question', { timeoutMs: 500 });
+  const answer2: Uint8Array = await node.request(node.id, new Uint8Array(1));
+  console.log(answer.length, answer2.length);
   const mode: RhizomeMode = node.mode;
   console.log(mode === 'hybrid' || mode === 'structured' || mode === 'unstructured');
   try {
