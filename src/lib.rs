@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod collections;
 pub mod id;
 pub mod overlay;
 pub mod signal;

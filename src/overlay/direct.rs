@@ -39,7 +39,7 @@ const ASSUMED_BYTES_PER_MS: u64 = 256;
 #[derive(Debug, Clone, Default)]
 pub(super) struct Direct {
     /// By the application's id: the recipient and the deadline.
-    waiting: std::collections::BTreeMap<u64, (PeerId, u64)>,
+    waiting: crate::collections::BTreeMap<u64, (PeerId, u64)>,
 }
 
 impl Overlay {

@@ -19,7 +19,7 @@
 //! neighbour costs a new RTCPeerConnection. SWIM's indirect probes (asking others to
 //! ping) do not apply: nobody else is connected to our neighbour on our behalf.
 
-use std::collections::BTreeMap;
+use crate::collections::BTreeMap;
 
 use super::{Message, Output, Overlay};
 use crate::id::PeerId;

@@ -61,7 +61,7 @@ pub(super) struct Membership {
     backoff: u64,
     last_bootstrap: Option<u64>,
     /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
-    queries: std::collections::BTreeMap<PeerId, u64>,
+    queries: crate::collections::BTreeMap<PeerId, u64>,
 }
 
 impl Membership {

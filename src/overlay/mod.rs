@@ -49,11 +49,12 @@
 //!    from the server as `SignalFromServer`, the server session as `ServerUp`/`ServerDown`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use crate::collections::BTreeMap;
 use crate::id::{Identity, PeerId};
 use crate::signal::{EnvelopeError, SignalPayload, SignedEnvelope};
 use crate::wire::{self, Message, MsgId, WireError};

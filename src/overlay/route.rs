@@ -29,7 +29,7 @@
 //! recipient verifies it (`SignedEnvelope::open`). A relay can drop it, which costs the
 //! sender one handshake timeout.
 
-use std::collections::BTreeMap;
+use crate::collections::BTreeMap;
 
 use super::{Conn, Event, Misbehaviour, Output, Overlay, OverlayError, SignalPath};
 use crate::id::PeerId;
