@@ -3,9 +3,9 @@
 //!
 //! The shape follows what JS developers know from PeerJS and Trystero: one promise to
 //! join, plain methods, string event names, `Uint8Array` data, and errors that are real
-//! `Error` objects carrying a stable `code`. Options and results cross the boundary
-//! through serde-wasm-bindgen; the TypeScript types below are written by hand so they say
-//! exactly what the code accepts.
+//! `Error` objects carrying a stable `code`. Options are read field by field through
+//! `Reflect`, results cross the boundary through serde-wasm-bindgen; the TypeScript types
+//! below are written by hand so they say exactly what the code accepts.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,7 +13,6 @@ use std::rc::Rc;
 
 use futures_util::StreamExt;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
-use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
@@ -266,48 +265,131 @@ fn node_error(e: NodeError) -> JsValue {
     js_error(code, &e.to_string(), None)
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Urls {
-    One(String),
-    Many(Vec<String>),
-}
+type Urls = OneOrMany;
 
-#[derive(Deserialize)]
 struct IceServerOpt {
     urls: Urls,
     username: Option<String>,
     credential: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// `JoinOptions` as read from the page. Read by hand through `Reflect`: serde-wasm-bindgen's
+/// deserializer, with the error formatting it brings, cost ~7 KiB of the gzipped package.
+/// `identity` is read separately ([`identity_option`]): it may be an `Identity` object.
 struct JoinOptions {
     signaling: OneOrMany,
     room: String,
-    #[serde(default)]
     ice_servers: Vec<IceServerOpt>,
-    #[serde(default)]
     mode: Option<String>,
-    #[serde(default)]
     active_view_size: Option<usize>,
-    #[serde(default)]
     passive_view_size: Option<usize>,
-    #[serde(default)]
     join_timeout_ms: Option<u32>,
-    #[serde(default)]
     announce_topology: Option<u32>,
-    // `identity` is read separately: it may be an `Identity` object.
-    #[serde(default)]
-    #[allow(dead_code)]
-    identity: serde::de::IgnoredAny,
+}
+
+impl JoinOptions {
+    const FIELDS: [&'static str; 9] = [
+        "signaling",
+        "room",
+        "iceServers",
+        "identity",
+        "mode",
+        "activeViewSize",
+        "passiveViewSize",
+        "joinTimeoutMs",
+        "announceTopology",
+    ];
+
+    /// Reads the options object; unknown fields are refused (a misspelt option should not
+    /// be silently ignored). `undefined` and `null` mean "not given".
+    fn read(v: &JsValue) -> Result<Self, String> {
+        if !v.is_object() {
+            return Err("expected an object".into());
+        }
+        for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !Self::FIELDS.contains(&key.as_str()) {
+                return Err(format!("unknown field `{key}`"));
+            }
+        }
+        let ice_servers = match opt_field(v, "iceServers") {
+            None => Vec::new(),
+            Some(list) if Array::is_array(&list) => Array::from(&list)
+                .iter()
+                .map(|s| {
+                    if !s.is_object() {
+                        return Err("iceServers: each entry must be an object".to_string());
+                    }
+                    Ok(IceServerOpt {
+                        urls: one_or_many(opt_field(&s, "urls"), "iceServers.urls")?,
+                        username: opt_string(&s, "username")?,
+                        credential: opt_string(&s, "credential")?,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("iceServers must be an array".into()),
+        };
+        Ok(JoinOptions {
+            signaling: one_or_many(opt_field(v, "signaling"), "signaling")?,
+            room: opt_string(v, "room")?.ok_or("missing field `room`")?,
+            ice_servers,
+            mode: opt_string(v, "mode")?,
+            active_view_size: opt_count(v, "activeViewSize", u32::MAX)?.map(|n| n as usize),
+            passive_view_size: opt_count(v, "passiveViewSize", u32::MAX)?.map(|n| n as usize),
+            join_timeout_ms: opt_count(v, "joinTimeoutMs", u32::MAX)?,
+            announce_topology: opt_count(v, "announceTopology", u32::MAX)?,
+        })
+    }
+}
+
+/// `v[key]`, or `None` if it is `undefined` or `null`.
+fn opt_field(v: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(v, &key.into())
+        .ok()
+        .filter(|x| !x.is_undefined() && !x.is_null())
+}
+
+fn opt_string(v: &JsValue, key: &str) -> Result<Option<String>, String> {
+    match opt_field(v, key) {
+        None => Ok(None),
+        Some(x) => x
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| format!("{key} must be a string")),
+    }
+}
+
+/// A non-negative whole number no larger than `max`.
+fn opt_count(v: &JsValue, key: &str, max: u32) -> Result<Option<u32>, String> {
+    match opt_field(v, key) {
+        None => Ok(None),
+        Some(x) => match x.as_f64() {
+            Some(n) if n >= 0.0 && n <= f64::from(max) && n.fract() == 0.0 => Ok(Some(n as u32)),
+            _ => Err(format!("{key} must be a whole number from 0 to {max}")),
+        },
+    }
+}
+
+/// A string or an array of strings (required).
+fn one_or_many(x: Option<JsValue>, what: &str) -> Result<OneOrMany, String> {
+    let err = || format!("{what} must be a string or an array of strings");
+    let x = x.ok_or_else(|| format!("missing field `{what}`"))?;
+    if let Some(s) = x.as_string() {
+        return Ok(OneOrMany::One(s));
+    }
+    if !Array::is_array(&x) {
+        return Err(err());
+    }
+    Array::from(&x)
+        .iter()
+        .map(|u| u.as_string().ok_or_else(err))
+        .collect::<Result<_, _>>()
+        .map(OneOrMany::Many)
 }
 
 const IDENTITY_KEY: &str = "rhizome.identity";
@@ -361,7 +443,7 @@ fn identity_option(options: &JsValue) -> Result<Option<CoreIdentity>, JsValue> {
 }
 
 fn parse_options(options: &JsValue) -> Result<NodeConfig, JsValue> {
-    let opts: JoinOptions = serde_wasm_bindgen::from_value(options.clone())
+    let opts = JoinOptions::read(options)
         .map_err(|e| js_error("bad-options", &format!("invalid join options: {e}"), None))?;
     let signaling = match opts.signaling {
         OneOrMany::One(u) => vec![u],
