@@ -66,8 +66,7 @@ export type RhizomeMode = "unstructured" | "structured" | "hybrid";
  * Codes of a rejected `node.send(peer, data)`:
  * - `bad-peer-id`: not a peer id (64 hex characters), or this node's own;
  * - `bad-data`: data is neither a `Uint8Array` nor a string;
- * - `too-large`: over 16 MiB, or over 61,440 bytes to a peer with no open connection
- *   (routed messages must fit one 64 KiB frame at every relay);
+ * - `too-large`: over 16 MiB (a request or response: over 61,440 bytes);
  * - `mode`: the peer is not a neighbour and the node runs in `"unstructured"` mode;
  * - `unreachable`: no route to the peer (it left, or is not in the room), or the
  *   connection to it closed before it acknowledged;
@@ -657,9 +656,9 @@ impl RhizomeNode {
     /// Sends `data` (bytes, or a string sent as UTF-8) to the peer `peerId`, anywhere in
     /// the room; it arrives there once, as a `message` event. Resolves with `{ hops }`
     /// when the peer acknowledged it; rejects with a `RhizomeError` whose `code` is a
-    /// `SendErrorCode`. The message leaves when `send` is called (messages to one peer
-    /// arrive in call order); up to 16 MiB to a peer with an open connection, 61,440
-    /// bytes routed to any other.
+    /// `SendErrorCode`. The message leaves when `send` is called (messages over one
+    /// connection arrive in call order). Up to 16 MiB: straight over the connection to a
+    /// neighbour or DHT link, else routed through the DHT (in fragments above ~60 KiB).
     #[wasm_bindgen(unchecked_return_type = "SendResult")]
     pub async fn send(
         &self,

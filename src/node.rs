@@ -181,9 +181,9 @@ pub enum SendError {
     /// Addressed to this node itself.
     #[error("cannot send a message to this node itself")]
     SelfTarget,
-    /// Over the limit: [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) to a peer
-    /// with an open connection, [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD)
-    /// routed to any other.
+    /// Over the limit: [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) for a
+    /// message, [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD) for a request or
+    /// response.
     #[error("{what} of {len} bytes exceeds the {max}-byte limit")]
     TooLarge {
         /// What was measured.
@@ -407,10 +407,11 @@ impl Node {
     /// Sends `data` to the peer `to`, anywhere in the room, and resolves with the hops it
     /// took once `to` acknowledged it.
     ///
-    /// To a peer with an open connection (a neighbour or DHT link) it goes straight over
-    /// it, up to [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) (16 MiB); to any
-    /// other it is routed through the DHT (structured or hybrid mode), up to
-    /// [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD). The message is handed
+    /// Up to [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) (16 MiB). To a peer
+    /// with an open connection (a neighbour or DHT link) it goes straight over it; to any
+    /// other it is routed through the DHT (structured or hybrid mode), in fragments when
+    /// it is over [`MAX_DIRECT_PAYLOAD`](overlay::dht::MAX_DIRECT_PAYLOAD) (see
+    /// `overlay::direct`). The message is handed
     /// over when this is called, so messages leave in call order; the future only waits
     /// for the outcome. Refused at once with [`SendError::Backpressure`] while
     /// [`MAX_SENDS_IN_FLIGHT`](driver::MAX_SENDS_IN_FLIGHT) sends wait or the connection's

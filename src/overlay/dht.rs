@@ -561,7 +561,8 @@ pub enum DhtBody {
     Direct {
         /// Source's id.
         rpc: u64,
-        /// The bytes.
+        /// The bytes (one byte string on the wire, as broadcast payloads).
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// Acknowledges `Direct` `rpc`.
@@ -575,14 +576,16 @@ pub enum DhtBody {
     Request {
         /// Source's id.
         rpc: u64,
-        /// The bytes.
+        /// The bytes (one byte string on the wire, as broadcast payloads).
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// Answers `Request` `rpc`.
     Response {
         /// The request's id.
         rpc: u64,
-        /// The bytes.
+        /// The bytes (one byte string on the wire, as broadcast payloads).
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// A relay had no link closer to the exact target of `rpc`.

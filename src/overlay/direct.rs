@@ -10,22 +10,34 @@
 //!   no per-message Ed25519 signature, which is what bounds the broadcast rate. The
 //!   receiver reports it and answers [`Message::DataAck`].
 //! - **Otherwise** it is routed through the DHT ([`dht::Command::SendDirect`]), hop by
-//!   hop over other peers' open links, which needs structured or hybrid mode and carries
-//!   at most [`dht::MAX_DIRECT_PAYLOAD`] bytes (a routed frame must fit every relay's
-//!   64 KiB frame limit). Larger messages to a peer with no open connection are refused
-//!   with [`DhtError::TooLarge`] rather than fragmented: see `docs/ARCHITECTURE.md`.
+//!   hop over other peers' open links, which needs structured or hybrid mode. A routed
+//!   frame must fit every relay's 64 KiB frame limit, so a message over
+//!   [`dht::MAX_DIRECT_PAYLOAD`] is cut into **fragments** of [`FRAGMENT_LEN`] bytes, each
+//!   its own routed (and DHT-acknowledged, once-retried) direct message carrying a small
+//!   header ([`FRAGMENT_MAGIC`], message id, index, count, total length). The receiver
+//!   reassembles them in any order and, once complete, reports the message and routes a
+//!   `done` note back; the sender reports the message delivered only on that note, so an
+//!   acknowledged fragment of a message the receiver had to drop never counts as
+//!   delivered.
 //!
 //! Both paths report alike, so a driver handles one set of events: the receiver gets
-//! [`DhtEvent::Direct`], the sender [`DhtEvent::Delivered`] or [`DhtEvent::Failed`].
+//! [`DhtEvent::Direct`], the sender [`DhtEvent::Delivered`] or [`DhtEvent::Failed`]
+//! (fragments and notes are consumed here and never reach the driver).
 //!
 //! Bounds: a message on the direct path is not kept after it is handed to the transport
 //! (the channel is reliable and ordered, so there is nothing to retry); only its id, peer
 //! and deadline wait for the acknowledgement. If the connection goes before the
 //! acknowledgement comes, the send fails with [`DhtError::Unreachable`] — as with any
 //! acknowledged protocol, a failure does not prove the message was not delivered.
+//! Fragments in flight are held by the DHT for their retry (at most the message, 16 MiB);
+//! reassembly holds at most [`MAX_REASSEMBLY_BYTES`] for all senders together (a message
+//! that would exceed it is dropped, and its sender times out), and an incomplete message
+//! is dropped [`REASSEMBLY_TIMEOUT_MS`] after its last fragment. Malformed fragments are
+//! dropped, never trusted: lengths are checked against the header before anything is
+//! allocated.
 
 use super::dht::{self, Command, DhtError, DhtEvent, Mode};
-use super::{Conn, Event, Overlay};
+use super::{Conn, Event, Output, Overlay};
 use crate::id::PeerId;
 use crate::wire::{Message, MAX_MESSAGE_LEN};
 
@@ -35,11 +47,86 @@ pub const ACK_TIMEOUT_MS: u64 = 10_000;
 /// message may take ~20 s more).
 const ASSUMED_BYTES_PER_MS: u64 = 256;
 
-/// Sends waiting for their acknowledgement on the direct path.
+/// First bytes of a routed payload that is a fragment of a larger direct message.
+pub const FRAGMENT_MAGIC: [u8; 4] = *b"rzF1";
+/// First bytes of the receiver's note that a fragmented message is complete.
+const DONE_MAGIC: [u8; 4] = *b"rzD1";
+/// Fragment header: magic, message id (8 bytes), index, count and total length (4 each).
+const FRAGMENT_HEADER: usize = 4 + 8 + 4 + 4 + 4;
+/// Message bytes per fragment.
+pub const FRAGMENT_LEN: usize = dht::MAX_DIRECT_PAYLOAD - FRAGMENT_HEADER;
+/// Most bytes held in incomplete reassemblies, all senders together (32 MiB).
+pub const MAX_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
+/// An incomplete message is dropped this long after its last fragment, ms.
+pub const REASSEMBLY_TIMEOUT_MS: u64 = 30_000;
+/// Internal ids of fragments and notes start here, far above any driver's counter.
+const INTERNAL_IDS: u64 = 1 << 63;
+
+/// A fragmented message of ours waiting for the receiver's `done` note.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    to: PeerId,
+    deadline: u64,
+    /// Most hops a fragment took.
+    hops: u8,
+}
+
+/// A message being reassembled.
+#[derive(Debug, Clone)]
+struct Incoming {
+    total: usize,
+    pieces: Vec<Option<Vec<u8>>>,
+    missing: usize,
+    last: u64,
+    hops: u8,
+}
+
+/// Direct messages in flight, both ways.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Direct {
     /// By the application's id: the recipient and the deadline.
     waiting: crate::collections::BTreeMap<u64, (PeerId, u64)>,
+    /// Fragmented messages of ours, by the application's id.
+    outgoing: crate::collections::BTreeMap<u64, Outgoing>,
+    /// Our fragments and notes in flight in the DHT: internal id → the application's id
+    /// (`None` for a note).
+    internal: crate::collections::BTreeMap<u64, Option<u64>>,
+    next_internal: u64,
+    /// Messages being reassembled, by sender and message id.
+    incoming: crate::collections::BTreeMap<(PeerId, u64), Incoming>,
+    /// Bytes reserved by `incoming`.
+    incoming_bytes: usize,
+}
+
+impl Direct {
+    fn internal_id(&mut self, app: Option<u64>) -> u64 {
+        let id = INTERNAL_IDS | self.next_internal;
+        self.next_internal = (self.next_internal + 1) & (INTERNAL_IDS - 1);
+        self.internal.insert(id, app);
+        id
+    }
+}
+
+/// The header fields of a fragment, checked against each other.
+fn parse_fragment(payload: &[u8]) -> Option<(u64, usize, usize, usize, &[u8])> {
+    let header = payload.get(..FRAGMENT_HEADER)?;
+    let u32_at = |i: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(header.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let msg = u64::from_be_bytes(header.get(4..12)?.try_into().ok()?);
+    let (index, count, total) = (u32_at(12)?, u32_at(16)?, u32_at(20)?);
+    let piece = &payload[FRAGMENT_HEADER..];
+    // Checked before any arithmetic on them (usize is 32 bits in wasm).
+    let valid = total <= MAX_MESSAGE_LEN && count == total.div_ceil(FRAGMENT_LEN).max(1);
+    if !valid || index >= count {
+        return None;
+    }
+    let want_len = if index == count - 1 {
+        total - (count - 1) * FRAGMENT_LEN
+    } else {
+        FRAGMENT_LEN
+    };
+    (piece.len() == want_len).then_some((msg, index, count, total, piece))
 }
 
 impl Overlay {
@@ -62,12 +149,15 @@ impl Overlay {
         } else if self.config.mode == Mode::Unstructured {
             // No routing without the DHT: only neighbours are reachable.
             Some(DhtError::Disabled(Mode::Unstructured))
-        } else if payload.len() > dht::MAX_DIRECT_PAYLOAD {
-            Some(DhtError::TooLarge {
-                what: "message to a peer without an open connection",
-                len: payload.len(),
-                max: dht::MAX_DIRECT_PAYLOAD,
-            })
+        } else if self.direct.outgoing.contains_key(&id) {
+            Some(DhtError::DuplicateId(id))
+        } else if payload.len() > dht::MAX_DIRECT_PAYLOAD
+            || payload.starts_with(&FRAGMENT_MAGIC)
+            || payload.starts_with(&DONE_MAGIC)
+        {
+            // (A small payload that looks like our framing is framed too, so the
+            // receiver never mistakes it.)
+            return self.send_fragments(id, to, payload);
         } else {
             return self.on_dht_command(Command::SendDirect { id, to, payload });
         };
@@ -77,6 +167,165 @@ impl Overlay {
         let wait = ACK_TIMEOUT_MS + payload.len() as u64 / ASSUMED_BYTES_PER_MS;
         self.direct.waiting.insert(id, (to, self.now + wait));
         self.send(to, &Message::Data { id, payload });
+    }
+
+    /// Routes `payload` to `to` in fragments (see the module docs).
+    fn send_fragments(&mut self, id: u64, to: PeerId, payload: Vec<u8>) {
+        let count = payload.len().div_ceil(FRAGMENT_LEN).max(1);
+        let wait = ACK_TIMEOUT_MS + 2 * payload.len() as u64 / ASSUMED_BYTES_PER_MS;
+        let outgoing = Outgoing {
+            to,
+            deadline: self.now + wait,
+            hops: 0,
+        };
+        self.direct.outgoing.insert(id, outgoing);
+        for index in 0..count {
+            let start = index * FRAGMENT_LEN;
+            let piece = &payload[start..(start + FRAGMENT_LEN).min(payload.len())];
+            let mut fragment = Vec::with_capacity(FRAGMENT_HEADER + piece.len());
+            fragment.extend_from_slice(&FRAGMENT_MAGIC);
+            fragment.extend_from_slice(&id.to_be_bytes());
+            for n in [index, count, payload.len()] {
+                fragment.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            fragment.extend_from_slice(piece);
+            let rpc = self.direct.internal_id(Some(id));
+            self.on_dht_command(Command::SendDirect {
+                id: rpc,
+                to,
+                payload: fragment,
+            });
+            if !self.direct.outgoing.contains_key(&id) {
+                return; // a fragment failed at once: the rest would too
+            }
+        }
+    }
+
+    /// Takes the DHT's reports about fragments and notes out of this step's outputs and
+    /// turns them into reports about whole messages. Runs at the end of every step.
+    pub(super) fn filter_fragment_events(&mut self) {
+        let ours = |o: &Output| match o {
+            Output::Event(Event::Dht(DhtEvent::Direct { payload, .. })) => {
+                payload.starts_with(&FRAGMENT_MAGIC) || payload.starts_with(&DONE_MAGIC)
+            }
+            Output::Event(Event::Dht(
+                DhtEvent::Delivered { id, .. } | DhtEvent::Failed { id, .. },
+            )) => *id >= INTERNAL_IDS,
+            _ => false,
+        };
+        if !self.out.iter().any(ours) {
+            return;
+        }
+        for out in std::mem::take(&mut self.out) {
+            if !ours(&out) {
+                self.out.push(out);
+                continue;
+            }
+            let Output::Event(Event::Dht(ev)) = out else {
+                continue;
+            };
+            match ev {
+                DhtEvent::Direct {
+                    from,
+                    payload,
+                    hops,
+                    ..
+                } => self.on_fragment_or_note(from, payload, hops),
+                DhtEvent::Delivered { id, hops, .. } => {
+                    if let Some(Some(app)) = self.direct.internal.remove(&id) {
+                        if let Some(o) = self.direct.outgoing.get_mut(&app) {
+                            o.hops = o.hops.max(hops);
+                        }
+                    }
+                }
+                DhtEvent::Failed { id, error } => {
+                    if let Some(Some(app)) = self.direct.internal.remove(&id) {
+                        if self.direct.outgoing.remove(&app).is_some() {
+                            self.direct.internal.retain(|_, a| *a != Some(app));
+                            self.event(Event::Dht(DhtEvent::Failed { id: app, error }));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A routed payload in our framing: a fragment to reassemble, or a `done` note.
+    fn on_fragment_or_note(&mut self, from: PeerId, payload: Vec<u8>, hops: u8) {
+        if let Some(rest) = payload.strip_prefix(&DONE_MAGIC) {
+            let Some(msg) = rest.try_into().ok().map(u64::from_be_bytes) else {
+                return;
+            };
+            if self.direct.outgoing.get(&msg).is_some_and(|o| o.to == from) {
+                if let Some(o) = self.direct.outgoing.remove(&msg) {
+                    self.direct.internal.retain(|_, a| *a != Some(msg));
+                    let hops = o.hops.max(hops);
+                    self.event(Event::Dht(DhtEvent::Delivered {
+                        id: msg,
+                        to: from,
+                        hops,
+                    }));
+                }
+            }
+            return;
+        }
+        let Some((msg, index, count, total, piece)) = parse_fragment(&payload) else {
+            return; // malformed: dropped
+        };
+        let key = (from, msg);
+        if !self.direct.incoming.contains_key(&key) {
+            if self.direct.incoming_bytes + total > MAX_REASSEMBLY_BYTES {
+                return; // no room: the sender times out
+            }
+            self.direct.incoming_bytes += total;
+            let incoming = Incoming {
+                total,
+                pieces: vec![None; count],
+                missing: count,
+                last: self.now,
+                hops,
+            };
+            self.direct.incoming.insert(key, incoming);
+        }
+        let now = self.now;
+        let Some(m) = self.direct.incoming.get_mut(&key) else {
+            return;
+        };
+        if m.total != total || m.pieces.len() != count {
+            return; // contradicts the fragments before it
+        }
+        m.last = now;
+        m.hops = m.hops.max(hops);
+        if let Some(slot @ None) = m.pieces.get_mut(index) {
+            *slot = Some(piece.to_vec());
+            m.missing -= 1;
+        }
+        if m.missing > 0 {
+            return;
+        }
+        let Some(m) = self.direct.incoming.remove(&key) else {
+            return;
+        };
+        self.direct.incoming_bytes -= m.total;
+        let mut whole = Vec::with_capacity(m.total);
+        for piece in m.pieces.into_iter().flatten() {
+            whole.extend_from_slice(&piece);
+        }
+        self.event(Event::Dht(DhtEvent::Direct {
+            from,
+            id: msg,
+            payload: whole,
+            hops: m.hops,
+        }));
+        let mut note = DONE_MAGIC.to_vec();
+        note.extend_from_slice(&msg.to_be_bytes());
+        let rpc = self.direct.internal_id(None);
+        self.on_dht_command(Command::SendDirect {
+            id: rpc,
+            to: from,
+            payload: note,
+        });
     }
 
     /// A [`Message::Data`] from the peer at the other end of an open connection.
@@ -127,6 +376,41 @@ impl Overlay {
         for (id, error) in failed {
             self.direct.waiting.remove(&id);
             self.event(Event::Dht(DhtEvent::Failed { id, error }));
+        }
+        // Fragmented messages: no `done` note in time (or leaving).
+        let expired: Vec<u64> = self
+            .direct
+            .outgoing
+            .iter()
+            .filter(|(_, o)| all || o.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.direct.outgoing.remove(&id);
+            self.direct.internal.retain(|_, a| *a != Some(id));
+            let error = if all {
+                DhtError::NotJoined
+            } else {
+                DhtError::Timeout
+            };
+            self.event(Event::Dht(DhtEvent::Failed { id, error }));
+        }
+        // Incomplete reassemblies gone quiet.
+        let d = &mut self.direct;
+        let before = d.incoming.len();
+        let mut freed = 0;
+        d.incoming.retain(|_, m| {
+            let keep = !all && m.last + REASSEMBLY_TIMEOUT_MS > now;
+            if !keep {
+                freed += m.total;
+            }
+            keep
+        });
+        if d.incoming.len() != before {
+            d.incoming_bytes -= freed;
+        }
+        if all {
+            d.internal.clear();
         }
     }
 }
@@ -254,28 +538,132 @@ mod tests {
         );
     }
 
+    /// Three overlays in a chain, a — b — c: a and c share no connection.
+    fn chain() -> Vec<Overlay> {
+        let (mut a, mut b) = pair(Mode::Hybrid);
+        let mut c = node(3, Mode::Hybrid);
+        c.handle(
+            0,
+            Input::Join {
+                contacts: vec![b.peer_id()],
+            },
+        );
+        let out = c.handle(0, Input::ConnectionUp { peer: b.peer_id() });
+        b.handle(0, Input::ConnectionUp { peer: c.peer_id() });
+        deliver(&c, &mut b, out);
+        assert!(b.active_view().contains(&c.peer_id()));
+        assert!(!a.connections().any(|p| p == c.peer_id()));
+        a.handle(0, Input::Timer);
+        vec![a, b, c]
+    }
+
+    /// Carries frames between the overlays until none is left; returns each one's events.
+    fn pump(nodes: &mut [Overlay], first: (usize, Vec<Output>)) -> Vec<Vec<DhtEvent>> {
+        let mut events = vec![Vec::new(); nodes.len()];
+        let mut queue = std::collections::VecDeque::from([first]);
+        while let Some((at, outs)) = queue.pop_front() {
+            events[at].extend(dht_events(&outs));
+            let from = nodes[at].peer_id();
+            for o in outs {
+                if let Output::Send { to, frame } = o {
+                    if let Some(j) = nodes.iter().position(|n| n.peer_id() == to) {
+                        let out = nodes[j].handle(0, Input::Frame { from, bytes: frame });
+                        queue.push_back((j, out));
+                    }
+                }
+            }
+        }
+        events
+    }
+
     #[test]
-    fn a_large_message_to_a_non_neighbour_is_refused_and_a_small_one_is_routed() {
-        let (mut a, _b) = pair(Mode::Hybrid);
-        let stranger = Identity::from_secret_bytes([9; 32]).peer_id();
-        let out = send(&mut a, 1, stranger, vec![0; dht::MAX_DIRECT_PAYLOAD + 1]);
-        assert!(matches!(
-            dht_events(&out)[..],
-            [DhtEvent::Failed {
-                id: 1,
-                error: DhtError::TooLarge { max, .. }
-            }] if max == dht::MAX_DIRECT_PAYLOAD
-        ));
-        // A small one leaves as a routed DHT frame through the only open link.
-        let out = send(&mut a, 2, stranger, b"hi".to_vec());
-        let frames: Vec<Message> = out
+    fn a_message_too_large_for_one_routed_frame_reaches_a_non_neighbour_in_fragments() {
+        let mut nodes = chain();
+        let (a, c) = (nodes[0].peer_id(), nodes[2].peer_id());
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let out = send(&mut nodes[0], 5, c, data.clone());
+        let events = pump(&mut nodes, (0, out));
+        let got: Vec<&DhtEvent> = events[2]
             .iter()
-            .filter_map(|o| match o {
-                Output::Send { frame, .. } => wire::decode(frame).ok(),
-                _ => None,
-            })
+            .filter(|e| matches!(e, DhtEvent::Direct { .. }))
             .collect();
-        assert!(matches!(frames[..], [Message::Dht(_)]), "{frames:?}");
+        assert!(
+            matches!(got[..], [DhtEvent::Direct { from, id: 5, payload, hops }]
+                if *from == a && *payload == data && *hops >= 2),
+            "c gets the whole message once: {:?}",
+            got.len()
+        );
+        assert!(
+            matches!(events[0][..], [DhtEvent::Delivered { id: 5, to, hops }] if to == c && hops >= 2),
+            "a hears only that its message was delivered: {:?}",
+            events[0]
+        );
+        assert!(nodes[0].direct.outgoing.is_empty() && nodes[0].direct.internal.is_empty());
+        assert_eq!(nodes[2].direct.incoming_bytes, 0);
+        // A small message still travels as one routed frame.
+        let out = send(&mut nodes[0], 6, c, b"hi".to_vec());
+        let events = pump(&mut nodes, (0, out));
+        assert!(events[2].iter().any(
+            |e| matches!(e, DhtEvent::Direct { payload, hops, .. } if payload == b"hi" && *hops >= 2)
+        ));
+        assert!(events[0]
+            .iter()
+            .any(|e| matches!(e, DhtEvent::Delivered { id: 6, .. })));
+    }
+
+    fn fragment(msg: u64, index: usize, count: usize, total: usize, piece: &[u8]) -> Vec<u8> {
+        let mut f = FRAGMENT_MAGIC.to_vec();
+        f.extend_from_slice(&msg.to_be_bytes());
+        for n in [index, count, total] {
+            f.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        f.extend_from_slice(piece);
+        f
+    }
+
+    #[test]
+    fn malformed_fragments_are_dropped_and_reassembly_memory_is_bounded() {
+        let (mut a, _b) = pair(Mode::Hybrid);
+        let from = Identity::from_secret_bytes([9; 32]).peer_id();
+        // Lies about lengths, indices and counts: dropped, nothing reserved.
+        for bad in [
+            FRAGMENT_MAGIC.to_vec(),
+            fragment(1, 0, 1, 10, &[0; 9]),
+            fragment(1, 1, 1, 10, &[0; 10]),
+            fragment(1, 0, 2, 10, &[0; 10]),
+            fragment(1, 0, 1, MAX_MESSAGE_LEN + 1, &[]),
+            fragment(1, 0, u32::MAX as usize, u32::MAX as usize, &[]),
+        ] {
+            a.on_fragment_or_note(from, bad, 2);
+        }
+        assert!(a.direct.incoming.is_empty());
+        assert_eq!(a.direct.incoming_bytes, 0);
+        // Two 16 MiB messages fill the budget; a third is refused until one expires.
+        let total = MAX_MESSAGE_LEN;
+        let count = total.div_ceil(FRAGMENT_LEN);
+        for msg in 0..3 {
+            a.on_fragment_or_note(from, fragment(msg, 0, count, total, &[7; FRAGMENT_LEN]), 2);
+        }
+        assert_eq!(a.direct.incoming.len(), 2);
+        assert!(a.direct.incoming_bytes <= MAX_REASSEMBLY_BYTES);
+        a.now += REASSEMBLY_TIMEOUT_MS;
+        a.expire_sends(false);
+        assert!(a.direct.incoming.is_empty());
+        assert_eq!(a.direct.incoming_bytes, 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_fragment_bytes_never_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let (mut a, _b) = pair(Mode::Hybrid);
+            let from = Identity::from_secret_bytes([9; 32]).peer_id();
+            let mut f = FRAGMENT_MAGIC.to_vec();
+            f.extend_from_slice(&tail);
+            a.on_fragment_or_note(from, f, 1);
+            let mut d = DONE_MAGIC.to_vec();
+            d.extend_from_slice(&tail);
+            a.on_fragment_or_note(from, d, 1);
+        }
     }
 
     #[test]

@@ -557,6 +557,7 @@ impl Overlay {
             Input::Dht(command) => self.on_dht_command(command),
             Input::Send { id, to, payload } => self.on_send_command(id, to, payload),
         }
+        self.filter_fragment_events();
         self.announce_timer();
         std::mem::take(&mut self.out)
     }
