@@ -12,12 +12,50 @@
 //! versions against std's.
 
 use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::fmt;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use std::collections::{BTreeMap, BTreeSet};
 #[cfg(target_arch = "wasm32")]
 pub(crate) use {VecMap as BTreeMap, VecSet as BTreeSet};
+
+/// Sorts `v` stably by `cmp`: std's stable sort natively; in the browser build an
+/// insertion sort ([`insertion_sort_by`]), because std's is compiled once per element type
+/// at 1-2 KB each and the overlay only sorts short lists (a few dozen peers or links). A
+/// stable sort's result is unique, so both order alike.
+pub(crate) fn sort_by<T>(v: &mut [T], cmp: impl FnMut(&T, &T) -> Ordering) {
+    #[cfg(not(target_arch = "wasm32"))]
+    v.sort_by(cmp);
+    #[cfg(target_arch = "wasm32")]
+    insertion_sort_by(v, cmp);
+}
+
+/// [`sort_by`] in the order of `key`.
+pub(crate) fn sort_by_key<T, K: Ord>(v: &mut [T], mut key: impl FnMut(&T) -> K) {
+    sort_by(v, |a, b| key(a).cmp(&key(b)))
+}
+
+/// [`sort_by`] in the elements' own order.
+pub(crate) fn sort<T: Ord>(v: &mut [T]) {
+    sort_by(v, T::cmp)
+}
+
+/// A stable insertion sort: a binary search for each element's place among the sorted
+/// ones before it (after any equal ones), then shifts. O(n log n) comparisons, O(n²)
+/// moves; a few instructions of code.
+#[cfg_attr(not(any(test, target_arch = "wasm32")), allow(dead_code))]
+pub(crate) fn insertion_sort_by<T>(v: &mut [T], mut cmp: impl FnMut(&T, &T) -> Ordering) {
+    for i in 1..v.len() {
+        let (sorted, rest) = v.split_at(i);
+        let at = sorted.partition_point(|x| cmp(x, &rest[0]) != Ordering::Greater);
+        let mut j = i;
+        while j > at {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
 
 /// A map kept as a vector of entries sorted by key.
 #[derive(Clone, PartialEq, Eq)]
@@ -387,7 +425,7 @@ impl<T: Ord> VecSet<T> {
 impl<T: Ord> FromIterator<T> for VecSet<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         let mut items: Vec<T> = iter.into_iter().collect();
-        items.sort();
+        sort(&mut items);
         items.dedup();
         VecSet { items }
     }
@@ -493,6 +531,19 @@ mod tests {
                 prop_assert_eq!(ours.get(&k), std_map.get(&k));
                 prop_assert_eq!(our_set.contains(&k), std_set.contains(&k));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_insertion_sort_orders_exactly_like_std_stable_sort(
+            mut v in proptest::collection::vec((0u8..8, any::<u16>()), 0..300)
+        ) {
+            // Sorting by the first half only: equal keys must keep their order.
+            let mut expected = v.clone();
+            expected.sort_by_key(|x| x.0);
+            insertion_sort_by(&mut v, |a, b| a.0.cmp(&b.0));
+            prop_assert_eq!(v, expected);
         }
     }
 

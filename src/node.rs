@@ -550,7 +550,9 @@ impl Node {
                 rtt_ms: rtt(a, b),
             })
             .collect();
-        links.sort_by(|x, y| (x.a, x.b, x.kind).cmp(&(y.a, y.b, y.kind)));
+        crate::collections::sort_by(&mut links, |x, y| {
+            (x.a, x.b, x.kind).cmp(&(y.a, y.b, y.kind))
+        });
         Topology {
             me,
             peers,

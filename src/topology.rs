@@ -266,7 +266,7 @@ impl NetworkMap {
                     .map(move |h| (h.via, *to))
             })
             .collect();
-        out.sort();
+        crate::collections::sort(&mut out);
         out
     }
 }

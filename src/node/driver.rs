@@ -147,7 +147,7 @@ impl<P: Platform> State<P> {
                 bytes_received: c.bytes_received,
             })
             .collect();
-        links.sort_by_key(|l| l.peer);
+        crate::collections::sort_by_key(&mut links, |l| l.peer);
         links
     }
 

@@ -878,7 +878,7 @@ impl Dht {
             .known()
             .map(|p| (Key::of_peer(&p).distance(key), p))
             .collect();
-        all.sort();
+        crate::collections::sort(&mut all);
         all.into_iter().take(n).map(|(_, p)| p).collect()
     }
 
@@ -1299,7 +1299,7 @@ impl Overlay {
                 let k = self.config.dht.k.max(self.config.dht.replicas).min(MAX_K);
                 let mut peers = self.dht.closest_known(&key, k);
                 peers.push(self.me);
-                peers.sort_by_key(|p| Key::of_peer(p).distance(&key));
+                crate::collections::sort_by_key(&mut peers, |p| Key::of_peer(p).distance(&key));
                 peers.truncate(k);
                 let record = if value {
                     self.dht
@@ -2092,7 +2092,7 @@ impl Overlay {
             if budget == 0 {
                 break;
             }
-            cands.sort_by(|a, b| b.cmp(a));
+            crate::collections::sort_by(&mut cands, |a, b| b.cmp(a));
             let peer = cands[0].1;
             self.conns.insert(
                 peer,

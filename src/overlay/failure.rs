@@ -110,7 +110,7 @@ impl Overlay {
         if dead.is_empty() {
             return;
         }
-        dead.sort();
+        crate::collections::sort(&mut dead);
         for peer in dead {
             self.stats.declared_dead += 1;
             self.conns.remove(&peer);
