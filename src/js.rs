@@ -743,6 +743,9 @@ impl RhizomeNode {
 
     /// Registers `handler` for `event` (`neighbor-up`, `neighbor-down`, `broadcast`,
     /// `message`, `request`, `topology`, `error`, `left`).
+    // Typed per event by the `RhizomeNode` interface in `TS_TYPES`; a generated
+    // signature would be an overload that accepts any handler.
+    #[wasm_bindgen(skip_typescript)]
     pub fn on(&self, event: EventNameJs, handler: HandlerJs) -> Result<(), JsValue> {
         let name = event_name(event)?;
         let f: Function = JsValue::from(handler)
@@ -753,6 +756,9 @@ impl RhizomeNode {
     }
 
     /// Removes a handler registered with `on`.
+    // Typed per event by the `RhizomeNode` interface in `TS_TYPES`; a generated
+    // signature would be an overload that accepts any handler.
+    #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, event: EventNameJs, handler: HandlerJs) -> Result<(), JsValue> {
         let name = event_name(event)?;
         let handler: JsValue = handler.into();

@@ -41,6 +41,11 @@ async function main(): Promise<void> {
   const answer: Uint8Array = await node.request(node.id, 'question', { timeoutMs: 500 });
   const answer2: Uint8Array = await node.request(node.id, new Uint8Array(1));
   console.log(answer.length, answer2.length);
+  // Handlers are typed by the event name, and modes are a closed set:
+  // @ts-expect-error a message event has no `seq`
+  node.on('message', (e) => e.seq);
+  // @ts-expect-error not a mode
+  void join({ signaling: 'ws://localhost/ws', room: 'r', mode: 'banana' });
   const mode: RhizomeMode = node.mode;
   console.log(mode === 'hybrid' || mode === 'structured' || mode === 'unstructured');
   try {
