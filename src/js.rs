@@ -8,7 +8,6 @@
 //! below are written by hand so they say exactly what the code accepts.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_util::StreamExt;
@@ -17,6 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
+use crate::collections::BTreeMap;
 use crate::id::{Identity as CoreIdentity, PeerId};
 use crate::node::{Node, NodeConfig, NodeError, NodeEvent, SendError};
 use crate::overlay::dht::Mode;
@@ -465,7 +465,7 @@ fn parse_options(options: &JsValue) -> Result<NodeConfig, JsValue> {
                 return Err(js_error(
                     "bad-options",
                     &format!(
-                        "mode {other:?} does not exist: use \"hybrid\", \"unstructured\" or \"structured\""
+                        "mode \"{other}\" does not exist: use \"hybrid\", \"unstructured\" or \"structured\""
                     ),
                     None,
                 ))
@@ -520,7 +520,7 @@ impl Rhizome {
         let options: JsValue = options.into();
         let config = parse_options(&options)?;
         let (node, mut events) = Node::join(config).await.map_err(node_error)?;
-        let handlers: Rc<RefCell<HashMap<String, Vec<Function>>>> = Rc::default();
+        let handlers: Rc<RefCell<BTreeMap<String, Vec<Function>>>> = Rc::default();
         let dispatch = handlers.clone();
         let responder = node.clone();
         spawn_local(async move {
@@ -631,7 +631,7 @@ fn parse_peer(id: &str) -> Result<PeerId, JsValue> {
 #[wasm_bindgen]
 pub struct RhizomeNode {
     node: Node,
-    handlers: Rc<RefCell<HashMap<String, Vec<Function>>>>,
+    handlers: Rc<RefCell<BTreeMap<String, Vec<Function>>>>,
 }
 
 #[wasm_bindgen]
@@ -821,7 +821,7 @@ fn event_name(event: EventNameJs) -> Result<String, JsValue> {
         Err(js_error(
             "bad-event",
             &format!(
-                "unknown event {name:?}; events are {}",
+                "unknown event \"{name}\"; events are {}",
                 EVENT_NAMES.join(", ")
             ),
             None,

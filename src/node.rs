@@ -469,7 +469,7 @@ impl Node {
         let me = self.id;
         let active: Vec<PeerId> = s.overlay.active_view().to_vec();
         let mut peers: Vec<TopologyPeer> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::collections::BTreeSet::new();
         let announced = |id: PeerId, view: &'static str| {
             let a = s.map.peers().find(|(p, _)| **p == id).map(|(_, a)| a);
             TopologyPeer {
@@ -508,7 +508,7 @@ impl Node {
                 peers.push(announced(p, "announced"));
             }
         }
-        let mut edges: std::collections::BTreeSet<(PeerId, PeerId)> = s
+        let mut edges: crate::collections::BTreeSet<(PeerId, PeerId)> = s
             .map
             .edges()
             .into_iter()
@@ -517,7 +517,7 @@ impl Node {
         for p in &active {
             edges.insert(if me < *p { (me, *p) } else { (*p, me) });
         }
-        let mut dht_edges: std::collections::BTreeSet<(PeerId, PeerId)> = s
+        let mut dht_edges: crate::collections::BTreeSet<(PeerId, PeerId)> = s
             .map
             .dht_edges()
             .into_iter()

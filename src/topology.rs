@@ -20,7 +20,7 @@
 //! DHT links. Older nodes refuse version 2 cleanly (`bad-announcement`, unsupported
 //! version) and simply do not draw the newer peers' links.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +171,7 @@ struct Entry {
 /// The graph of the network as the announcements describe it.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkMap {
-    entries: HashMap<PeerId, Entry>,
+    entries: BTreeMap<PeerId, Entry>,
 }
 
 /// A link between two peers, reported by both (ids in ascending order).
