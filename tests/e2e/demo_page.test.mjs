@@ -1,7 +1,7 @@
 // The page `npm start` serves: it must load the wasm module and show this peer's id.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser } from './harness.mjs';
+import { startServer, launchBrowser, openDemoPage } from './harness.mjs';
 
 let server;
 let browser;
@@ -41,6 +41,24 @@ test('a reload keeps the same peer id', async () => {
   const second = await peerIdShownBy(page);
   assert.equal(second, first);
   await page.close();
+});
+
+test('?mode= picks the overlay mode, and the legend says whether DHT links exist', async () => {
+  const room = `mode-${Date.now().toString(36)}`;
+  const legend = async (mode) => {
+    const { page, errors } = await openDemoPage(browser, `${server.url}/?room=${room}-${mode}&mode=${mode}`);
+    const text = await page.textContent('#legend-dht');
+    const title = await page.getAttribute('#legend-dht', 'title');
+    await page.close();
+    assert.deepEqual(errors, []);
+    return { text, title };
+  };
+  const flat = await legend('unstructured');
+  assert.match(flat.text, /none: this peer runs unstructured/);
+  assert.match(flat.title, /"unstructured" mode/);
+  const hybrid = await legend('hybrid');
+  assert.match(hybrid.text, /kept for routing/);
+  assert.match(hybrid.title, /"hybrid" mode/);
 });
 
 test('the server answers health checks next to the page', async () => {
