@@ -38,6 +38,7 @@ use futures_util::{Stream, StreamExt};
 use rhizome::id::PeerId;
 use rhizome::id::{IdError, Identity};
 use rhizome::node::{Node, NodeConfig, NodeEvent};
+use rhizome::overlay::dht::Mode;
 use rhizome::transport::native::{MdnsMode, NativeConfig};
 
 pub use rhizome::node::NodeError as JoinError;
@@ -79,6 +80,23 @@ pub struct Args {
     /// What to do with browsers' mDNS (`….local`) host candidates.
     #[arg(long, value_enum, default_value_t = Mdns::Resolve)]
     pub mdns: Mdns,
+
+    /// Overlay mode: `hybrid` (broadcasts, and `@peer` messages reach anyone),
+    /// `unstructured` (broadcasts; `@peer` reaches neighbours only; fewest connections)
+    /// or `structured` (`@peer` messages only, no broadcasts of our own).
+    #[arg(long, value_enum, default_value_t = OverlayMode::Hybrid)]
+    pub mode: OverlayMode,
+}
+
+/// The `--mode` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OverlayMode {
+    /// Broadcasts and the DHT.
+    Hybrid,
+    /// Broadcasts only.
+    Unstructured,
+    /// The DHT only.
+    Structured,
 }
 
 /// The `--mdns` choices.
@@ -115,6 +133,11 @@ impl Args {
         config.identity = Some(identity);
         config.join_timeout_ms = self.join_timeout_ms;
         config.native = self.native_config();
+        config.overlay.mode = match self.mode {
+            OverlayMode::Hybrid => Mode::Hybrid,
+            OverlayMode::Unstructured => Mode::Unstructured,
+            OverlayMode::Structured => Mode::Structured,
+        };
         Ok(config)
     }
 }

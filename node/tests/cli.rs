@@ -256,3 +256,18 @@ fn a_bad_secret_or_no_server_is_an_error_not_a_panic() {
         );
     });
 }
+
+#[test]
+fn the_mode_flag_picks_the_overlay_mode_and_hybrid_is_the_default() {
+    use rhizome::overlay::dht::Mode;
+    let mode = |extra: &[&str]| {
+        args("ws://127.0.0.1:9/ws", 6, extra)
+            .node_config()
+            .map(|c| c.overlay.mode)
+            .ok()
+    };
+    assert_eq!(mode(&[]), Some(Mode::Hybrid));
+    assert_eq!(mode(&["--mode", "unstructured"]), Some(Mode::Unstructured));
+    assert_eq!(mode(&["--mode", "structured"]), Some(Mode::Structured));
+    assert!(Args::try_parse_from(["rhizome-node", "--mode", "banana"]).is_err());
+}
