@@ -18,7 +18,10 @@ use wasm_bindgen_futures::spawn_local;
 
 use crate::collections::BTreeMap;
 use crate::id::{Identity as CoreIdentity, PeerId};
-use crate::node::{Node, NodeConfig, NodeError, NodeEvent, SendError};
+use crate::node::{
+    LinkStats, Node, NodeConfig, NodeError, NodeEvent, NodeStats, SendError, Topology,
+    TopologyLink, TopologyPeer,
+};
 use crate::overlay::dht::Mode;
 use crate::transport::IceServer;
 
@@ -726,19 +729,19 @@ impl RhizomeNode {
 
     /// This node, the peers it knows and their links (see `announceTopology`).
     pub fn topology(&self) -> Result<TopologyJs, JsValue> {
-        to_js(&self.node.topology()).map(JsCast::unchecked_into)
+        Ok(topology_to_js(&self.node.topology()).unchecked_into())
     }
 
     /// The hops the broadcast `(origin, seq)` took, as `[from, to]` pairs, as far as the
     /// peers' topology announcements tell (needs `announceTopology`).
     pub fn trace(&self, origin: &str, seq: f64) -> Result<EdgeListJs, JsValue> {
         let origin = parse_peer(origin)?;
-        to_js(&self.node.trace(origin, seq.max(0.0) as u64)).map(JsCast::unchecked_into)
+        Ok(js_pairs(&self.node.trace(origin, seq.max(0.0) as u64)).unchecked_into())
     }
 
     /// Counters: views, connections, frames, deliveries.
     pub fn stats(&self) -> Result<NodeStatsJs, JsValue> {
-        to_js(&self.node.stats()).map(JsCast::unchecked_into)
+        Ok(stats_to_js(&self.node.stats()).unchecked_into())
     }
 
     /// Registers `handler` for `event` (`neighbor-up`, `neighbor-down`, `broadcast`,
@@ -806,11 +809,150 @@ fn send_error(e: &SendError, to: PeerId) -> JsValue {
     js_error(e.code(), &format!("send to {}: {e}", to.short()), Some(to))
 }
 
-fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
-    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-    value
-        .serialize(&serializer)
-        .map_err(|e| js_error("internal", &e.to_string(), None))
+// Results of `topology`, `trace` and `stats` as plain JS objects, built by hand:
+// serde-wasm-bindgen's serializer cost ~4 KiB of the gzipped package. The shapes are the
+// ones it produced: snake_case field names, peer ids as hex strings, numbers as numbers,
+// `null` for a missing one, id pairs as two-element arrays. The structs are destructured
+// without `..`, so a field added to them fails to compile here until it is exported.
+
+fn js_obj(fields: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        set(&o, k, v);
+    }
+    o.into()
+}
+
+fn js_id(p: &PeerId) -> JsValue {
+    p.to_string().into()
+}
+
+fn js_ids(ps: &[PeerId]) -> JsValue {
+    ps.iter().map(js_id).collect::<Array>().into()
+}
+
+fn js_num(n: u64) -> JsValue {
+    (n as f64).into()
+}
+
+fn js_opt(x: Option<f64>) -> JsValue {
+    x.map_or(JsValue::NULL, JsValue::from)
+}
+
+fn js_pairs(pairs: &[(PeerId, PeerId)]) -> JsValue {
+    pairs
+        .iter()
+        .map(|(a, b)| Array::of2(&js_id(a), &js_id(b)))
+        .collect::<Array>()
+        .into()
+}
+
+fn topology_to_js(t: &Topology) -> JsValue {
+    let Topology {
+        me,
+        peers,
+        edges,
+        links,
+    } = t;
+    let peers = peers.iter().map(|p| {
+        let TopologyPeer {
+            id,
+            view,
+            neighbors,
+            delivered,
+            frames_sent,
+            frames_received,
+            dht,
+        } = p;
+        js_obj(&[
+            ("id", js_id(id)),
+            ("view", (*view).into()),
+            ("neighbors", js_ids(neighbors)),
+            ("delivered", js_num(*delivered)),
+            ("frames_sent", js_num(*frames_sent)),
+            ("frames_received", js_num(*frames_received)),
+            ("dht", js_ids(dht)),
+        ])
+    });
+    let links = links.iter().map(|l| {
+        let TopologyLink { a, b, kind, rtt_ms } = l;
+        js_obj(&[
+            ("a", js_id(a)),
+            ("b", js_id(b)),
+            ("kind", (*kind).into()),
+            ("rtt_ms", js_opt(*rtt_ms)),
+        ])
+    });
+    js_obj(&[
+        ("me", js_id(me)),
+        ("peers", peers.collect::<Array>().into()),
+        ("edges", js_pairs(edges)),
+        ("links", links.collect::<Array>().into()),
+    ])
+}
+
+fn stats_to_js(s: &NodeStats) -> JsValue {
+    let NodeStats {
+        neighbors,
+        passive,
+        connections,
+        page_connections_created,
+        connects,
+        delivered,
+        duplicates,
+        frames_sent,
+        frames_received,
+        relayed,
+        bootstraps,
+        server_connected,
+        broadcasts_sent,
+        messages_sent,
+        messages_received,
+        bytes_sent,
+        bytes_received,
+        links,
+    } = s;
+    let links = links.iter().map(|l| {
+        let LinkStats {
+            peer,
+            kind,
+            open,
+            rtt_ms,
+            bytes_sent,
+            bytes_received,
+        } = l;
+        js_obj(&[
+            ("peer", js_id(peer)),
+            ("kind", (*kind).into()),
+            ("open", (*open).into()),
+            ("rtt_ms", js_opt(*rtt_ms)),
+            ("bytes_sent", js_num(*bytes_sent)),
+            ("bytes_received", js_num(*bytes_received)),
+        ])
+    });
+    js_obj(&[
+        ("neighbors", js_num(*neighbors as u64)),
+        ("passive", js_num(*passive as u64)),
+        ("connections", js_num(*connections as u64)),
+        (
+            "page_connections_created",
+            js_num(u64::from(*page_connections_created)),
+        ),
+        ("connects", js_num(*connects)),
+        ("delivered", js_num(*delivered)),
+        ("duplicates", js_num(*duplicates)),
+        ("frames_sent", js_num(*frames_sent)),
+        ("frames_received", js_num(*frames_received)),
+        ("relayed", js_num(*relayed)),
+        ("bootstraps", js_num(*bootstraps)),
+        ("server_connected", (*server_connected).into()),
+        ("broadcasts_sent", js_num(*broadcasts_sent)),
+        ("messages_sent", js_num(*messages_sent)),
+        ("messages_received", js_num(*messages_received)),
+        ("bytes_sent", js_num(*bytes_sent)),
+        ("bytes_received", js_num(*bytes_received)),
+        ("links", links.collect::<Array>().into()),
+    ])
 }
 
 fn event_name(event: EventNameJs) -> Result<String, JsValue> {
