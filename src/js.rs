@@ -3,9 +3,10 @@
 //!
 //! The shape follows what JS developers know from PeerJS and Trystero: one promise to
 //! join, plain methods, string event names, `Uint8Array` data, and errors that are real
-//! `Error` objects carrying a stable `code`. Options are read field by field through
-//! `Reflect`, results cross the boundary through serde-wasm-bindgen; the TypeScript types
-//! below are written by hand so they say exactly what the code accepts.
+//! `Error` objects carrying a stable `code`. Options are read and results built field by
+//! field through `Reflect` (no serde-wasm-bindgen: see the package size notes in
+//! docs/BENCHMARKS.md); the TypeScript types below are written by hand so they say exactly
+//! what the code accepts.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -281,7 +282,8 @@ struct IceServerOpt {
 }
 
 /// `JoinOptions` as read from the page. Read by hand through `Reflect`: serde-wasm-bindgen's
-/// deserializer, with the error formatting it brings, cost ~7 KiB of the gzipped package.
+/// deserializer, with the error formatting it brings (float printing), cost several KiB of
+/// the gzipped package.
 /// `identity` is read separately ([`identity_option`]): it may be an `Identity` object.
 struct JoinOptions {
     signaling: OneOrMany,
