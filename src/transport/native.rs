@@ -19,6 +19,15 @@
 //!   `OnBufferedAmountLow` event (threshold [`LOW_WATER`]), with a short re-check as a
 //!   backstop against a missed wake-up. `send` refuses when our queue is full.
 //! - **Trickle ICE** with remote candidates queued until the remote description is set.
+//! - **Who is the SCTP client**: a native answerer takes the DTLS *server* role
+//!   (`a=setup:passive`), so the offerer — a browser, say — is the DTLS and SCTP client.
+//!   webrtc-rs (0.21) registers a pre-negotiated channel's stream only when it handles the
+//!   association's "established" event, and reads DATA chunks that came in the same packet
+//!   before that: as the SCTP client it lost whatever a browser bundled with its
+//!   COOKIE-ACK, which is the overlay's first frame (the JOIN) — the native side never saw
+//!   the browser as a neighbour in about half of the runs where the browser dialled. As the
+//!   server, the first packet it gets (COOKIE-ECHO) carries no data: the browser's
+//!   channel is not open before the COOKIE-ACK.
 //! - **webrtc-rs is async and callback-free**: connection events arrive on a handler trait
 //!   that runs on webrtc-rs's driver task, and channel events are polled. The handler only
 //!   forwards (it must not block the driver); two tasks of ours read the channel and feed
@@ -41,6 +50,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_channel::mpsc;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
@@ -316,6 +326,8 @@ impl NativeConnection {
         });
 
         let settings = SettingEngineBuilder::new()
+            // Answer as the DTLS (and so SCTP) server; see "Who is the SCTP client" above.
+            .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_include_loopback_candidate(config.include_loopback)
             .with_multicast_dns_mode(match config.mdns {
                 MdnsMode::Disabled => MulticastDnsMode::Disabled,
