@@ -23,13 +23,13 @@ export const CHROMIUM_ARGS = [
 
 /**
  * Starts the signaling server (the debug build) on a free loopback port, serving www/ and
- * pkg/. Resolves to { url, wsUrl, stop }.
+ * pkg/ (or $RHIZOME_PKG_DIR, a wasm-pack build elsewhere). Resolves to { url, wsUrl, stop }.
  */
 export function startServer(extraArgs = [], { staticDir = join(root, 'www') } = {}) {
   const bin = process.env.RHIZOME_SIGNALING_BIN ?? join(root, 'target', 'debug', 'rhizome-signaling');
   const child = spawn(
     bin,
-    ['--bind', '127.0.0.1:0', '--static-dir', staticDir, '--pkg-dir', join(root, 'pkg'), ...extraArgs],
+    ['--bind', '127.0.0.1:0', '--static-dir', staticDir, '--pkg-dir', process.env.RHIZOME_PKG_DIR ?? join(root, 'pkg'), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';

@@ -1,0 +1,191 @@
+// A native peer (the rhizome-node binary, webrtc-rs) and a browser peer (the npm package's
+// JS API in headless Chromium) join one room through the real signaling server and form
+// one overlay: each sees the other as a neighbour that stays up, and broadcasts and direct
+// messages cross in both directions. Run by `npm test` inside its network namespace; it needs
+// target/debug/rhizome-node (`cargo build -p rhizome-node`) and pkg/ (wasm-pack).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startServer, launchBrowser, root } from './harness.mjs';
+
+const NODE_BIN = process.env.RHIZOME_NODE_BIN ?? join(root, 'target', 'debug', 'rhizome-node');
+
+let server;
+let browser;
+
+before(async () => {
+  if (!existsSync(NODE_BIN)) {
+    throw new Error(`${NODE_BIN} is missing: run \`cargo build -p rhizome-node\` (npm test does) first`);
+  }
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * Starts rhizome-node in `room` and follows its stdout. Resolves once it printed its id,
+ * to { id, lines, stderr, send(line), waitFor(what, predicate), stop() }.
+ */
+function startNative(room, extraArgs = []) {
+  const child = spawn(NODE_BIN, ['--signaling', server.wsUrl, '--room', room, '--seed', ...extraArgs], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  let partial = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    partial += d;
+    const parts = partial.split('\n');
+    partial = parts.pop();
+    lines.push(...parts);
+  });
+  child.stderr.on('data', (d) => { stderr += d; });
+  const native = {
+    process: child,
+    lines,
+    stderr: () => stderr,
+    send: (line) => child.stdin.write(`${line}\n`),
+    async waitFor(what, predicate, ms = 30_000) {
+      await until(what, () => lines.some(predicate) || { lines, stderr }, ms);
+    },
+    stop: () => new Promise((done) => {
+      if (child.exitCode !== null) return done(child.exitCode);
+      child.once('exit', (code) => done(code));
+      child.kill('SIGTERM');
+    }),
+  };
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`rhizome-node exited with ${code}:\n${stderr}`)));
+    const timer = setInterval(() => {
+      const peer = lines.find((l) => l.startsWith('peer '));
+      if (peer) {
+        clearInterval(timer);
+        native.id = peer.slice('peer '.length);
+        resolve(native);
+      }
+    }, 50);
+  });
+}
+
+/** Opens a page that joins `room` through the JS API and records what its node hears. */
+async function openPage(room) {
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e));
+  await page.goto(`${server.url}/healthz`);
+  const id = await page.evaluate(async ({ wsUrl, room }) => {
+    const { default: init, Rhizome } = await import('/pkg/rhizome.js');
+    await init();
+    const node = await Rhizome.join({ signaling: [wsUrl], room, iceServers: [] });
+    window.node = node;
+    window.heard = [];
+    window.messages = [];
+    window.downs = [];
+    window.errors = [];
+    node.on('message', (e) => window.messages.push({ from: e.from, text: new TextDecoder().decode(e.data), hops: e.hops }));
+    node.on('broadcast', (e) => window.heard.push({ from: e.from, text: new TextDecoder().decode(e.data) }));
+    node.on('neighbor-down', (e) => window.downs.push(e.peer));
+    node.on('error', (e) => window.errors.push(String(e.message ?? e)));
+    return node.id;
+  }, { wsUrl: server.wsUrl, room });
+  return { page, id };
+}
+
+async function until(what, fn, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const last = await fn();
+    if (last === true) return;
+    if (Date.now() > deadline) assert.fail(`${what}: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/**
+ * The scenario, for one way of meeting: `first` joins the room before `second`, so the
+ * second is introduced to the first and dials it (the other side answers).
+ */
+async function nativeAndBrowserFormOneOverlay(first, mdns) {
+  const room = `interop-${first}-${mdns}-${Date.now()}`;
+  let native;
+  let page;
+  let pageId;
+  try {
+    if (first === 'native') {
+      native = await startNative(room, ['--mdns', mdns]);
+      ({ page, id: pageId } = await openPage(room));
+    } else {
+      ({ page, id: pageId } = await openPage(room));
+      native = await startNative(room, ['--mdns', mdns]);
+    }
+
+    // Both see each other as neighbours...
+    await native.waitFor('the native node reports the page as a neighbour',
+      (l) => l === `neighbor-up ${pageId}`);
+    await until('the page reports the native node as a neighbour',
+      async () => (await page.evaluate(() => window.node.neighbors())).includes(native.id)
+        || await page.evaluate(() => ({ neighbors: window.node.neighbors(), errors: window.errors })));
+
+    // ...and the link stays up (not just opened and dropped a moment later).
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.ok(!native.lines.includes(`neighbor-down ${pageId}`),
+      `the native node dropped the page: ${native.lines.join(' | ')}\n${native.stderr()}`);
+    assert.deepEqual(await page.evaluate(() => window.downs), [], 'the page lost no neighbour');
+    assert.ok((await page.evaluate(() => window.node.neighbors())).includes(native.id));
+
+    // A broadcast from the native side reaches the page, once, from the native peer...
+    native.send('hello from webrtc-rs');
+    await until('the page hears the native broadcast', async () =>
+      (await page.evaluate(() => window.heard)).some((m) => m.text === 'hello from webrtc-rs')
+        || await page.evaluate(() => window.heard));
+    // ...and one from the page reaches the native side (escaped text, one line).
+    await page.evaluate(() => window.node.broadcast('hello from\nChromium'));
+    await native.waitFor('the native node hears the page broadcast',
+      (l) => l === `broadcast ${pageId} hello from\\nChromium`);
+    await new Promise((r) => setTimeout(r, 300));
+    const heard = await page.evaluate(() => window.heard);
+    assert.deepEqual(heard, [{ from: native.id, text: 'hello from webrtc-rs' }], 'exactly once');
+    assert.equal(native.lines.filter((l) => l.startsWith('broadcast ')).length, 1, 'exactly once');
+
+    // Direct messages, both ways: the CLI's `@<peer> text` and `node.send(peer, data)`.
+    native.send(`@${pageId} direct from webrtc-rs`);
+    await native.waitFor('the page acknowledges the direct message', (l) => l === `delivered ${pageId} 1`);
+    await until('the page receives the direct message', async () => {
+      const messages = await page.evaluate(() => window.messages);
+      return messages.some((m) => m.text === 'direct from webrtc-rs') || messages;
+    });
+    assert.deepEqual(await page.evaluate(() => window.messages),
+      [{ from: native.id, text: 'direct from webrtc-rs', hops: 1 }], 'exactly once, one hop');
+    const sent = await page.evaluate((to) => window.node.send(to, 'direct from Chromium'), native.id);
+    assert.equal(sent.hops, 1);
+    await native.waitFor('the native node receives the direct message',
+      (l) => l === `message ${pageId} direct from Chromium`);
+
+    // The native node leaves gracefully on SIGTERM and the page notices at once.
+    assert.equal(await native.stop(), 0, native.stderr());
+    await until('the page sees the native node leave', async () =>
+      (await page.evaluate(() => window.downs)).includes(native.id)
+        || await page.evaluate(() => window.downs), 10_000);
+    await page.evaluate(() => window.node.leave());
+  } finally {
+    await native?.stop();
+    await page?.close();
+  }
+}
+
+test('a native peer and a browser peer that dials it form one overlay and talk both ways', async () => {
+  await nativeAndBrowserFormOneOverlay('native', 'resolve');
+});
+
+test('a native peer dials a browser peer and they talk both ways', async () => {
+  await nativeAndBrowserFormOneOverlay('browser', 'resolve');
+});
+
+test('a native peer that sends no mDNS still meets a browser peer (peer-reflexive candidates)', async () => {
+  await nativeAndBrowserFormOneOverlay('native', 'off');
+});
