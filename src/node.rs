@@ -83,7 +83,7 @@ impl NodeConfig {
             // Hybrid (the overlay's default): `send` reaches any peer of the room. Pick
             // unstructured to save the DHT links' connections when only broadcasting.
             overlay: overlay::Config::default(),
-            // Room for the largest direct message in one data-channel message.
+            // Room for the largest frame (a direct message's 256 KiB piece), no more.
             limits: ConnLimits {
                 max_message: crate::wire::MAX_DATA_FRAME_LEN,
                 ..ConnLimits::default()

@@ -8,8 +8,9 @@
 //! Limits, all checked by [`decode`] before a message reaches the protocol code:
 //! - a frame is at most [`MAX_FRAME_LEN`] = 64 KiB, the largest message that every browser
 //!   delivers over a data channel (larger application data is chunked by the transport);
-//!   the one exception is [`Message::Data`], an application's point-to-point direct
-//!   message, of up to [`MAX_MESSAGE_LEN`] = 16 MiB (the transport chunks it too);
+//!   the one exception is [`Message::Data`], one piece of an application's
+//!   point-to-point direct message (up to [`MAX_MESSAGE_LEN`] = 16 MiB in pieces of at
+//!   most [`MAX_DATA_PIECE`] = 256 KiB; the transport chunks those too);
 //! - a broadcast payload is at most [`MAX_PAYLOAD_LEN`];
 //! - peer lists (walk paths, source routes, shuffle entries, IHAVE batches) have small
 //!   fixed bounds ([`MAX_PATH_LEN`], [`MAX_ENTRIES`], [`MAX_IHAVE`]).
@@ -34,11 +35,16 @@ pub const MAX_PATH_LEN: usize = 16;
 pub const MAX_ENTRIES: usize = 32;
 /// Most message ids in one IHAVE batch.
 pub const MAX_IHAVE: usize = 256;
-/// Largest application direct message, in bytes (16 MiB): the payload of a
-/// [`Message::Data`] frame.
+/// Largest application direct message, in bytes (16 MiB).
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
-/// Largest [`Message::Data`] frame: the payload plus its header.
-pub const MAX_DATA_FRAME_LEN: usize = MAX_MESSAGE_LEN + 64;
+/// Largest piece of a direct message in one [`Message::Data`] frame (256 KiB): small
+/// enough that a neighbour keeps hearing from the sender (pings, the failure detector)
+/// while a large message crosses a slow link.
+pub const MAX_DATA_PIECE: usize = 256 * 1024;
+/// Most pieces of one direct message.
+pub const MAX_DATA_PARTS: u32 = (MAX_MESSAGE_LEN / MAX_DATA_PIECE) as u32;
+/// Largest [`Message::Data`] frame: a piece plus its header.
+pub const MAX_DATA_FRAME_LEN: usize = MAX_DATA_PIECE + 64;
 /// The byte after the version byte that marks a [`Message::Data`] frame (postcard writes
 /// the variant index first; checked by a test).
 const DATA_TAG: u8 = 14;
@@ -233,13 +239,18 @@ pub enum Message {
     },
     /// A frame routed greedily over open links by XOR distance (see `overlay::dht`).
     Dht(Box<crate::overlay::dht::DhtFrame>),
-    /// An application's direct message to the peer at the other end of this connection
-    /// (see `overlay::direct`): point to point, so unsigned (the data channel is
-    /// DTLS-authenticated) and up to [`MAX_MESSAGE_LEN`] bytes — the only frame allowed
-    /// past [`MAX_FRAME_LEN`]. Answered by [`Message::DataAck`].
+    /// A piece of an application's direct message to the peer at the other end of this
+    /// connection (see `overlay::direct`): point to point, so unsigned (the data channel
+    /// is DTLS-authenticated); up to [`MAX_DATA_PIECE`] bytes, the only frame allowed past
+    /// [`MAX_FRAME_LEN`]. The pieces of one message follow each other on the channel; the
+    /// last is answered by [`Message::DataAck`].
     Data {
-        /// The sender's id for it, echoed in the acknowledgement.
+        /// The sender's id for the message, echoed in the acknowledgement.
         id: u64,
+        /// Which piece this is, from 0.
+        part: u32,
+        /// How many pieces the message has (1 to [`MAX_DATA_PARTS`]).
+        parts: u32,
         /// The application's bytes (one byte string on the wire).
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
@@ -276,7 +287,19 @@ impl Message {
             }
             Message::Gossip(g) => bound("payload", g.payload.len(), MAX_PAYLOAD_LEN),
             Message::IHave(ids) => bound("ihave", ids.len(), MAX_IHAVE),
-            Message::Data { payload, .. } => bound("data", payload.len(), MAX_MESSAGE_LEN),
+            Message::Data {
+                part,
+                parts,
+                payload,
+                ..
+            } => {
+                bound("data", payload.len(), MAX_DATA_PIECE)?;
+                bound("data parts", *parts as usize, MAX_DATA_PARTS as usize)?;
+                if *parts == 0 || part >= parts {
+                    return Err(WireError::Malformed(format!("data part {part} of {parts}")));
+                }
+                Ok(())
+            }
             Message::Dht(frame) => frame.validate(),
             Message::Route { path, body, .. } => {
                 bound("path", path.len(), MAX_PATH_LEN)?;
@@ -431,8 +454,14 @@ mod tests {
             prop::collection::vec((arb_id(), any::<u16>()), 0..20).prop_map(Message::IHave),
             (arb_id(), any::<bool>()).prop_map(|(id, send)| Message::Graft { id, send }),
             arb_peer().prop_map(|origin| Message::Prune { origin }),
-            (any::<u64>(), prop::collection::vec(any::<u8>(), 0..300))
-                .prop_map(|(id, payload)| Message::Data { id, payload }),
+            (any::<u64>(), prop::collection::vec(any::<u8>(), 0..300)).prop_map(|(id, payload)| {
+                Message::Data {
+                    id,
+                    part: 0,
+                    parts: 1,
+                    payload,
+                }
+            }),
             any::<u64>().prop_map(|id| Message::DataAck { id }),
             (
                 prop::collection::vec(arb_peer(), 0..8),
@@ -521,10 +550,12 @@ mod tests {
     }
 
     #[test]
-    fn a_data_frame_may_carry_16_mib_and_no_other_frame_may_exceed_64_kib() {
+    fn a_data_frame_may_carry_256_kib_and_no_other_frame_may_exceed_64_kib() {
         let big = Message::Data {
             id: u64::MAX,
-            payload: vec![7; MAX_MESSAGE_LEN],
+            part: MAX_DATA_PARTS - 1,
+            parts: MAX_DATA_PARTS,
+            payload: vec![7; MAX_DATA_PIECE],
         };
         let frame = encode(&big).unwrap();
         assert_eq!(
@@ -536,18 +567,27 @@ mod tests {
         let ack = encode(&Message::DataAck { id: 3 }).unwrap();
         assert_eq!(decode(&ack).unwrap(), Message::DataAck { id: 3 });
 
-        // One byte more than the limit is refused both ways.
-        let over = Message::Data {
+        // One byte more than a piece, a part past the count, or too many parts: refused
+        // both ways.
+        let data = |part, parts, len| Message::Data {
             id: 1,
-            payload: vec![0; MAX_MESSAGE_LEN + 1],
+            part,
+            parts,
+            payload: vec![0; len],
         };
-        assert!(matches!(
-            encode(&over),
-            Err(WireError::LimitExceeded { .. })
-        ));
+        for bad in [
+            data(0, 1, MAX_DATA_PIECE + 1),
+            data(1, 1, 1),
+            data(0, 0, 1),
+            data(0, MAX_DATA_PARTS + 1, 1),
+        ] {
+            assert!(encode(&bad).is_err());
+            let mut raw = vec![WIRE_VERSION];
+            raw.extend(postcard::to_allocvec(&bad).unwrap());
+            assert!(decode(&raw).is_err());
+        }
         let mut raw = vec![WIRE_VERSION];
-        raw.extend(postcard::to_allocvec(&over).unwrap());
-        assert!(matches!(decode(&raw), Err(WireError::LimitExceeded { .. })));
+        raw.extend(postcard::to_allocvec(&data(0, 1, MAX_DATA_PIECE)).unwrap());
         raw.resize(MAX_DATA_FRAME_LEN + 1, 0);
         assert!(matches!(decode(&raw), Err(WireError::TooLong { .. })));
         // A data frame that claims more bytes than it has is malformed, not a panic.

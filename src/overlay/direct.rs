@@ -3,8 +3,13 @@
 //!
 //! Each message takes one of two paths, chosen when it is sent:
 //! - **Over an open connection** — to an active-view neighbour or a DHT link — it goes as
-//!   one [`Message::Data`] frame of up to [`MAX_MESSAGE_LEN`] (16 MiB; the transport cuts
-//!   it into 16 KiB chunks and applies backpressure). It is not signed: the data channel
+//!   [`Message::Data`] frames, pieces of up to [`MAX_DATA_PIECE`] (256 KiB) of a message
+//!   of up to [`MAX_MESSAGE_LEN`] (16 MiB), queued back to back (the transport cuts them
+//!   into 16 KiB chunks and applies backpressure). Pieces, not one frame, so that the
+//!   receiver keeps hearing from the sender while a large message crosses a slow link:
+//!   otherwise its failure detector would find the sender silent and drop it. The
+//!   receiver joins them (at most one message in progress per connection, within the
+//!   reassembly budget below). It is not signed: the data channel
 //!   is DTLS-authenticated end to end and the fingerprint was checked through the signed
 //!   signaling envelopes, so the receiver knows who sent it. That makes it the fast path:
 //!   no per-message Ed25519 signature, which is what bounds the broadcast rate. The
@@ -39,7 +44,7 @@
 use super::dht::{self, Command, DhtError, DhtEvent, Mode};
 use super::{Conn, Event, Output, Overlay};
 use crate::id::PeerId;
-use crate::wire::{Message, MAX_MESSAGE_LEN};
+use crate::wire::{Message, MAX_DATA_PIECE, MAX_MESSAGE_LEN};
 
 /// Least time a direct-path message waits for its acknowledgement, in ms.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
@@ -61,6 +66,16 @@ pub const MAX_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
 pub const REASSEMBLY_TIMEOUT_MS: u64 = 30_000;
 /// Internal ids of fragments and notes start here, far above any driver's counter.
 const INTERNAL_IDS: u64 = 1 << 63;
+
+/// A message arriving in pieces over a connection.
+#[derive(Debug, Clone)]
+struct Partial {
+    id: u64,
+    parts: u32,
+    next: u32,
+    data: Vec<u8>,
+    last: u64,
+}
 
 /// A fragmented message of ours waiting for the receiver's `done` note.
 #[derive(Debug, Clone)]
@@ -94,7 +109,9 @@ pub(super) struct Direct {
     next_internal: u64,
     /// Messages being reassembled, by sender and message id.
     incoming: crate::collections::BTreeMap<(PeerId, u64), Incoming>,
-    /// Bytes reserved by `incoming`.
+    /// Messages arriving in pieces over a connection, by sender.
+    partial: crate::collections::BTreeMap<PeerId, Partial>,
+    /// Bytes reserved by `incoming` and held by `partial`.
     incoming_bytes: usize,
 }
 
@@ -166,7 +183,27 @@ impl Overlay {
         }
         let wait = ACK_TIMEOUT_MS + payload.len() as u64 / ASSUMED_BYTES_PER_MS;
         self.direct.waiting.insert(id, (to, self.now + wait));
-        self.send(to, &Message::Data { id, payload });
+        let parts = payload.len().div_ceil(MAX_DATA_PIECE).max(1);
+        if parts == 1 {
+            return self.send(
+                to,
+                &Message::Data {
+                    id,
+                    part: 0,
+                    parts: 1,
+                    payload,
+                },
+            );
+        }
+        for (part, piece) in payload.chunks(MAX_DATA_PIECE).enumerate() {
+            let data = Message::Data {
+                id,
+                part: part as u32,
+                parts: parts as u32,
+                payload: piece.to_vec(),
+            };
+            self.send(to, &data);
+        }
     }
 
     /// Routes `payload` to `to` in fragments (see the module docs).
@@ -328,8 +365,24 @@ impl Overlay {
         });
     }
 
-    /// A [`Message::Data`] from the peer at the other end of an open connection.
-    pub(super) fn on_data(&mut self, from: PeerId, id: u64, payload: Vec<u8>) {
+    /// A [`Message::Data`] piece from the peer at the other end of an open connection
+    /// (the wire checked `part < parts <= MAX_DATA_PARTS` and the piece's size).
+    pub(super) fn on_data(
+        &mut self,
+        from: PeerId,
+        id: u64,
+        part: u32,
+        parts: u32,
+        payload: Vec<u8>,
+    ) {
+        let payload = if parts == 1 {
+            payload
+        } else {
+            match self.join_piece(from, id, part, parts, payload) {
+                Some(whole) => whole,
+                None => return,
+            }
+        };
         self.event(Event::Dht(DhtEvent::Direct {
             from,
             id,
@@ -337,6 +390,61 @@ impl Overlay {
             hops: 1,
         }));
         self.send(from, &Message::DataAck { id });
+    }
+
+    /// Adds a piece to the message `from` is sending; the whole message once complete.
+    /// Pieces of one message follow each other on the channel, so anything else (a new
+    /// message before the last ended, a gap) drops the message in progress; so does the
+    /// reassembly budget. The sender then times out.
+    fn join_piece(
+        &mut self,
+        from: PeerId,
+        id: u64,
+        part: u32,
+        parts: u32,
+        piece: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let now = self.now;
+        let d = &mut self.direct;
+        let fits = |d: &Direct, len: usize| d.incoming_bytes + len <= MAX_REASSEMBLY_BYTES;
+        if part == 0 {
+            if let Some(old) = d.partial.remove(&from) {
+                d.incoming_bytes -= old.data.len();
+            }
+            if fits(d, piece.len()) {
+                d.incoming_bytes += piece.len();
+                let partial = Partial {
+                    id,
+                    parts,
+                    next: 1,
+                    data: piece,
+                    last: now,
+                };
+                d.partial.insert(from, partial);
+            }
+            return None;
+        }
+        let follows = d
+            .partial
+            .get(&from)
+            .is_some_and(|p| p.id == id && p.parts == parts && p.next == part);
+        if !follows || !fits(d, piece.len()) {
+            if let Some(old) = d.partial.remove(&from) {
+                d.incoming_bytes -= old.data.len();
+            }
+            return None;
+        }
+        let p = d.partial.get_mut(&from)?;
+        d.incoming_bytes += piece.len();
+        p.data.extend_from_slice(&piece);
+        p.next += 1;
+        p.last = now;
+        if p.next < p.parts {
+            return None;
+        }
+        let done = d.partial.remove(&from)?;
+        d.incoming_bytes -= done.data.len();
+        Some(done.data)
     }
 
     /// A [`Message::DataAck`]: only the peer a message went to can acknowledge it.
@@ -395,8 +503,20 @@ impl Overlay {
             };
             self.event(Event::Dht(DhtEvent::Failed { id, error }));
         }
-        // Incomplete reassemblies gone quiet.
+        // Incomplete reassemblies gone quiet, or whose connection went.
+        let conns = &self.conns;
         let d = &mut self.direct;
+        let mut freed = 0;
+        d.partial.retain(|from, p| {
+            let keep = !all
+                && p.last + REASSEMBLY_TIMEOUT_MS > now
+                && conns.get(from) == Some(&Conn::Active);
+            if !keep {
+                freed += p.data.len();
+            }
+            keep
+        });
+        d.incoming_bytes -= freed;
         let before = d.incoming.len();
         let mut freed = 0;
         d.incoming.retain(|_, m| {
@@ -508,6 +628,54 @@ mod tests {
             }]
         );
         assert!(a.direct.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_large_message_travels_in_pieces_and_a_broken_sequence_is_dropped_not_garbled() {
+        let (mut a, mut b) = pair(Mode::Unstructured);
+        let data = vec![3u8; 3 * MAX_DATA_PIECE + 5];
+        let out = send(&mut a, 1, b.peer_id(), data.clone());
+        let pieces: Vec<Vec<u8>> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { frame, .. } => Some(frame.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pieces.len(), 4, "four frames of at most 256 KiB");
+        assert!(pieces.iter().all(|f| f.len() <= wire::MAX_DATA_FRAME_LEN));
+        let feed = |b: &mut Overlay, frame: &Vec<u8>| {
+            dht_events(&b.handle(
+                0,
+                Input::Frame {
+                    from: a.peer_id(),
+                    bytes: frame.clone(),
+                },
+            ))
+        };
+        // A gap (piece 2 missing): nothing is delivered, and nothing is held after.
+        for i in [0, 1, 3] {
+            assert!(feed(&mut b, &pieces[i]).is_empty());
+        }
+        assert_eq!(b.direct.incoming_bytes, 0);
+        // A new message before the last ended replaces it; in order, it arrives whole.
+        feed(&mut b, &pieces[0]);
+        for f in &pieces {
+            let events = feed(&mut b, f);
+            if f == pieces.last().unwrap() {
+                assert!(
+                    matches!(&events[..], [DhtEvent::Direct { payload, .. }] if *payload == data)
+                );
+            } else {
+                assert!(events.is_empty());
+            }
+        }
+        assert_eq!(b.direct.incoming_bytes, 0);
+        // A message left half-way is dropped when its connection goes.
+        feed(&mut b, &pieces[0]);
+        assert!(b.direct.incoming_bytes > 0);
+        b.handle(0, Input::ConnectionDown { peer: a.peer_id() });
+        assert_eq!(b.direct.incoming_bytes, 0);
     }
 
     #[test]

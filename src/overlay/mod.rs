@@ -615,7 +615,12 @@ impl Overlay {
             Message::Prune { origin } => self.on_prune(from, origin),
             Message::Route { path, hop, body } => self.on_route(from, path, hop, body),
             Message::Dht(frame) => self.on_dht_frame(from, *frame),
-            Message::Data { id, payload } => self.on_data(from, id, payload),
+            Message::Data {
+                id,
+                part,
+                parts,
+                payload,
+            } => self.on_data(from, id, part, parts, payload),
             Message::DataAck { id } => self.on_data_ack(from, id),
         }
     }
