@@ -707,6 +707,8 @@ impl<P: Platform> Shared<P> {
     }
 
     fn announce(self: &Rc<Self>, interval_ms: u32) {
+        // Each delivery's hop is announced once (receivers keep it; see crate::topology).
+        let recent = Vec::from(std::mem::take(&mut self.state.borrow_mut().recent));
         let (payload, me, announcement) = {
             let s = self.state.borrow();
             if s.left {
@@ -736,7 +738,7 @@ impl<P: Platform> Shared<P> {
                 delivered: o.delivered,
                 frames_sent: o.frames_sent,
                 frames_received: o.frames_received,
-                recent: s.recent.iter().copied().collect(),
+                recent,
             };
             let mut payload = vec![CHANNEL_TOPOLOGY];
             payload.extend_from_slice(&a.encode());
