@@ -38,6 +38,7 @@ use rhizome::overlay::{Config, Event, Input, Output, Overlay, SignalPath};
 use rhizome::signal::{SignalPayload, SignedEnvelope};
 use rhizome::wire::{self, Message, MsgId};
 
+pub mod join;
 pub mod report;
 
 /// The simulator's model parameters.
