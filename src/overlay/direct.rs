@@ -232,8 +232,11 @@ impl Overlay {
                 to,
                 payload: fragment,
             });
-            if !self.direct.outgoing.contains_key(&id) {
-                return; // a fragment failed at once: the rest would too
+            // A fragment that failed at once (no route): the rest would too. Its failure
+            // is turned into the message's by `filter_fragment_events`.
+            let failed = |o: &Output| matches!(o, Output::Event(Event::Dht(DhtEvent::Failed { id, .. })) if *id == rpc);
+            if self.out.iter().rev().any(failed) {
+                return;
             }
         }
     }
@@ -777,6 +780,25 @@ mod tests {
         assert!(events[0]
             .iter()
             .any(|e| matches!(e, DhtEvent::Delivered { id: 6, .. })));
+    }
+
+    #[test]
+    fn a_large_message_with_no_route_fails_once_without_sending_every_fragment() {
+        let (mut a, b) = pair(Mode::Hybrid);
+        // Drop the only neighbour: nothing can route.
+        a.handle(0, Input::ConnectionDown { peer: b.peer_id() });
+        let stranger = Identity::from_secret_bytes([9; 32]).peer_id();
+        let out = send(&mut a, 4, stranger, vec![1; 10 * FRAGMENT_LEN]);
+        let events = dht_events(&out);
+        assert_eq!(
+            events,
+            vec![DhtEvent::Failed {
+                id: 4,
+                error: DhtError::Unreachable
+            }],
+            "one failure for the message, none for its fragments"
+        );
+        assert!(a.direct.outgoing.is_empty() && a.direct.internal.is_empty());
     }
 
     fn fragment(msg: u64, index: usize, count: usize, total: usize, piece: &[u8]) -> Vec<u8> {
