@@ -628,11 +628,14 @@ async fn a_5_mib_message_sent_to_a_peer_arrives_intact() {
         )
         .into(),
     );
-    // Small messages keep their order and all arrive.
-    let sends: Vec<_> = (0..100u32)
-        .map(|i| a.node.send(b.id(), i.to_be_bytes().to_vec()))
-        .collect();
+    // A thousand 1 KiB messages keep their order and all arrive.
+    let kib = |i: u32| {
+        let mut m = i.to_be_bytes().to_vec();
+        m.resize(1024, 0xA5);
+        m
+    };
     let started = now_ms();
+    let sends: Vec<_> = (0..1_000u32).map(|i| a.node.send(b.id(), kib(i))).collect();
     for s in sends {
         s.await.expect("each is acknowledged");
     }
@@ -641,10 +644,16 @@ async fn a_5_mib_message_sent_to_a_peer_arrives_intact() {
         .iter()
         .map(|(d, _)| d.clone())
         .collect();
-    let want: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(small, want, "in call order");
+    assert!(
+        small == (0..1_000u32).map(kib).collect::<Vec<_>>(),
+        "in call order"
+    );
     web_sys::console::log_1(
-        &format!("100 small direct messages acknowledged in {took:.0} ms").into(),
+        &format!(
+            "1,000 direct messages of 1 KiB acknowledged in {took:.0} ms ({:.0} messages/s)",
+            1_000.0 / (took / 1000.0)
+        )
+        .into(),
     );
     leave_all(&nodes).await;
 }
