@@ -10,7 +10,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer, launchBrowser, root } from './harness.mjs';
 
-const NODE_BIN = process.env.RHIZOME_NODE_BIN ?? join(root, 'target', 'debug', 'rhizome-node');
+const NODE_BIN = process.env.RHIZOME_NODE_BIN
+  ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'rhizome-node');
 
 let server;
 let browser;
