@@ -2,7 +2,8 @@
 // JS API in headless Chromium) join one room through the real signaling server and form
 // one overlay: each sees the other as a neighbour that stays up, and broadcasts and direct
 // messages cross in both directions. Run by `npm test` inside its network namespace; it needs
-// target/debug/rhizome-node (`cargo build -p rhizome-node`) and pkg/ (wasm-pack).
+// target/debug/rhizome-node (or $RHIZOME_NODE_BIN) and pkg/ (wasm-pack) built from the same
+// tree: peers of different builds may not speak the same wire format.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -18,7 +19,7 @@ let browser;
 
 before(async () => {
   if (!existsSync(NODE_BIN)) {
-    throw new Error(`${NODE_BIN} is missing: run \`cargo build -p rhizome-node\` (npm test does) first`);
+    throw new Error(`${NODE_BIN} is missing: run \`cargo test --workspace --no-run\` (npm test does) or \`cargo build -p rhizome-node\` first`);
   }
   server = await startServer();
   browser = await launchBrowser();
