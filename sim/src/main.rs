@@ -4,15 +4,17 @@
 //! cargo run --release -p rhizome-sim -- [--peers 10000] [--churn-peers 1000]
 //!     [--churn-hours 1] [--seed 1] [--json results/sim.json] [--skip-crash] [--skip-churn]
 //!     [--active 5] [--passive 30] [--threshold 3] [--graft-ms 500] [--shuffle-ms 10000]
+//!     [--origins K]
 //! ```
 //!
-//! The last five override the overlay defaults, for tuning; `SIM_DEBUG=1` prints the
+//! `--active` … `--shuffle-ms` override the overlay defaults, for tuning; `SIM_DEBUG=1` prints the
 //! overlays' summed counters on stderr.
 //!
 //! Scenarios, all in one run so that rhizome and the flooding baseline are compared on
 //! the same views:
 //! 1. **steady**: `--peers` peers join at 200/s, settle for 30 s, send 10 warm-up
-//!    broadcasts (they build the Plumtree), then 30 measured ones, 1 s apart.
+//!    broadcasts (they build the Plumtree), then 30 measured ones, 1 s apart, each from
+//!    a random peer (`--origins K`: from K fixed peers in turn).
 //! 2. **crash**: from a snapshot of the steady network, 50 %, 60 %, 70 %, 80 % and 90 %
 //!    of the peers crash at once; broadcasts are sent at the crash and one and two
 //!    membership rounds (shuffle periods) later.
@@ -34,6 +36,8 @@ struct Args {
     json: String,
     crash: bool,
     churn: bool,
+    /// Steady state: broadcasts rotate over this many fixed origins (0: a random peer each).
+    origins: usize,
     overlay: rhizome::overlay::Config,
 }
 
@@ -46,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         json: "results/sim.json".into(),
         crash: true,
         churn: true,
+        origins: 0,
         overlay: rhizome::overlay::Config::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -83,12 +88,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--skip-crash" => a.crash = false,
             "--skip-churn" => a.churn = false,
+            "--origins" => a.origins = val()?.parse().map_err(|e| format!("--origins: {e}"))?,
             "-h" | "--help" => {
                 return Err(
                     "usage: rhizome-sim [--peers N] [--churn-peers N] [--churn-hours H] \
                             [--seed S] [--json PATH] [--skip-crash] [--skip-churn] \
                             [--active N] [--passive N] [--threshold HOPS] [--graft-ms MS] \
-                            [--shuffle-ms MS]"
+                            [--shuffle-ms MS] [--origins K]"
                         .into(),
                 )
             }
@@ -114,7 +120,7 @@ fn main() {
     let mut out = json!({ "model": model_json(&cfg) });
 
     let t = Instant::now();
-    let (steady_sim, steady) = steady(&cfg, args.peers);
+    let (steady_sim, steady) = steady(&cfg, args.peers, args.origins);
     let steady_secs = t.elapsed().as_secs_f64();
     println!(
         "\n== steady state: {} peers (simulated {:.0} s, wall {:.1} s) ==",
@@ -279,9 +285,13 @@ fn random_online(sim: &mut Sim) -> Option<usize> {
     Some(online[i])
 }
 
-/// Sends a broadcast from a random online peer and records the flood baseline.
-fn send_one(sim: &mut Sim, floods: &mut Vec<FloodResult>) -> Option<MsgId> {
-    let origin = random_online(sim)?;
+/// Sends a broadcast from the next of `origins` in turn (a random online peer if there
+/// are none) and records the flood baseline.
+fn send_one(sim: &mut Sim, floods: &mut Vec<FloodResult>, origins: &[usize]) -> Option<MsgId> {
+    let origin = match origins {
+        [] => random_online(sim)?,
+        _ => origins[floods.len() % origins.len()],
+    };
     floods.push(sim.flood(origin));
     sim.broadcast(origin, b"rhizome-sim broadcast".to_vec())
 }
@@ -295,7 +305,7 @@ struct Steady {
     mean_active: f64,
 }
 
-fn steady(cfg: &SimConfig, n: usize) -> (Sim, Steady) {
+fn steady(cfg: &SimConfig, n: usize, origins: usize) -> (Sim, Steady) {
     let mut sim = Sim::new(cfg.clone(), n);
     for i in 0..n {
         sim.start_at(i, i as u64 * 5);
@@ -306,8 +316,11 @@ fn steady(cfg: &SimConfig, n: usize) -> (Sim, Steady) {
     debug_dump("join", &sim);
     let mut floods = Vec::new();
     let mut warm = Vec::new();
+    let origins: Vec<usize> = (0..origins)
+        .filter_map(|_| random_online(&mut sim))
+        .collect();
     for _ in 0..10 {
-        warm.extend(send_one(&mut sim, &mut floods));
+        warm.extend(send_one(&mut sim, &mut floods, &origins));
         sim.run_for(1_000);
     }
     sim.run_for(5_000);
@@ -315,7 +328,7 @@ fn steady(cfg: &SimConfig, n: usize) -> (Sim, Steady) {
     floods.clear();
     let mut ids = Vec::new();
     for _ in 0..30 {
-        ids.extend(send_one(&mut sim, &mut floods));
+        ids.extend(send_one(&mut sim, &mut floods, &origins));
         sim.run_for(1_000);
     }
     sim.run_for(10_000);
@@ -396,7 +409,7 @@ fn crash(mut sim: Sim, fraction: f64, round: u64) -> Crash {
     let t0 = sim.now();
     let survivors = sim.online().len();
     let mut floods = Vec::new();
-    let id0 = send_one(&mut sim, &mut floods);
+    let id0 = send_one(&mut sim, &mut floods, &[]);
     // The baseline from nine more random survivors over the same post-crash views.
     for _ in 0..9 {
         if let Some(o) = random_online(&mut sim) {
@@ -422,10 +435,10 @@ fn crash(mut sim: Sim, fraction: f64, round: u64) -> Crash {
         }
         // Five broadcasts right after one and two rounds.
         if (round / 1000..round / 1000 + 5).contains(&s) {
-            ids1.extend(send_one(&mut sim, &mut ignored));
+            ids1.extend(send_one(&mut sim, &mut ignored, &[]));
         }
         if (2 * round / 1000..2 * round / 1000 + 5).contains(&s) {
-            ids2.extend(send_one(&mut sim, &mut ignored));
+            ids2.extend(send_one(&mut sim, &mut ignored, &[]));
         }
     }
     let t0_within_two_rounds = {
@@ -516,7 +529,7 @@ fn churn(cfg: &SimConfig, n: usize, hours: f64) -> Churn {
             joins += 1;
         }
         if s % 30 == 0 {
-            ids.extend(send_one(&mut sim, &mut floods));
+            ids.extend(send_one(&mut sim, &mut floods, &[]));
         }
         sim.run_for(1_000);
     }
