@@ -258,11 +258,14 @@ impl<P: Platform> Shared<P> {
                             c.bytes_sent += frame.len() as u64;
                         }
                     }
-                    Some(Err(e)) => self.emit(NodeEvent::Error {
-                        code: "send-failed",
-                        message: e.to_string(),
-                        peer: Some(to),
-                    }),
+                    Some(Err(e)) => {
+                        self.fail_data_frame(&frame, &e);
+                        self.emit(NodeEvent::Error {
+                            code: "send-failed",
+                            message: e.to_string(),
+                            peer: Some(to),
+                        })
+                    }
                     // The overlay already heard (or will hear) that the link is gone.
                     None => {}
                 }
@@ -518,6 +521,22 @@ impl<P: Platform> Shared<P> {
             payload: data,
         }));
         Ok(())
+    }
+
+    /// A piece of an application's direct message that the transport refused: its `send`
+    /// rejects now (`backpressure` when the queue was full) instead of at the timeout.
+    fn fail_data_frame(&self, frame: &[u8], e: &crate::transport::TransportError) {
+        let Ok(crate::wire::Message::Data { id, .. }) = crate::wire::decode(frame) else {
+            return;
+        };
+        let error = match e {
+            crate::transport::TransportError::Backpressure => SendError::Backpressure,
+            _ => SendError::Unreachable,
+        };
+        let waiting = self.state.borrow_mut().sends.remove(&id);
+        if let Some(Waiter::Send(tx)) = waiting {
+            let _ = tx.send(Err(error));
+        }
     }
 
     /// Registers `waiter` under a fresh id, unless the node left or too many wait.
