@@ -246,8 +246,8 @@ fn connections(sim: &Sim) -> (f64, f64, usize) {
 }
 
 /// Counters summed over every peer ever created (departed ones included).
-fn totals(sim: &Sim) -> [u64; 10] {
-    let mut t = [0u64; 10];
+fn totals(sim: &Sim) -> [u64; 11] {
+    let mut t = [0u64; 11];
     for i in 0..sim.len() {
         let o = sim.overlay(i);
         let d = o.dht_stats();
@@ -259,6 +259,7 @@ fn totals(sim: &Sim) -> [u64; 10] {
             d.links_failed,
             d.links_down,
             d.links_taken,
+            d.links_spared,
             d.stalls,
             d.queries_failed,
             d.retries,
@@ -270,7 +271,7 @@ fn totals(sim: &Sim) -> [u64; 10] {
     t
 }
 
-fn print_totals(before: [u64; 10], after: [u64; 10], peer_hours: f64) {
+fn print_totals(before: [u64; 11], after: [u64; 11], peer_hours: f64) {
     let names = [
         "connects",
         "DHT link attempts",
@@ -279,6 +280,7 @@ fn print_totals(before: [u64; 10], after: [u64; 10], peer_hours: f64) {
         "link attempts failed",
         "link ends down",
         "link ends taken by the overlay",
+        "links spared",
         "routing stalls",
         "lookup queries failed",
         "direct retries",

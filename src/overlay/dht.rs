@@ -34,10 +34,13 @@
 //! levels and the active view covers the first one or two), at most two at a time, and
 //! accepts at most [`DhtConfig::max_inbound_links`] (default 16); a link made redundant
 //! (another open connection serves its slot) is swapped for an uncovered slot only at the
-//! budget. Measured in the simulator (`docs/BENCHMARKS.md`, "DHT"): 17 open connections
-//! per peer at 1,000 peers and 22 (max 33) at 10,000, active view included; under
-//! 2-hour-median churn ≈ 33 RTCPeerConnections created per peer-hour (10.9 without the
-//! DHT), which stays far from Chromium's ~500 per page.
+//! budget. A link serves the same level at both ends (the shared prefix is symmetric), so
+//! a slot an inbound link covers needs no link of ours. A peer whose link failed or was
+//! closed (refused for the other side's inbound budget, usually) is not tried again for
+//! 10 minutes: retrying a full peer every link round was most of the DHT's connection
+//! churn (33 → 20 RTCPeerConnections per peer-hour at 1,000 peers under 2-hour-median
+//! churn, overlay included; `docs/BENCHMARKS.md`, "DHT"), which stays far from
+//! Chromium's ~500 per page.
 //!
 //! # What runs on top
 //! - **Direct messages** ([`Command::SendDirect`]) are routed to an exact peer id; the
@@ -51,13 +54,20 @@
 //!   query is routed to the key and answered by the closest peer the routing reaches with
 //!   its k closest known peers; the searcher then queries the unqueried among its k best
 //!   (α at a time, each routed over open links) until all k best have answered, as in
-//!   Kademlia. Peers learn each other from every frame they relay (the path is carried),
-//!   and every peer looks up its own id periodically to know its neighbourhood.
+//!   Kademlia. A query that meets a routing dead end (`Unreachable`) goes once more
+//!   through another first hop before its peer counts as gone: the peer is usually alive
+//!   and a relay lacked a link. Peers learn each other from every frame they relay (the
+//!   path is carried), and every peer looks up its own id periodically to know its
+//!   neighbourhood.
 //! - **Records** ([`Record`]): a value signed by its writer under a name; the key is
 //!   SHA-256(writer ‖ name), so only the writer can write it. A higher sequence number
-//!   wins, a record lives `ttl_ms`, and is stored at the k closest peers, which refuse bad
-//!   signatures, older sequence numbers and oversized values with a typed
-//!   [`RecordError`]. Holders and the writer republish every [`DhtConfig::republish_ms`].
+//!   wins, a record lives `ttl_ms`, and is stored at the [`DhtConfig::replicas`] (16 = 2k)
+//!   closest peers, which refuse bad signatures, older sequence numbers and oversized
+//!   values with a typed [`RecordError`]; puts and gets wait for that many answers, so a
+//!   get after a mass crash still meets a surviving replica. Holders and the writer
+//!   republish every [`DhtConfig::republish_ms`].
+//! - **Leave** fails every command in flight with [`DhtError::NotJoined`] and forgets the
+//!   routing table, held records and links (only our own records stay, for a rejoin).
 //! - **Signals**: a WebRTC envelope for a peer with no passive-view route travels the
 //!   same way ([`SignalPath::Dht`]), so any two peers can connect without the server.
 //!
@@ -99,6 +109,12 @@ const KEY_CONTEXT: &[u8] = b"rhizome/dht-key/v1";
 const SEEN_TTL_MS: u64 = 120_000;
 /// How long we do not try again to link to a peer whose link failed or was closed, ms.
 const LINK_BACKOFF_MS: u64 = 600_000;
+/// A link candidate must have been heard from directly this recently, ms (a dead one
+/// costs an RTCPeerConnection and a handshake timeout; hearsay from lookup answers
+/// outlives the peers it names).
+const LINK_FRESH_MS: u64 = 120_000;
+/// How long a link offered as spare waits for the other end to close it, ms.
+const SPARE_PENDING_MS: u64 = 10_000;
 
 /// A point in the 256-bit XOR key space: a peer id, or the hash locating a record.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,8 +189,8 @@ pub struct DhtConfig {
     /// Bucket size and replication factor. Default 8 (Kademlia uses 20; 8 keeps browser
     /// traffic down and still leaves 1/256 chance of losing a record to a 50% crash).
     pub k: usize,
-    /// Peers a record is stored at: the closest live ones to its key, found by a lookup
-    /// that waits for this many answers. Default 16 = 2k: a record then survives half the
+    /// Peers a record is stored at (at most [`MAX_K`]): the closest live ones to its key,
+    /// found by a lookup that waits for this many answers. Default 16 = 2k: a record then survives half the
     /// network crashing at once unless all 16 replicas were among the crashed (2⁻¹⁶ per
     /// record instead of 2⁻⁸ with k replicas), and the gets afterwards still meet one.
     pub replicas: usize,
@@ -631,6 +647,9 @@ pub enum DhtBody {
     },
     /// A WebRTC signal envelope for the target.
     Signal(SignedEnvelope),
+    /// Sent on a DHT link (never routed): "another DHT link of mine serves this link's
+    /// slot; close it if one of yours serves it for you too".
+    LinkSpare,
 }
 
 impl DhtFrame {
@@ -685,6 +704,8 @@ pub struct DhtStats {
     pub links_swapped: u64,
     /// Our link attempts that never came up.
     pub links_failed: u64,
+    /// Links closed because both ends had another DHT link in the same slot.
+    pub links_spared: u64,
     /// Open links (either direction) whose connection went down.
     pub links_down: u64,
     /// Links (either direction) whose connection the overlay closed or took over for
@@ -699,7 +720,11 @@ pub struct DhtStats {
 #[derive(Debug, Clone)]
 struct Contact {
     peer: PeerId,
+    /// Last time anyone mentioned it.
     seen: u64,
+    /// Last time it was heard from directly (it relayed or sent us a frame, or is an
+    /// active neighbour); 0 if never.
+    heard: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -813,6 +838,11 @@ pub(super) struct Dht {
     /// closed (refused for their inbound budget, usually), so trying again soon would
     /// cost another pair of RTCPeerConnections for the same answer.
     link_backoff: BTreeMap<PeerId, u64>,
+    /// DHT links we offered to close ([`DhtBody::LinkSpare`]), with when. For a few
+    /// seconds they do not count as covering their slot (so two peers never drop both of
+    /// a slot's links); one still open after that was declined, and is not offered again
+    /// for a while.
+    spare_offered: BTreeMap<PeerId, u64>,
     next_refresh: u64,
     next_republish: u64,
     pub(super) stats: DhtStats,
@@ -834,28 +864,36 @@ impl Dht {
             own: BTreeMap::new(),
             next_links: 0,
             link_backoff: BTreeMap::new(),
+            spare_offered: BTreeMap::new(),
             next_refresh: 0,
             next_republish: 0,
             stats: DhtStats::default(),
         }
     }
 
-    /// Adds or refreshes `peer` in its bucket.
-    pub(super) fn learn(&mut self, peer: PeerId, now: u64, k: usize, stale_ms: u64) {
+    /// Adds or refreshes `peer` in its bucket (`heard`: directly, not from hearsay).
+    pub(super) fn learn(&mut self, peer: PeerId, now: u64, k: usize, stale_ms: u64, heard: bool) {
         let key = Key::of_peer(&peer);
         if key == self.me {
             return;
         }
+        let heard = if heard { now } else { 0 };
         let b = &mut self.buckets[self.me.common_prefix_len(&key).min(255)];
         if let Some(c) = b.iter_mut().find(|c| c.peer == peer) {
             c.seen = c.seen.max(now);
+            c.heard = c.heard.max(heard);
             return;
         }
+        let fresh = Contact {
+            peer,
+            seen: now,
+            heard,
+        };
         if b.len() < k.max(1) {
-            b.push(Contact { peer, seen: now });
+            b.push(fresh);
         } else if let Some(oldest) = b.iter_mut().min_by_key(|c| c.seen) {
             if oldest.seen + stale_ms <= now {
-                *oldest = Contact { peer, seen: now };
+                *oldest = fresh;
             }
         }
     }
@@ -929,22 +967,23 @@ impl Overlay {
     /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat.
     fn dht_learn_views(&mut self) {
         let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
-        let peers: Vec<PeerId> = self
-            .membership
-            .active
-            .iter()
-            .copied()
-            .chain(self.membership.passive.iter().map(|e| e.peer))
-            .collect();
-        for p in peers {
-            self.dht.learn(p, now, k, stale);
+        let active = self.membership.active.iter().map(|p| (*p, true));
+        let passive = self.membership.passive.iter().map(|e| (e.peer, false));
+        let peers: Vec<(PeerId, bool)> = active.chain(passive).collect();
+        for (p, heard) in peers {
+            self.dht.learn(p, now, k, stale, heard);
         }
     }
 
+    /// Learns a peer we just heard from directly (a frame's path, a link).
     pub(super) fn dht_learn(&mut self, peer: PeerId) {
+        self.dht_learn_from(peer, true);
+    }
+
+    fn dht_learn_from(&mut self, peer: PeerId, heard: bool) {
         let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
         if !self.is_banned(&peer) {
-            self.dht.learn(peer, now, k, stale);
+            self.dht.learn(peer, now, k, stale, heard);
         }
     }
 
@@ -1182,6 +1221,9 @@ impl Overlay {
         if !self.dht_on() || matches!(frame.body, DhtBody::LinkHello) {
             return;
         }
+        if frame.body == DhtBody::LinkSpare {
+            return self.on_link_spare(from);
+        }
         for p in frame.path.clone() {
             self.dht_learn(p);
         }
@@ -1231,7 +1273,7 @@ impl Overlay {
         let back = Key::of_peer(&source);
         let now = self.now;
         match frame.body {
-            DhtBody::LinkHello => {}
+            DhtBody::LinkHello | DhtBody::LinkSpare => {}
             DhtBody::Direct { rpc, payload } => {
                 if self.dht.seen.insert((source, rpc), now).is_none() {
                     self.event(Event::Dht(DhtEvent::Direct {
@@ -1494,7 +1536,7 @@ impl Overlay {
         }
         self.dht.pending.remove(&rpc);
         for p in &peers {
-            self.dht_learn(*p);
+            self.dht_learn_from(*p, false);
         }
         let dht_config = self.config.dht.clone();
         let me = self.me;
@@ -1922,6 +1964,9 @@ impl Overlay {
         }
         self.dht.seen.retain(|_, at| *at + SEEN_TTL_MS > now);
         self.dht.link_backoff.retain(|_, until| *until > now);
+        self.dht
+            .spare_offered
+            .retain(|_, at| *at + LINK_BACKOFF_MS > now);
         self.dht.records.retain(|_, h| h.expires > now);
         if self.membership.active.is_empty() {
             return;
@@ -1964,6 +2009,7 @@ impl Overlay {
         if now >= self.dht.next_links {
             self.dht.next_links = now + self.config.dht.link_refresh_ms;
             self.open_links_for_slots();
+            self.offer_spare_link();
         }
         if now >= self.dht.next_republish {
             let first = self.dht.next_republish == 0;
@@ -2054,6 +2100,7 @@ impl Overlay {
             if self.conns.contains_key(&c.peer)
                 || self.is_banned(&c.peer)
                 || self.dht.link_backoff.contains_key(&c.peer)
+                || c.heard + LINK_FRESH_MS < self.now
             {
                 continue;
             }
@@ -2113,6 +2160,80 @@ impl Overlay {
             self.out.push(Output::Connect { peer, via });
             budget -= 1;
         }
+    }
+
+    /// DHT links (either direction, open, outside the active view) not offered as spare.
+    fn kept_dht_links(&self) -> Vec<PeerId> {
+        self.dht
+            .links_out
+            .iter()
+            .chain(self.dht.links_in.iter())
+            .copied()
+            .filter(|p| {
+                self.conns.get(p) == Some(&Conn::Active)
+                    && !self.membership.is_active(p)
+                    && self
+                        .dht
+                        .spare_offered
+                        .get(p)
+                        .is_none_or(|at| at + SPARE_PENDING_MS <= self.now)
+            })
+            .collect()
+    }
+
+    /// Offers to close one DHT link whose slot another of our DHT links serves (at most
+    /// one per link round). Connections a departure takes down must be made again, so
+    /// under churn the RTCPeerConnections a peer creates grow with the links it keeps:
+    /// a link is worth keeping only while one of its ends needs it.
+    fn offer_spare_link(&mut self) {
+        let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));
+        let links = self.kept_dht_links();
+        let mut by_slot: BTreeMap<(usize, u32), Vec<PeerId>> = BTreeMap::new();
+        for p in links {
+            by_slot.entry(self.dht.slot(&p, b)).or_default().push(p);
+        }
+        let offered = &self.dht.spare_offered;
+        let Some(spare) = by_slot
+            .values()
+            .filter(|v| v.len() >= 2)
+            .flat_map(|v| v.iter().copied())
+            .find(|p| !offered.contains_key(p))
+        else {
+            return;
+        };
+        self.dht.spare_offered.insert(spare, self.now);
+        let frame = DhtFrame {
+            target: Key::of_peer(&spare),
+            exact: true,
+            path: vec![self.me],
+            detours: 0,
+            body: DhtBody::LinkSpare,
+        };
+        self.send(spare, &Message::Dht(Box::new(frame)));
+    }
+
+    /// `from` offers to close our DHT link: close it if another of ours serves its slot.
+    fn on_link_spare(&mut self, from: PeerId) {
+        let linked = self.dht.links_out.contains(&from) || self.dht.links_in.contains(&from);
+        if !linked || self.membership.is_active(&from) {
+            return;
+        }
+        let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));
+        let slot = self.dht.slot(&from, b);
+        let other = self
+            .kept_dht_links()
+            .into_iter()
+            .any(|p| p != from && self.dht.slot(&p, b) == slot);
+        if !other {
+            return;
+        }
+        self.dht.stats.links_spared += 1;
+        self.conns.remove(&from);
+        self.dht.links_out.remove(&from);
+        self.dht.links_in.remove(&from);
+        self.dht.spare_offered.remove(&from);
+        self.detector.remove(&from);
+        self.out.push(Output::Disconnect { peer: from });
     }
 
     /// The connection to `peer` came up: if it is a DHT link we opened, say so on it.

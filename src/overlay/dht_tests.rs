@@ -415,6 +415,7 @@ mod fuzz {
         let key = any::<[u8; 32]>().prop_map(Key);
         prop_oneof![
             Just(DhtBody::LinkHello),
+            Just(DhtBody::LinkSpare),
             (any::<u64>(), arb_bytes(300))
                 .prop_map(|(rpc, payload)| DhtBody::Direct { rpc, payload }),
             (any::<u64>(), any::<u8>()).prop_map(|(rpc, hops)| DhtBody::Ack { rpc, hops }),
@@ -545,4 +546,76 @@ mod fuzz {
             o.handle(30_000, Input::Timer);
         }
     }
+}
+
+/// Opens an inbound DHT link from `peer` (its connection comes up, then its `LinkHello`).
+fn accept_link(o: &mut Overlay, now: u64, peer: PeerId) {
+    o.handle(now, Input::ConnectionUp { peer });
+    let hello = DhtFrame {
+        target: Key::of_peer(&o.peer_id()),
+        exact: true,
+        path: vec![peer],
+        detours: 0,
+        body: DhtBody::LinkHello,
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(hello))).unwrap();
+    o.handle(now, Input::Frame { from: peer, bytes });
+}
+
+fn link_spare(o: &mut Overlay, now: u64, from: PeerId) -> Vec<Output> {
+    let frame = DhtFrame {
+        target: Key::of_peer(&o.peer_id()),
+        exact: true,
+        path: vec![from],
+        detours: 0,
+        body: DhtBody::LinkSpare,
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(frame))).unwrap();
+    o.handle(now, Input::Frame { from, bytes })
+}
+
+#[test]
+fn a_dht_link_is_closed_only_when_both_ends_have_another_in_its_slot() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = Key::of_peer(&o.peer_id());
+    // Peers by shared prefix length with us (= their link level with b = 1).
+    let mut by_level: BTreeMap<usize, Vec<PeerId>> = BTreeMap::new();
+    for seed in 10..200u8 {
+        let p = Identity::from_secret_bytes([seed; 32]).peer_id();
+        by_level
+            .entry(me.common_prefix_len(&Key::of_peer(&p)))
+            .or_default()
+            .push(p);
+    }
+    let pair = by_level.values().find(|v| v.len() >= 2).unwrap().clone();
+    let (a, b) = (pair[0], pair[1]);
+    let level_a = me.common_prefix_len(&Key::of_peer(&a));
+    let lone = by_level
+        .iter()
+        .find(|(l, _)| **l != level_a)
+        .map(|(_, v)| v[0])
+        .unwrap();
+    for p in [a, b, lone] {
+        accept_link(&mut o, 1, p);
+    }
+    assert_eq!(o.dht_links().len(), 3);
+    // The only link in its slot stays, whatever the other end says.
+    let out = link_spare(&mut o, 2, lone);
+    assert!(!out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == lone)));
+    // One of two links in the same slot goes, and the other then stays.
+    let out = link_spare(&mut o, 3, a);
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == a)));
+    let out = link_spare(&mut o, 4, b);
+    assert!(!out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == b)));
+    let mut left = o.dht_links();
+    left.sort();
+    let mut want = vec![b, lone];
+    want.sort();
+    assert_eq!(left, want);
 }
