@@ -92,7 +92,9 @@ const context = await chromium.launchPersistentContext(profile, {
     '--enable-blink-features=ForceEagerMeasureMemory',
   ],
 });
-await context.addInitScript((cfg) => { window.BENCH_CONFIG = cfg; }, { signaling: signaling.wsUrl, peerjs });
+// BENCH_RHIZOME_MODE=unstructured|structured|hybrid: rhizome's overlay mode (default: the
+// package's default).
+await context.addInitScript((cfg) => { window.BENCH_CONFIG = cfg; }, { signaling: signaling.wsUrl, peerjs, rhizomeMode: process.env.BENCH_RHIZOME_MODE ?? null });
 // The page reads the browser's CPU time around a transfer (see browserCpuMs).
 await context.exposeFunction('benchCpu', () => browserCpuMs());
 
@@ -248,6 +250,7 @@ if (PROFILE) {
     ['rate', ['rhizome', RATE_COUNT, 1024]],
     ['rate', ['raw', RATE_COUNT, 1024]],
     ['throughput', ['rhizome', TOTAL, 60 * 1024]],
+    ['rate', ['rhizome-broadcast', RATE_COUNT, 1024]],
     ['latency', ['rhizome', 16]],
     ['repeat', [9, 'join', 'rhizome']],
     ['repeat', [9, 'join', 'raw-ws']],
@@ -274,10 +277,10 @@ if (ONLY.includes('join')) {
   await scenario('join', JOIN_ROUNDS, ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome'], 'join', 20_000);
 }
 if (ONLY.includes('throughput')) {
-  await scenario('throughput', ROUNDS, ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome'], 'throughput', 130_000, [TOTAL, 60 * 1024], [4 << 20, 60 * 1024]);
+  await scenario('throughput', ROUNDS, ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome', 'rhizome-broadcast'], 'throughput', 130_000, [TOTAL, 60 * 1024], [4 << 20, 60 * 1024]);
 }
 if (ONLY.includes('rate')) {
-  await scenario('rate', ROUNDS, ['raw', 'simple-peer', 'peerjs', 'rhizome'], 'rate', 130_000, [RATE_COUNT, 1024], [1000, 1024]);
+  await scenario('rate', ROUNDS, ['raw', 'simple-peer', 'peerjs', 'rhizome', 'rhizome-broadcast'], 'rate', 130_000, [RATE_COUNT, 1024], [1000, 1024]);
 }
 
 if (ONLY.includes('latency')) {
@@ -335,12 +338,12 @@ if (raw.rounds.join) {
 for (const row of raw.rounds.throughput ?? []) for (const v of Object.values(row)) if (ok(v) && v.cpuMs != null) v.cpuMsPerMiB = v.cpuMs / (v.bytes / (1 << 20));
 for (const row of raw.rounds.rate ?? []) for (const v of Object.values(row)) if (ok(v) && v.cpuMs != null) v.cpuUsPerMsg = (v.cpuMs * 1000) / v.messages;
 if (raw.rounds.throughput?.length) {
-  const libs = ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome'];
+  const libs = ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome', 'rhizome-broadcast'];
   summary.throughput = summarize('throughput', 'mibps', libs, { higherIsBetter: true });
   summary.throughputCpu = summarize('throughput', 'cpuMsPerMiB', libs, { higherIsBetter: false });
 }
 if (raw.rounds.rate?.length) {
-  const libs = ['raw', 'simple-peer', 'peerjs', 'rhizome'];
+  const libs = ['raw', 'simple-peer', 'peerjs', 'rhizome', 'rhizome-broadcast'];
   summary.rate = summarize('rate', 'perSec', libs, { higherIsBetter: true });
   summary.rateCpu = summarize('rate', 'cpuUsPerMsg', libs, { higherIsBetter: false });
 }
@@ -429,9 +432,10 @@ const pairTable = (title, s, unit, d, cpu, cpuUnit) => {
     'raw-16k': 'raw RTCDataChannel, each message sent as 16 KiB pieces (rhizome\'s chunk size)',
     'simple-peer': 'simple-peer (stream `write`/`drain`)',
     peerjs: 'PeerJS (binary serialization)',
-    rhizome: '**rhizome** (`broadcast` in a 2-peer room)',
+    rhizome: '**rhizome** (`node.send` to the neighbour, window counted from its acknowledgements)',
+    'rhizome-broadcast': 'rhizome `broadcast` in a 2-peer room (Ed25519-signed, verified)',
   };
-  for (const lib of ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome']) {
+  for (const lib of ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome', 'rhizome-broadcast']) {
     if (s[lib]) lines.push(`| ${name[lib]} | ${f(s[lib].median, d)} | ${pctOf(s[lib].ratioToRaw)} | ${f(cpu?.[lib]?.median, 0)} | ${f(cpu?.[lib]?.ratioToRaw, 2)} |`);
   }
   lines.push('');
