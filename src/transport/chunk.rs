@@ -117,15 +117,36 @@ impl Reassembler {
     /// partial message is dropped, and the next chunk starts a new message.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, ChunkError> {
         let (&header, payload) = chunk.split_first().ok_or(ChunkError::Empty)?;
+        self.push_from(header, payload.len(), |dst| dst.copy_from_slice(payload))
+    }
+
+    /// [`Reassembler::push`] for a chunk that lives elsewhere (the browser's
+    /// `ArrayBuffer`): its header byte, its payload length, and `fill`, which copies the
+    /// payload into the slice it is given. The payload is copied once, straight into the
+    /// message: a message of one chunk becomes its own buffer, a longer one is appended
+    /// to the message in progress.
+    pub fn push_from(
+        &mut self,
+        header: u8,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<Option<Vec<u8>>, ChunkError> {
         if header != MORE && header != LAST {
             self.partial.clear();
             return Err(ChunkError::BadHeader(header));
         }
-        if self.partial.len() + payload.len() > self.max {
+        if self.partial.len() + payload_len > self.max {
             self.partial = Vec::new();
             return Err(ChunkError::TooLarge { max: self.max });
         }
-        self.partial.extend_from_slice(payload);
+        if header == LAST && self.partial.is_empty() {
+            let mut message = vec![0; payload_len];
+            fill(&mut message);
+            return Ok(Some(message));
+        }
+        let start = self.partial.len();
+        self.partial.resize(start + payload_len, 0);
+        fill(&mut self.partial[start..]);
         if header == LAST {
             Ok(Some(std::mem::take(&mut self.partial)))
         } else {

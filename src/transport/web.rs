@@ -87,6 +87,9 @@ struct Rtt {
 }
 
 /// Hands queued chunks to the browser while its buffer is below [`HIGH_WATER`].
+///
+/// Each chunk goes to `send` as a view into the wasm memory: copying it into a JS
+/// `ArrayBuffer` first was slower (docs/BENCHMARKS.md, browser section, `sendView`).
 fn pump(queue: &mut SendQueue, dc: &RtcDataChannel) -> Result<(), TransportError> {
     while dc.buffered_amount() < HIGH_WATER {
         let Some(chunk) = queue.chunks.front() else {
@@ -422,9 +425,7 @@ impl WebConnection {
                 let result = match data.as_string() {
                     // Text frames are not part of the protocol.
                     Some(_) => Err("text frame on a binary channel".to_string()),
-                    None => reassembler
-                        .push(&Uint8Array::new(&data).to_vec())
-                        .map_err(|e| e.to_string()),
+                    None => push_chunk(&mut reassembler, &Uint8Array::new(&data)),
                 };
                 match result {
                     Ok(Some(message)) => {
@@ -494,6 +495,23 @@ impl Drop for WebConnection {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Feeds a received chunk to the reassembler, copying its payload out of the browser's
+/// buffer once, straight into the message.
+fn push_chunk(
+    reassembler: &mut chunk::Reassembler,
+    chunk: &Uint8Array,
+) -> Result<Option<Vec<u8>>, String> {
+    let len = chunk.length();
+    if len == 0 {
+        return Err(chunk::ChunkError::Empty.to_string());
+    }
+    reassembler
+        .push_from(chunk.get_index(0), len as usize - 1, |dst| {
+            chunk.subarray(1, len).copy_to(dst)
+        })
+        .map_err(|e| e.to_string())
 }
 
 fn close_once(state: &RefCell<Negotiation>, tx: &mpsc::UnboundedSender<ConnEvent>, reason: &str) {
