@@ -109,12 +109,8 @@ const KEY_CONTEXT: &[u8] = b"rhizome/dht-key/v1";
 const SEEN_TTL_MS: u64 = 120_000;
 /// How long we do not try again to link to a peer whose link failed or was closed, ms.
 const LINK_BACKOFF_MS: u64 = 600_000;
-/// A link candidate must have been heard from directly this recently, ms (a dead one
-/// costs an RTCPeerConnection and a handshake timeout; hearsay from lookup answers
-/// outlives the peers it names).
+/// A link candidate heard from directly this recently, ms, is preferred.
 const LINK_FRESH_MS: u64 = 120_000;
-/// How long a link offered as spare waits for the other end to close it, ms.
-const SPARE_PENDING_MS: u64 = 10_000;
 
 /// A point in the 256-bit XOR key space: a peer id, or the hash locating a record.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -838,10 +834,9 @@ pub(super) struct Dht {
     /// closed (refused for their inbound budget, usually), so trying again soon would
     /// cost another pair of RTCPeerConnections for the same answer.
     link_backoff: BTreeMap<PeerId, u64>,
-    /// DHT links we offered to close ([`DhtBody::LinkSpare`]), with when. For a few
-    /// seconds they do not count as covering their slot (so two peers never drop both of
-    /// a slot's links); one still open after that was declined, and is not offered again
-    /// for a while.
+    /// DHT links we offered to close ([`DhtBody::LinkSpare`]), with when: for a while
+    /// they no longer count as covering their slot, so two peers never drop both of a
+    /// slot's links.
     spare_offered: BTreeMap<PeerId, u64>,
     next_refresh: u64,
     next_republish: u64,
@@ -2094,19 +2089,25 @@ impl Overlay {
             .iter()
             .filter(|p| matches!(self.conns.get(p), Some(Conn::Connecting { .. })))
             .count();
-        // Candidates by uncovered slot, most recently seen first.
-        let mut by_slot: BTreeMap<(usize, u32), Vec<(u64, PeerId)>> = BTreeMap::new();
+        // Candidates by uncovered slot: heard from directly of late first (a departed peer
+        // costs an RTCPeerConnection and a handshake timeout, and lookup answers name
+        // peers long gone), then most recently seen.
+        type Candidate = (bool, u64, PeerId);
+        let mut by_slot: BTreeMap<(usize, u32), Vec<Candidate>> = BTreeMap::new();
         for c in self.dht.buckets.iter().flatten() {
             if self.conns.contains_key(&c.peer)
                 || self.is_banned(&c.peer)
                 || self.dht.link_backoff.contains_key(&c.peer)
-                || c.heard + LINK_FRESH_MS < self.now
             {
                 continue;
             }
             let slot = self.dht.slot(&c.peer, b);
             if !covered.contains_key(&slot) {
-                by_slot.entry(slot).or_default().push((c.seen, c.peer));
+                let fresh = c.heard + LINK_FRESH_MS >= self.now;
+                by_slot
+                    .entry(slot)
+                    .or_default()
+                    .push((fresh, c.seen, c.peer));
             }
         }
         if by_slot.is_empty() {
@@ -2140,7 +2141,7 @@ impl Overlay {
                 break;
             }
             crate::collections::sort_by(&mut cands, |a, b| b.cmp(a));
-            let peer = cands[0].1;
+            let peer = cands[0].2;
             self.conns.insert(
                 peer,
                 Conn::Connecting {
@@ -2172,11 +2173,7 @@ impl Overlay {
             .filter(|p| {
                 self.conns.get(p) == Some(&Conn::Active)
                     && !self.membership.is_active(p)
-                    && self
-                        .dht
-                        .spare_offered
-                        .get(p)
-                        .is_none_or(|at| at + SPARE_PENDING_MS <= self.now)
+                    && !self.dht.spare_offered.contains_key(p)
             })
             .collect()
     }
@@ -2192,12 +2189,10 @@ impl Overlay {
         for p in links {
             by_slot.entry(self.dht.slot(&p, b)).or_default().push(p);
         }
-        let offered = &self.dht.spare_offered;
         let Some(spare) = by_slot
             .values()
-            .filter(|v| v.len() >= 2)
-            .flat_map(|v| v.iter().copied())
-            .find(|p| !offered.contains_key(p))
+            .find(|v| v.len() >= 2)
+            .map(|v| v[v.len() - 1])
         else {
             return;
         };
