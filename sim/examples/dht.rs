@@ -246,8 +246,8 @@ fn connections(sim: &Sim) -> (f64, f64, usize) {
 }
 
 /// Counters summed over every peer ever created (departed ones included).
-fn totals(sim: &Sim) -> [u64; 11] {
-    let mut t = [0u64; 11];
+fn totals(sim: &Sim) -> [u64; 12] {
+    let mut t = [0u64; 12];
     for i in 0..sim.len() {
         let o = sim.overlay(i);
         let d = o.dht_stats();
@@ -262,6 +262,7 @@ fn totals(sim: &Sim) -> [u64; 11] {
             d.links_spared,
             d.stalls,
             d.queries_failed,
+            d.lookups_closest_failed,
             d.retries,
         ];
         for (a, b) in t.iter_mut().zip(v) {
@@ -271,7 +272,7 @@ fn totals(sim: &Sim) -> [u64; 11] {
     t
 }
 
-fn print_totals(before: [u64; 11], after: [u64; 11], peer_hours: f64) {
+fn print_totals(before: [u64; 12], after: [u64; 12], peer_hours: f64) {
     let names = [
         "connects",
         "DHT link attempts",
@@ -283,6 +284,7 @@ fn print_totals(before: [u64; 11], after: [u64; 11], peer_hours: f64) {
         "links spared",
         "routing stalls",
         "lookup queries failed",
+        "lookups whose closest candidate failed",
         "direct retries",
     ];
     let parts: Vec<String> = names
@@ -322,6 +324,7 @@ fn main() {
 
     // Steady: one lookup and one direct message per second for 2 minutes.
     if args.steady_seconds > 0 {
+        let before = totals(&sim);
         sim.log = Some(Vec::new());
         let mut probe = Probe::new();
         for _ in 0..args.steady_seconds {
@@ -336,6 +339,13 @@ fn main() {
         probe.directs.line("direct messages");
         println!("  direct message failures: {:?}", probe.failures);
         println!("  lookup misses: {:?}", probe.misses);
+        let after = totals(&sim);
+        println!(
+            "  counters over the steady phase: lookup queries failed {}, lookups whose closest candidate failed {}, routing stalls {}",
+            after[9] - before[9],
+            after[10] - before[10],
+            after[8] - before[8]
+        );
     }
 
     // Churn: exponential sessions with a 2-hour median (half leave, half crash),

@@ -711,6 +711,9 @@ pub struct DhtStats {
     pub stalls: u64,
     /// Lookup queries to one peer that failed (unreachable or timed out).
     pub queries_failed: u64,
+    /// The application's lookups that ended with a peer that failed its query closer to
+    /// the key than the closest that answered.
+    pub lookups_closest_failed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1660,6 +1663,14 @@ impl Overlay {
             .take(k)
             .map(|(p, _)| *p)
             .collect();
+        if o.app.is_some()
+            && o.shortlist
+                .values()
+                .find(|(_, s)| *s != Probe::New)
+                .is_some_and(|(_, s)| *s == Probe::Failed)
+        {
+            self.dht.stats.lookups_closest_failed += 1;
+        }
         let done = |this: &mut Overlay, e: DhtEvent| {
             if let Some(app) = o.app {
                 this.dht.app_ids.remove(&app);
