@@ -15,10 +15,23 @@
 //!   the *active random walk length* (ARWL) hops or at a peer with a single neighbour; that
 //!   peer connects to the newcomer with a high-priority NEIGHBOR request. At the *passive
 //!   random walk length* (PRWL) hop the newcomer also lands in a passive view.
+//!
+//!   Three departures keep joins from churning RTCPeerConnections (measured with
+//!   `cargo run --release -p rhizome-sim --example join`: 8, 32 and 1,000 peers joining
+//!   created 7.9, 11.6 and 15.0 each before, 4.8, 6.8 and 8.1 after, against ~4.7 for the
+//!   links that remain). A walk that ends at a peer already connected to the newcomer, or
+//!   whose active view is full (taking the newcomer would evict a neighbour, who would
+//!   then connect elsewhere), goes on to a neighbour not on the walk yet, up to twice
+//!   ARWL hops. A newcomer whose JOIN connection is still being set up does not force
+//!   high-priority connections on its other contacts. And for [`JOIN_SETTLE_MS`] after
+//!   its JOIN, while the walks land, it does not look for neighbours itself.
 //! - **Repair.** When a neighbour leaves or fails, a random passive peer is asked to
 //!   become a neighbour: with high priority (must accept) if our active view is empty,
 //!   with low priority (accepted only if it has room) otherwise. A refused request backs
-//!   off exponentially, so a full network does not burn RTCPeerConnections.
+//!   off exponentially, so a full network does not burn RTCPeerConnections. A peer with
+//!   more than half its active view asks only over source routes (no connection unless
+//!   the answer is yes); one with less may also connect to a route-less passive peer and
+//!   ask on the connection.
 //! - **Shuffle.** Once per membership round a peer sends a sample of its views on a random
 //!   walk; the peer where the walk ends answers with a sample of its passive view. Both
 //!   merge what they received into their passive views, which keeps them fresh and random.
@@ -39,6 +52,10 @@ use crate::wire::{Message, PeerEntry, Priority, Routed, MAX_PATH_LEN};
 pub const REPAIR_QUERIES: usize = 3;
 /// How long a routed NEIGHBOR query waits for its answer, in ms.
 pub const QUERY_TIMEOUT_MS: u64 = 3_000;
+/// After its JOIN, how long a newcomer waits for the FORWARD_JOIN walks to bring it
+/// neighbours before it looks for more itself, in ms (a walk is at most a dozen hops, then
+/// one connection).
+pub const JOIN_SETTLE_MS: u64 = 3_000;
 
 /// A passive-view entry: an address and, if known, a source route to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +77,8 @@ pub(super) struct Membership {
     /// Current backoff; 0 means "the configured initial value".
     backoff: u64,
     last_bootstrap: Option<u64>,
+    /// No low-priority repair before this time: our JOIN's walks are still landing.
+    settle_until: u64,
     /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
     queries: crate::collections::BTreeMap<PeerId, u64>,
 }
@@ -159,6 +178,7 @@ impl Overlay {
             }) => {
                 self.send(peer, &Message::Join);
                 self.add_active(peer);
+                self.membership.settle_until = self.now + JOIN_SETTLE_MS;
             }
             Some(Conn::Connecting {
                 intent: Intent::Neighbor(priority),
@@ -272,6 +292,27 @@ impl Overlay {
         let mut route: Vec<PeerId> = path.iter().rev().copied().collect();
         route.push(newcomer);
         let next = self.random_active_except(&[from, newcomer], &path);
+        let full = self.membership.active.len() >= self.config.active_view_capacity;
+        if ttl == 0 && (full || known) && path.len() < self.walk_limit() {
+            // The walk is over, but here it would be wasted (we already have the
+            // newcomer) or costly (taking it would evict a neighbour, who would then open
+            // a connection of its own to repair): look a little further for a peer with
+            // room (only to peers not on the walk yet).
+            if let Some(next) = self.random_active_except(&[from, newcomer], &[]) {
+                if !path.contains(&next) {
+                    path.push(self.me);
+                    self.send(
+                        next,
+                        &Message::ForwardJoin {
+                            newcomer,
+                            ttl: 0,
+                            path,
+                        },
+                    );
+                    return;
+                }
+            }
+        }
         if ttl == 0 || self.membership.active.len() <= 1 || next.is_none() {
             if !known {
                 self.add_passive(newcomer, route);
@@ -295,6 +336,12 @@ impl Overlay {
                 );
             }
         }
+    }
+
+    /// Longest path a FORWARD_JOIN may grow to while looking past full peers: twice the
+    /// active random walk, within the wire's bound.
+    fn walk_limit(&self) -> usize {
+        (2 * usize::from(self.config.active_random_walk_length)).min(MAX_PATH_LEN - 1)
     }
 
     pub(super) fn on_disconnect_message(&mut self, from: PeerId) {
@@ -401,6 +448,21 @@ impl Overlay {
             return;
         }
         let pending = self.pending_neighbor_attempts();
+        let joining = self.conns.values().any(|c| {
+            matches!(
+                c,
+                Conn::Connecting {
+                    intent: Intent::Join,
+                    ..
+                }
+            )
+        });
+        if active == 0 && joining {
+            // Our JOIN is under way and will bring neighbours (its contact, then the
+            // walks' ends): forcing high-priority connections on others now would only
+            // make them evict neighbours. If it fails, we try the next contact.
+            return;
+        }
         if active == 0 {
             let want = cap.saturating_sub(pending);
             let mut started = 0;
@@ -422,7 +484,10 @@ impl Overlay {
             }
             return;
         }
-        if !self.membership.queries.is_empty() || self.now < self.membership.repair_not_before {
+        if !self.membership.queries.is_empty()
+            || self.now < self.membership.repair_not_before
+            || self.now < self.membership.settle_until
+        {
             return;
         }
         let deficit = cap.saturating_sub(active + pending);
@@ -443,6 +508,12 @@ impl Overlay {
             })
             .collect();
         if routed.is_empty() {
+            if active * 2 > cap {
+                // No route to ask through, and most of the view is there: rather than
+                // spend a connection on asking (peers are mostly full, so it would mostly
+                // be refused), wait for shuffles and walks to bring routed candidates.
+                return;
+            }
             // No route to ask through: connect and ask on the connection.
             let picks = self.sample(candidates, parallel - pending);
             for pick in picks {
