@@ -1,7 +1,7 @@
 // A native peer (the rhizome-node binary, webrtc-rs) and a browser peer (the npm package's
-// JS API in headless Chromium) join one room through the real signaling server and form
-// one overlay: each sees the other as a neighbour that stays up, and broadcasts and direct
-// messages cross in both directions. Run by `npm test` inside its network namespace; it needs
+// JS API in headless Chromium, or in Firefox) join one room through the real signaling
+// server and form one overlay: each sees the other as a neighbour that stays up, and
+// broadcasts and direct messages cross in both directions. Run by `npm test` inside its network namespace; it needs
 // target/debug/rhizome-node (or $RHIZOME_NODE_BIN) and pkg/ (wasm-pack) built from the same
 // tree: peers of different builds may not speak the same wire format.
 import { test, before, after } from 'node:test';
@@ -10,12 +10,15 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer, launchBrowser, root } from './harness.mjs';
+import { launchFirefox } from './firefox.mjs';
 
 const NODE_BIN = process.env.RHIZOME_NODE_BIN
   ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'rhizome-node');
 
 let server;
 let browser;
+/** Headless Firefox, started by the first test that needs it. */
+let firefox;
 
 before(async () => {
   if (!existsSync(NODE_BIN)) {
@@ -26,6 +29,7 @@ before(async () => {
 });
 
 after(async () => {
+  await firefox?.close();
   await browser?.close();
   await server?.stop();
 });
@@ -75,11 +79,24 @@ function startNative(room, extraArgs = []) {
   });
 }
 
-/** Opens a page that joins `room` through the JS API and records what its node hears. */
-async function openPage(room) {
-  const page = await browser.context.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e));
-  await page.goto(`${server.url}/healthz`);
+/**
+ * Opens a page, in Chromium or in Firefox (`engine`), that joins `room` through the JS API
+ * and records what its node hears. The page has `evaluate(fn, arg)` and `close()`.
+ */
+async function openPage(room, engine = 'chromium') {
+  let page;
+  if (engine === 'firefox') {
+    firefox ??= await launchFirefox();
+    await firefox.goto(`${server.url}/healthz`);
+    page = {
+      evaluate: (fn, arg) => firefox.executeAsync(fn, arg),
+      close: () => firefox.goto('about:blank'),
+    };
+  } else {
+    page = await browser.context.newPage();
+    page.on('pageerror', (e) => console.error('page error:', e));
+    await page.goto(`${server.url}/healthz`);
+  }
   const id = await page.evaluate(async ({ wsUrl, room }) => {
     const { default: init, Rhizome } = await import('/pkg/rhizome.js');
     await init();
@@ -112,17 +129,17 @@ async function until(what, fn, ms = 30_000) {
  * The scenario, for one way of meeting: `first` joins the room before `second`, so the
  * second is introduced to the first and dials it (the other side answers).
  */
-async function nativeAndBrowserFormOneOverlay(first, mdns) {
-  const room = `interop-${first}-${mdns}-${Date.now()}`;
+async function nativeAndBrowserFormOneOverlay(first, mdns, engine = 'chromium') {
+  const room = `interop-${first}-${mdns}-${engine}-${Date.now()}`;
   let native;
   let page;
   let pageId;
   try {
     if (first === 'native') {
       native = await startNative(room, ['--mdns', mdns]);
-      ({ page, id: pageId } = await openPage(room));
+      ({ page, id: pageId } = await openPage(room, engine));
     } else {
-      ({ page, id: pageId } = await openPage(room));
+      ({ page, id: pageId } = await openPage(room, engine));
       native = await startNative(room, ['--mdns', mdns]);
     }
 
@@ -146,9 +163,9 @@ async function nativeAndBrowserFormOneOverlay(first, mdns) {
       (await page.evaluate(() => window.heard)).some((m) => m.text === 'hello from webrtc-rs')
         || await page.evaluate(() => window.heard));
     // ...and one from the page reaches the native side (escaped text, one line).
-    await page.evaluate(() => window.node.broadcast('hello from\nChromium'));
+    await page.evaluate(() => window.node.broadcast('hello from\nthe browser'));
     await native.waitFor('the native node hears the page broadcast',
-      (l) => l === `broadcast ${pageId} hello from\\nChromium`);
+      (l) => l === `broadcast ${pageId} hello from\\nthe browser`);
     await new Promise((r) => setTimeout(r, 300));
     const heard = await page.evaluate(() => window.heard);
     assert.deepEqual(heard, [{ from: native.id, text: 'hello from webrtc-rs' }], 'exactly once');
@@ -163,10 +180,10 @@ async function nativeAndBrowserFormOneOverlay(first, mdns) {
     });
     assert.deepEqual(await page.evaluate(() => window.messages),
       [{ from: native.id, text: 'direct from webrtc-rs', hops: 1 }], 'exactly once, one hop');
-    const sent = await page.evaluate((to) => window.node.send(to, 'direct from Chromium'), native.id);
+    const sent = await page.evaluate((to) => window.node.send(to, 'direct from the browser'), native.id);
     assert.equal(sent.hops, 1);
     await native.waitFor('the native node receives the direct message',
-      (l) => l === `message ${pageId} direct from Chromium`);
+      (l) => l === `message ${pageId} direct from the browser`);
 
     // The native node leaves gracefully on SIGTERM and the page notices at once.
     assert.equal(await native.stop(), 0, native.stderr());
@@ -190,4 +207,9 @@ test('a native peer dials a browser peer and they talk both ways', async () => {
 
 test('a native peer that sends no mDNS still meets a browser peer (peer-reflexive candidates)', async () => {
   await nativeAndBrowserFormOneOverlay('native', 'off');
+});
+
+test('a native peer and a Firefox peer form one overlay and talk both ways, whichever dials', async () => {
+  await nativeAndBrowserFormOneOverlay('native', 'resolve', 'firefox');
+  await nativeAndBrowserFormOneOverlay('browser', 'resolve', 'firefox');
 });
