@@ -250,8 +250,9 @@ async fn eight_peers_in_one_page_form_a_connected_symmetric_overlay() {
     })
     .await;
     // Each link is one RTCPeerConnection per side; joining churns a few more (forward
-    // joins displace neighbours). Ten per peer keeps a page with dozens of peers far
-    // below Chromium's ~500-per-page cap.
+    // joins displace neighbours). Measured when the overlay first looks healthy: 25–44
+    // for 8 peers (33–54 before newcomers waited for their JOIN's walks, issue 6). Seven
+    // per peer keeps a page with dozens of peers far below Chromium's ~500-per-page cap.
     let created = rhizome::transport::web::connections_created() - before;
     let links: usize = nodes
         .iter()
@@ -259,7 +260,7 @@ async fn eight_peers_in_one_page_form_a_connected_symmetric_overlay() {
         .sum::<usize>()
         / 2;
     assert!(
-        created <= 10 * nodes.len() as u32,
+        created <= 7 * nodes.len() as u32,
         "{created} RTCPeerConnections for {links} links among {} peers",
         nodes.len()
     );
