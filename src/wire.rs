@@ -12,8 +12,9 @@
 //!   point-to-point direct message (up to [`MAX_MESSAGE_LEN`] = 16 MiB in pieces of at
 //!   most [`MAX_DATA_PIECE`] = 256 KiB; the transport chunks those too);
 //! - a broadcast payload is at most [`MAX_PAYLOAD_LEN`];
-//! - peer lists (walk paths, source routes, shuffle entries, IHAVE batches) have small
-//!   fixed bounds ([`MAX_PATH_LEN`], [`MAX_ENTRIES`], [`MAX_IHAVE`]).
+//! - peer lists (walk paths, source routes, shuffle entries, IHAVE batches) and batched
+//!   acknowledgements have small fixed bounds ([`MAX_PATH_LEN`], [`MAX_ENTRIES`],
+//!   [`MAX_IHAVE`], [`MAX_DATA_ACK_IDS`]).
 //!
 //! The version byte lets a future format live beside this one: a peer that receives a
 //! version it does not speak gets [`WireError::UnsupportedVersion`] and drops the sender.
@@ -43,6 +44,8 @@ pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
 pub const MAX_DATA_PIECE: usize = 256 * 1024;
 /// Most pieces of one direct message.
 pub const MAX_DATA_PARTS: u32 = (MAX_MESSAGE_LEN / MAX_DATA_PIECE) as u32;
+/// Most message ids acknowledged by one [`Message::DataAck`].
+pub const MAX_DATA_ACK_IDS: usize = 256;
 /// Largest [`Message::Data`] frame: a piece plus its header.
 pub const MAX_DATA_FRAME_LEN: usize = MAX_DATA_PIECE + 64;
 /// The byte after the version byte that marks a [`Message::Data`] frame (postcard writes
@@ -255,10 +258,11 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
-    /// "Your [`Message::Data`] `id` arrived."
+    /// "Your [`Message::Data`] messages `ids` arrived": acknowledgements are batched
+    /// (see `overlay::direct`), at most [`MAX_DATA_ACK_IDS`] ids per frame.
     DataAck {
-        /// The data frame's id.
-        id: u64,
+        /// The acknowledged messages' ids, in the order they arrived.
+        ids: Vec<u64>,
     },
 }
 
@@ -287,6 +291,7 @@ impl Message {
             }
             Message::Gossip(g) => bound("payload", g.payload.len(), MAX_PAYLOAD_LEN),
             Message::IHave(ids) => bound("ihave", ids.len(), MAX_IHAVE),
+            Message::DataAck { ids } => bound("data acks", ids.len(), MAX_DATA_ACK_IDS),
             Message::Data {
                 part,
                 parts,
@@ -466,7 +471,7 @@ mod tests {
                     payload,
                 }
             }),
-            any::<u64>().prop_map(|id| Message::DataAck { id }),
+            prop::collection::vec(any::<u64>(), 0..8).prop_map(|ids| Message::DataAck { ids }),
             (
                 prop::collection::vec(arb_peer(), 0..8),
                 any::<u8>(),
@@ -568,8 +573,25 @@ mod tests {
         );
         assert!(frame.len() <= MAX_DATA_FRAME_LEN);
         assert_eq!(decode(&frame).unwrap(), big);
-        let ack = encode(&Message::DataAck { id: 3 }).unwrap();
-        assert_eq!(decode(&ack).unwrap(), Message::DataAck { id: 3 });
+        let ack = Message::DataAck {
+            ids: vec![3, 4, u64::MAX],
+        };
+        assert_eq!(decode(&encode(&ack).unwrap()).unwrap(), ack);
+        // A batch of acknowledgements is bounded both ways.
+        let too_many = Message::DataAck {
+            ids: vec![1; MAX_DATA_ACK_IDS + 1],
+        };
+        assert!(matches!(
+            encode(&too_many),
+            Err(WireError::LimitExceeded { .. })
+        ));
+        let mut raw = vec![WIRE_VERSION];
+        raw.extend(postcard::to_allocvec(&too_many).unwrap());
+        assert!(matches!(decode(&raw), Err(WireError::LimitExceeded { .. })));
+        let full = Message::DataAck {
+            ids: vec![u64::MAX; MAX_DATA_ACK_IDS],
+        };
+        assert!(encode(&full).unwrap().len() <= MAX_FRAME_LEN);
 
         // One byte more than a piece, a part past the count, or too many parts: refused
         // both ways.

@@ -13,7 +13,12 @@
 //!   is DTLS-authenticated end to end and the fingerprint was checked through the signed
 //!   signaling envelopes, so the receiver knows who sent it. That makes it the fast path:
 //!   no per-message Ed25519 signature, which is what bounds the broadcast rate. The
-//!   receiver reports it and answers [`Message::DataAck`].
+//!   receiver reports it and acknowledges it in a [`Message::DataAck`] that carries the
+//!   ids of every message from that sender since the last one: acknowledgements are
+//!   batched per connection and sent [`ACK_DELAY_MS`] after the first of a batch, or at
+//!   once when [`ACK_BATCH`] are waiting, so a stream of small messages costs about one
+//!   data-channel send each, not two. Each message is still reported delivered on its
+//!   own, when the batch carrying its id arrives.
 //! - **Otherwise** it is routed through the DHT ([`dht::Command::SendDirect`]), hop by
 //!   hop over other peers' open links, which needs structured or hybrid mode. A routed
 //!   frame must fit every relay's 64 KiB frame limit, so a message over
@@ -44,13 +49,19 @@
 use super::dht::{self, Command, DhtError, DhtEvent, Mode};
 use super::{Conn, Event, Output, Overlay};
 use crate::id::PeerId;
-use crate::wire::{Message, MAX_DATA_PIECE, MAX_MESSAGE_LEN};
+use crate::wire::{Message, MAX_DATA_ACK_IDS, MAX_DATA_PIECE, MAX_MESSAGE_LEN};
 
 /// Least time a direct-path message waits for its acknowledgement, in ms.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
 /// Extra waiting time per byte, as the slowest throughput assumed: 256 KB/s (a 5 MiB
 /// message may take ~20 s more).
 const ASSUMED_BYTES_PER_MS: u64 = 256;
+
+/// Longest an acknowledgement waits for others to share its frame, in ms.
+pub const ACK_DELAY_MS: u64 = 1;
+/// Acknowledgements waiting for one peer that make a batch go at once.
+pub const ACK_BATCH: usize = 128;
+const _: () = assert!(ACK_BATCH <= MAX_DATA_ACK_IDS);
 
 /// First bytes of a routed payload that is a fragment of a larger direct message.
 pub const FRAGMENT_MAGIC: [u8; 4] = *b"rzF1";
@@ -113,6 +124,11 @@ pub(super) struct Direct {
     partial: crate::collections::BTreeMap<PeerId, Partial>,
     /// Bytes reserved by `incoming` and held by `partial`.
     incoming_bytes: usize,
+    /// Ids of messages received over a connection and not yet acknowledged, by sender
+    /// (each list shorter than [`ACK_BATCH`]).
+    acks: crate::collections::BTreeMap<PeerId, Vec<u64>>,
+    /// Whether an `AckFlush` timer is set.
+    ack_timer: bool,
 }
 
 impl Direct {
@@ -392,7 +408,34 @@ impl Overlay {
             payload,
             hops: 1,
         }));
-        self.send(from, &Message::DataAck { id });
+        self.queue_ack(from, id);
+    }
+
+    /// Adds `id` to the acknowledgements waiting for `to`: sent at once if that makes a
+    /// full batch, else by the `AckFlush` timer.
+    fn queue_ack(&mut self, to: PeerId, id: u64) {
+        let batch = self.direct.acks.entry(to).or_default();
+        batch.push(id);
+        if batch.len() >= ACK_BATCH {
+            let ids = std::mem::take(batch);
+            self.direct.acks.remove(&to);
+            return self.send(to, &Message::DataAck { ids });
+        }
+        if !self.direct.ack_timer {
+            self.direct.ack_timer = true;
+            self.set_timer(self.now + ACK_DELAY_MS, super::TimerKind::AckFlush);
+        }
+    }
+
+    /// Sends every waiting acknowledgement (the `AckFlush` timer, or before leaving).
+    pub(super) fn flush_acks(&mut self) {
+        self.direct.ack_timer = false;
+        for (to, ids) in std::mem::take(&mut self.direct.acks) {
+            // A peer that went meanwhile gets nothing: its sends failed as Unreachable.
+            if self.conns.get(&to) == Some(&Conn::Active) && !ids.is_empty() {
+                self.send(to, &Message::DataAck { ids });
+            }
+        }
     }
 
     /// Adds a piece to the message `from` is sending; the whole message once complete.
@@ -450,20 +493,23 @@ impl Overlay {
         Some(done.data)
     }
 
-    /// A [`Message::DataAck`]: only the peer a message went to can acknowledge it.
-    pub(super) fn on_data_ack(&mut self, from: PeerId, id: u64) {
-        if self
-            .direct
-            .waiting
-            .get(&id)
-            .is_some_and(|(to, _)| *to == from)
-        {
-            self.direct.waiting.remove(&id);
-            self.event(Event::Dht(DhtEvent::Delivered {
-                id,
-                to: from,
-                hops: 1,
-            }));
+    /// A [`Message::DataAck`]: only the peer a message went to can acknowledge it; ids
+    /// it does not know (or already acknowledged) are ignored.
+    pub(super) fn on_data_acks(&mut self, from: PeerId, ids: Vec<u64>) {
+        for id in ids {
+            if self
+                .direct
+                .waiting
+                .get(&id)
+                .is_some_and(|(to, _)| *to == from)
+            {
+                self.direct.waiting.remove(&id);
+                self.event(Event::Dht(DhtEvent::Delivered {
+                    id,
+                    to: from,
+                    hops: 1,
+                }));
+            }
         }
     }
 
@@ -621,7 +667,9 @@ mod tests {
                 hops: 1
             }]
         );
-        let at_a = deliver(&b, &mut a, at_b);
+        // Acknowledged by b's next ack flush, ACK_DELAY_MS later.
+        let flushed = b.handle(ACK_DELAY_MS, Input::Timer);
+        let at_a = deliver(&b, &mut a, flushed);
         assert_eq!(
             dht_events(&at_a),
             vec![DhtEvent::Delivered {
@@ -894,7 +942,7 @@ mod tests {
         let (mut a, b) = pair(Mode::Unstructured);
         send(&mut a, 1, b.peer_id(), b"x".to_vec());
         // An ack for an unknown id, or the same id twice, changes nothing.
-        let ack = |id| wire::encode(&Message::DataAck { id }).unwrap();
+        let ack = |id| wire::encode(&Message::DataAck { ids: vec![id] }).unwrap();
         let out = a.handle(
             0,
             Input::Frame {
@@ -938,6 +986,135 @@ mod tests {
                 error: DhtError::NotJoined
             }]
         );
+    }
+
+    /// The frames in `out` for `to`, decoded.
+    fn frames_to(out: &[Output], to: PeerId) -> Vec<Message> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to: t, frame } if *t == to => wire::decode(frame).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_of_small_messages_costs_one_acknowledgement_frame_and_each_send_resolves() {
+        let (mut a, mut b) = pair(Mode::Unstructured);
+        let mut at_b = Vec::new();
+        for id in 1..=10 {
+            let out = send(&mut a, id, b.peer_id(), vec![id as u8; 1024]);
+            at_b.extend(deliver(&a, &mut b, out));
+        }
+        let received: Vec<u64> = dht_events(&at_b)
+            .iter()
+            .filter_map(|e| match e {
+                DhtEvent::Direct { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            received,
+            (1..=10).collect::<Vec<_>>(),
+            "each reported at once"
+        );
+        assert!(frames_to(&at_b, a.peer_id()).is_empty(), "no ack yet");
+        // The timer for the batch is at most ACK_DELAY_MS away.
+        assert!(at_b
+            .iter()
+            .any(|o| matches!(o, Output::SetTimer { at } if *at <= ACK_DELAY_MS)));
+        let flushed = b.handle(ACK_DELAY_MS, Input::Timer);
+        assert_eq!(
+            frames_to(&flushed, a.peer_id()),
+            vec![Message::DataAck {
+                ids: (1..=10).collect()
+            }],
+            "one frame acknowledges all ten"
+        );
+        let at_a = deliver(&b, &mut a, flushed);
+        let delivered: Vec<u64> = dht_events(&at_a)
+            .iter()
+            .filter_map(|e| match e {
+                DhtEvent::Delivered { id, hops: 1, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delivered, (1..=10).collect::<Vec<_>>());
+        assert!(a.direct.waiting.is_empty());
+        // Nothing is left to flush: the next timer sends no ack.
+        assert!(frames_to(&b.handle(2 * ACK_DELAY_MS, Input::Timer), a.peer_id()).is_empty());
+    }
+
+    #[test]
+    fn a_full_batch_of_acknowledgements_goes_at_once_without_waiting_for_the_timer() {
+        let (mut a, mut b) = pair(Mode::Unstructured);
+        let mut acks = Vec::new();
+        for id in 0..ACK_BATCH as u64 + 1 {
+            let out = send(&mut a, id, b.peer_id(), b"x".to_vec());
+            acks.extend(frames_to(&deliver(&a, &mut b, out), a.peer_id()));
+        }
+        assert_eq!(
+            acks,
+            vec![Message::DataAck {
+                ids: (0..ACK_BATCH as u64).collect()
+            }]
+        );
+        // The one after the batch waits for the timer.
+        let flushed = b.handle(ACK_DELAY_MS, Input::Timer);
+        assert_eq!(
+            frames_to(&flushed, a.peer_id()),
+            vec![Message::DataAck {
+                ids: vec![ACK_BATCH as u64]
+            }]
+        );
+    }
+
+    #[test]
+    fn losing_the_connection_mid_batch_fails_the_unacknowledged_sends_as_unreachable() {
+        let (mut a, mut b) = pair(Mode::Unstructured);
+        for id in 1..=3 {
+            let out = send(&mut a, id, b.peer_id(), b"acked".to_vec());
+            deliver(&a, &mut b, out);
+        }
+        let flushed = b.handle(ACK_DELAY_MS, Input::Timer);
+        deliver(&b, &mut a, flushed);
+        assert!(
+            a.direct.waiting.is_empty(),
+            "the first batch was acknowledged"
+        );
+        for id in 4..=6 {
+            let out = send(&mut a, id, b.peer_id(), b"in the batch".to_vec());
+            deliver(&a, &mut b, out);
+        }
+        // The connection goes before b's batch is sent.
+        let out = a.handle(ACK_DELAY_MS, Input::ConnectionDown { peer: b.peer_id() });
+        let mut failed: Vec<u64> = dht_events(&out)
+            .iter()
+            .filter_map(|e| match e {
+                DhtEvent::Failed {
+                    id,
+                    error: DhtError::Unreachable,
+                } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        failed.sort();
+        assert_eq!(failed, vec![4, 5, 6]);
+        // b, seeing the connection go too, sends its batch nowhere.
+        b.handle(ACK_DELAY_MS, Input::ConnectionDown { peer: a.peer_id() });
+        let out = b.handle(2 * ACK_DELAY_MS, Input::Timer);
+        assert!(frames_to(&out, a.peer_id()).is_empty());
+        assert!(b.direct.acks.is_empty());
+    }
+
+    #[test]
+    fn leaving_acknowledges_what_was_received_first() {
+        let (mut a, mut b) = pair(Mode::Unstructured);
+        let out = send(&mut a, 1, b.peer_id(), b"x".to_vec());
+        deliver(&a, &mut b, out);
+        let out = b.handle(0, Input::Leave);
+        let frames = frames_to(&out, a.peer_id());
+        assert_eq!(frames.first(), Some(&Message::DataAck { ids: vec![1] }));
     }
 
     #[test]

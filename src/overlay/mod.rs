@@ -396,6 +396,8 @@ enum TimerKind {
     Heartbeat,
     Shuffle,
     Graft(MsgId),
+    /// Send the batched acknowledgements of direct messages (see [`direct`]).
+    AckFlush,
 }
 
 /// What a connection we started is for (HyParView decides on `ConnectionUp`).
@@ -534,6 +536,8 @@ impl Overlay {
             Input::Join { contacts } => self.on_join_command(contacts),
             Input::Broadcast { payload } => self.on_broadcast_command(payload),
             Input::Leave => {
+                // Messages already reported to the application are acknowledged first.
+                self.flush_acks();
                 self.on_leave_command();
                 self.expire_sends(true);
             }
@@ -621,7 +625,7 @@ impl Overlay {
                 parts,
                 payload,
             } => self.on_data(from, id, part, parts, payload),
-            Message::DataAck { id } => self.on_data_ack(from, id),
+            Message::DataAck { ids } => self.on_data_acks(from, ids),
         }
     }
 
@@ -680,6 +684,7 @@ impl Overlay {
                     self.set_timer(self.now + base - base / 10 + jitter, TimerKind::Shuffle);
                 }
                 TimerKind::Graft(id) => self.on_graft_timer(id),
+                TimerKind::AckFlush => self.flush_acks(),
             }
         }
     }
