@@ -827,18 +827,26 @@ async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_thei
             handler_fn.unchecked_into(),
         )
         .expect("message is an event");
-    eventually(30_000, "the structured node has a neighbour", || {
-        if JsValue::from(structured.neighbors())
-            .dyn_into::<js_sys::Array>()
-            .map(|a| a.length())
-            .unwrap_or(0)
-            > 0
-        {
-            Ok(())
-        } else {
-            Err("none".into())
-        }
-    })
+    // Wait for a path: with an unstructured peer in the room (which relays nothing
+    // routed), the message is only sure to find its way once the two are neighbours.
+    eventually(
+        30_000,
+        "the structured node is the hybrid one's neighbour",
+        || {
+            let neighbours = JsValue::from(structured.neighbors())
+                .dyn_into::<js_sys::Array>()
+                .map(|a| a.to_vec())
+                .unwrap_or_default();
+            if neighbours
+                .iter()
+                .any(|n| n.as_string().as_deref() == Some(hybrid.id().as_str()))
+            {
+                Ok(())
+            } else {
+                Err(format!("neighbours: {neighbours:?}"))
+            }
+        },
+    )
     .await;
     let ok = hybrid
         .send(structured.id(), JsValue::from_str("héllo").unchecked_into())
