@@ -532,44 +532,58 @@ async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
     let unconnected = |a: &TestNode, b: &TestNode| {
         !a.node.connections().contains(&b.id()) && !b.node.connections().contains(&a.id())
     };
-    let mut pair = None;
-    eventually(10_000, "two peers share no connection", || {
-        pair = nodes.iter().enumerate().find_map(|(i, a)| {
-            let j = nodes
-                .iter()
-                .position(|b| b.id() != a.id() && unconnected(a, b))?;
-            Some((i, j))
-        });
-        pair.map(|_| ())
-            .ok_or_else(|| "every pair is connected".to_string())
-    })
-    .await;
-    let (i, j) = pair.expect("found above");
-    let (sender, receiver) = (&nodes[i], &nodes[j]);
-    assert!(!sender.node.neighbors().contains(&receiver.id()));
-
-    let started = now_ms();
-    let hops = sender
-        .node
-        .send(receiver.id(), b"routed to you".to_vec())
-        .await
-        .expect("the receiver acknowledges the message");
-    let took = now_ms() - started;
-    assert!(
-        hops >= 2,
-        "a routed message takes two hops or more, took {hops}"
-    );
-    eventually(2_000, "the receiver got it", || {
-        match receiver.messages_from(sender.id())[..] {
-            [] => Err("nothing yet".into()),
-            _ => Ok(()),
+    // DHT links come and go while the overlay settles, so the chosen pair may connect
+    // before the message leaves (it then goes direct, in one hop), and greedy routing over
+    // a freshly formed, deliberately sparse overlay may still dead-end (`Unreachable`).
+    // Either way the test picks another unconnected pair, up to three times; a routed
+    // delivery must happen in one of them.
+    let mut routed = None;
+    for attempt in 0..3u8 {
+        let mut pair = None;
+        eventually(10_000, "two peers share no connection", || {
+            pair = nodes.iter().enumerate().find_map(|(i, a)| {
+                let j = nodes
+                    .iter()
+                    .position(|b| b.id() != a.id() && unconnected(a, b))?;
+                Some((i, j))
+            });
+            pair.map(|_| ())
+                .ok_or_else(|| "every pair is connected".to_string())
+        })
+        .await;
+        let (i, j) = pair.expect("found above");
+        let (sender, receiver) = (&nodes[i], &nodes[j]);
+        let text = format!("routed to you, attempt {attempt}").into_bytes();
+        let started = now_ms();
+        match sender.node.send(receiver.id(), text.clone()).await {
+            Ok(hops) if hops >= 2 => {
+                routed = Some((i, j, text, hops, now_ms() - started));
+                break;
+            }
+            outcome => web_sys::console::log_1(
+                &format!("attempt {attempt}: {outcome:?} (the pair connected, or no route yet)")
+                    .into(),
+            ),
         }
+    }
+    let (i, j, text, hops, took) = routed.expect("a routed message is acknowledged");
+    let (sender, receiver) = (&nodes[i], &nodes[j]);
+    let received = |payload: &[u8]| {
+        receiver
+            .messages_from(sender.id())
+            .into_iter()
+            .filter(|(data, _)| data == payload)
+            .collect::<Vec<_>>()
+    };
+    eventually(2_000, "the receiver got it", || match received(&text)[..] {
+        [] => Err("nothing yet".into()),
+        _ => Ok(()),
     })
     .await;
     TimeoutFuture::new(500).await;
     assert_eq!(
-        receiver.messages_from(sender.id()),
-        vec![(b"routed to you".to_vec(), hops)],
+        received(&text),
+        vec![(text.clone(), hops)],
         "delivered exactly once, with the hops the sender was told"
     );
     web_sys::console::log_1(
@@ -587,9 +601,9 @@ async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
         .await
         .expect("5 MiB reach a non-neighbour");
     let took = now_ms() - started;
-    let got = receiver.messages_from(sender.id());
-    assert_eq!(got.len(), 2, "the small one and the large one, once each");
-    assert!(got[1].0 == data, "the 5 MiB arrive intact");
+    let got = received(&data);
+    assert_eq!(got.len(), 1, "the large one, once");
+    assert!(got[0].0 == data, "the 5 MiB arrive intact");
     web_sys::console::log_1(
         &format!(
             "routed 5 MiB direct message: {big_hops} hops, acknowledged in {took:.0} ms ({:.1} MB/s)",
@@ -730,6 +744,22 @@ fn code_of(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("not a RhizomeError: {e:?}"))
 }
 
+/// Waits until `node` (a JS-API node) counts every one of `peers` among its neighbours.
+async fn until_neighbours(node: &rhizome::js::RhizomeNode, peers: &[String]) {
+    eventually(30_000, "the peers are neighbours", || {
+        let neighbours: Vec<String> = JsValue::from(node.neighbors())
+            .dyn_into::<js_sys::Array>()
+            .map(|a| a.iter().filter_map(|n| n.as_string()).collect())
+            .unwrap_or_default();
+        if peers.iter().all(|p| neighbours.contains(p)) {
+            Ok(())
+        } else {
+            Err(format!("neighbours: {neighbours:?}"))
+        }
+    })
+    .await;
+}
+
 async fn js_join(room: &str, mode: Option<&str>) -> Result<rhizome::js::RhizomeNode, JsValue> {
     let options = js_sys::Object::new();
     let set = |k: &str, v: JsValue| {
@@ -829,25 +859,7 @@ async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_thei
         .expect("message is an event");
     // Wait for a path: with an unstructured peer in the room (which relays nothing
     // routed), the message is only sure to find its way once the two are neighbours.
-    eventually(
-        30_000,
-        "the structured node is the hybrid one's neighbour",
-        || {
-            let neighbours = JsValue::from(structured.neighbors())
-                .dyn_into::<js_sys::Array>()
-                .map(|a| a.to_vec())
-                .unwrap_or_default();
-            if neighbours
-                .iter()
-                .any(|n| n.as_string().as_deref() == Some(hybrid.id().as_str()))
-            {
-                Ok(())
-            } else {
-                Err(format!("neighbours: {neighbours:?}"))
-            }
-        },
-    )
-    .await;
+    until_neighbours(&structured, &[hybrid.id()]).await;
     let ok = hybrid
         .send(structured.id(), JsValue::from_str("héllo").unchecked_into())
         .await
@@ -890,7 +902,9 @@ async fn a_request_is_answered_through_respond_and_an_unanswered_one_times_out()
             echo.as_ref().clone().unchecked_into(),
         )
         .expect("request is an event");
-    TimeoutFuture::new(1_000).await; // let the three connect
+    // Both are reachable (and the silent one is not merely unreachable) once the three
+    // are neighbours.
+    until_neighbours(&asker, &[answerer.id(), silent.id()]).await;
     let answer = asker
         .request(
             answerer.id(),
