@@ -829,7 +829,7 @@ pub(super) struct Dht {
     pending: BTreeMap<u64, Pending>,
     ops: BTreeMap<u64, Op>,
     app_ids: BTreeSet<u64>,
-    seen: BTreeMap<(PeerId, u64), u64>,
+    seen: BTreeMap<(PeerId, u64), (u64, u8)>,
     records: BTreeMap<Key, Held>,
     own: BTreeMap<Vec<u8>, Record>,
     next_links: u64,
@@ -1264,6 +1264,24 @@ impl Overlay {
         }
     }
 
+    /// Records that `(source, rpc)` arrived after `hops` hops: whether this is its first
+    /// copy, and the hops of that first copy. A retry that comes by another route is
+    /// acknowledged with the first copy's hops, so the sender is told the path the
+    /// delivered message took.
+    fn dht_seen(&mut self, source: PeerId, rpc: u64, hops: u8) -> (bool, u8) {
+        let now = self.now;
+        match self.dht.seen.get(&(source, rpc)).copied() {
+            Some((_, first_hops)) => {
+                self.dht.seen.insert((source, rpc), (now, first_hops));
+                (false, first_hops)
+            }
+            None => {
+                self.dht.seen.insert((source, rpc), (now, hops));
+                (true, hops)
+            }
+        }
+    }
+
     /// A frame addressed to us (or to a key we are the closest reachable peer to).
     fn dht_deliver(&mut self, frame: DhtFrame) {
         let source = frame.path[0];
@@ -1273,7 +1291,8 @@ impl Overlay {
         match frame.body {
             DhtBody::LinkHello | DhtBody::LinkSpare => {}
             DhtBody::Direct { rpc, payload } => {
-                if self.dht.seen.insert((source, rpc), now).is_none() {
+                let (first, hops) = self.dht_seen(source, rpc, hops);
+                if first {
                     self.event(Event::Dht(DhtEvent::Direct {
                         from: source,
                         id: rpc,
@@ -1284,7 +1303,8 @@ impl Overlay {
                 self.dht_send(back, true, DhtBody::Ack { rpc, hops }, &[]);
             }
             DhtBody::Request { rpc, payload } => {
-                if self.dht.seen.insert((source, rpc), now).is_none() {
+                let (first, hops) = self.dht_seen(source, rpc, hops);
+                if first {
                     self.event(Event::Dht(DhtEvent::Request {
                         from: source,
                         id: rpc,
@@ -1968,7 +1988,7 @@ impl Overlay {
                 self.finish(op);
             }
         }
-        self.dht.seen.retain(|_, at| *at + SEEN_TTL_MS > now);
+        self.dht.seen.retain(|_, (at, _)| *at + SEEN_TTL_MS > now);
         self.dht.link_backoff.retain(|_, until| *until > now);
         self.dht
             .spare_offered
