@@ -38,9 +38,10 @@
 //! a slot an inbound link covers needs no link of ours. A peer whose link failed or was
 //! closed (refused for the other side's inbound budget, usually) is not tried again for
 //! 10 minutes: retrying a full peer every link round was most of the DHT's connection
-//! churn (33 → 20 RTCPeerConnections per peer-hour at 1,000 peers under 2-hour-median
+//! churn (33 → 16–18 RTCPeerConnections per peer-hour at 1,000 peers under 2-hour-median
 //! churn, overlay included; `docs/BENCHMARKS.md`, "DHT"), which stays far from
-//! Chromium's ~500 per page.
+//! Chromium's ~500 per page. At 10,000 peers the budgets bind (refused inbound links,
+//! swaps at the 12-link budget) and churn cost 45 per peer-hour: not yet solved.
 //!
 //! # What runs on top
 //! - **Direct messages** ([`Command::SendDirect`]) are routed to an exact peer id; the
