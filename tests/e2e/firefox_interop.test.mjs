@@ -5,7 +5,7 @@
 // Playwright. Run by `npm test` inside its network namespace.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser } from './harness.mjs';
+import { startServer, launchBrowser, until } from './harness.mjs';
 import { launchFirefox } from './firefox.mjs';
 
 let server;
@@ -46,16 +46,6 @@ async function joinInPage({ wsUrl, room }) {
 function pageState() {
   const { node, heard, messages, downs, errors } = window.rhz;
   return { neighbors: node.neighbors(), heard, messages, downs, errors };
-}
-
-async function until(what, fn, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const last = await fn();
-    if (last === true) return;
-    if (Date.now() > deadline) assert.fail(`${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 test('a Firefox peer and a Chromium peer form one overlay: broadcasts and direct messages both ways', async () => {

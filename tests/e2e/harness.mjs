@@ -93,7 +93,7 @@ export function requireDemoBundle() {
 }
 
 /** Polls `fn` until it returns true; fails with its last value after `ms`. */
-export async function until(what, fn, ms) {
+export async function until(what, fn, ms = 30_000) {
   const deadline = Date.now() + ms;
   for (;;) {
     const last = await fn();

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, root } from './harness.mjs';
+import { startServer, launchBrowser, root, until } from './harness.mjs';
 import { launchFirefox } from './firefox.mjs';
 
 const NODE_BIN = process.env.RHIZOME_NODE_BIN
@@ -113,16 +113,6 @@ async function openPage(room, engine = 'chromium') {
     return node.id;
   }, { wsUrl: server.wsUrl, room });
   return { page, id };
-}
-
-async function until(what, fn, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const last = await fn();
-    if (last === true) return;
-    if (Date.now() > deadline) assert.fail(`${what}: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /**
