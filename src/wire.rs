@@ -264,6 +264,9 @@ pub enum Message {
         /// The acknowledged messages' ids, in the order they arrived.
         ids: Vec<u64>,
     },
+    /// "I am leaving the room": like [`Message::Disconnect`], but the receiver forgets the
+    /// sender instead of keeping it in its passive view for later repairs.
+    Leave,
 }
 
 impl Message {

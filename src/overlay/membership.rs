@@ -354,6 +354,17 @@ impl Overlay {
         }
     }
 
+    /// A neighbour leaves the room for good: unlike an eviction, it is not kept in the
+    /// passive view, so an isolated peer does not spend its repairs dialling it.
+    pub(super) fn on_leave_message(&mut self, from: PeerId) {
+        self.conns.remove(&from);
+        self.out.push(Output::Disconnect { peer: from });
+        self.membership.remove_passive(&from);
+        if self.drop_active(from) {
+            self.repair();
+        }
+    }
+
     /// Puts `peer` into the active view, evicting a random neighbour if it is full.
     pub(super) fn add_active(&mut self, peer: PeerId) {
         self.conns.insert(peer, Conn::Active);

@@ -610,6 +610,7 @@ impl Overlay {
             Message::Neighbor { .. } => self.send(from, &Message::NeighborReply { accepted: true }),
             Message::NeighborReply { .. } => {}
             Message::Disconnect => self.on_disconnect_message(from),
+            Message::Leave => self.on_leave_message(from),
             Message::Shuffle { ttl, path, entries } => self.on_shuffle(from, ttl, path, entries),
             Message::Ping { nonce } => self.send(from, &Message::Pong { nonce }),
             Message::Pong { .. } => {}
@@ -649,7 +650,7 @@ impl Overlay {
         }
         self.dht_leave();
         for peer in self.membership.active.clone() {
-            self.send(peer, &Message::Disconnect);
+            self.send(peer, &Message::Leave);
             self.event(Event::NeighborDown(peer));
         }
         let peers: Vec<PeerId> = self.conns.keys().copied().collect();

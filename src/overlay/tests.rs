@@ -387,3 +387,28 @@ fn the_timer_is_announced_and_only_when_it_changes() {
     let out = a.handle(0, Input::ServerUp);
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_neighbour_that_leaves_is_forgotten_not_kept_for_repairs() {
+    let (mut a, mut b) = two_neighbours();
+    let out = b.handle(2, Input::Leave);
+    let pending = out.into_iter().map(|o| (false, o)).collect();
+    pump(&mut a, &mut b, 2, pending);
+    assert!(a.active_view().is_empty(), "the leaver is no neighbour");
+    assert!(
+        !a.passive_view().any(|p| p == b.peer_id()),
+        "an isolated peer must not spend its repairs dialling a peer that left"
+    );
+
+    // An evicted (merely busy) neighbour, on the other hand, stays a repair candidate.
+    let (mut a, b) = two_neighbours();
+    let bytes = crate::wire::encode(&Message::Disconnect).expect("encodes");
+    a.handle(
+        2,
+        Input::Frame {
+            from: b.peer_id(),
+            bytes,
+        },
+    );
+    assert!(a.passive_view().any(|p| p == b.peer_id()));
+}
