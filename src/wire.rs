@@ -269,16 +269,19 @@ pub enum Message {
     Leave,
 }
 
+/// `Err(LimitExceeded)` when `len` (of `what`) is over `max`: the length checks of
+/// [`Message::validate`] and of the frames it carries.
+pub(crate) fn bound(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+    if len > max {
+        Err(WireError::LimitExceeded { what, len, max })
+    } else {
+        Ok(())
+    }
+}
+
 impl Message {
     /// Checks the length bounds documented in the module doc.
     pub fn validate(&self) -> Result<(), WireError> {
-        fn bound(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
-            if len > max {
-                Err(WireError::LimitExceeded { what, len, max })
-            } else {
-                Ok(())
-            }
-        }
         fn entries(e: &[PeerEntry]) -> Result<(), WireError> {
             bound("entries", e.len(), MAX_ENTRIES)?;
             e.iter()

@@ -652,13 +652,7 @@ pub enum DhtBody {
 impl DhtFrame {
     /// Checks the length bounds (called by `wire::decode`).
     pub fn validate(&self) -> Result<(), WireError> {
-        fn bound(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
-            if len > max {
-                Err(WireError::LimitExceeded { what, len, max })
-            } else {
-                Ok(())
-            }
-        }
+        use crate::wire::bound;
         fn record(r: &Record) -> Result<(), WireError> {
             bound("record name", r.name.len(), MAX_RECORD_NAME)?;
             bound("record value", r.value.len(), MAX_RECORD_VALUE)
