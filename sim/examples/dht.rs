@@ -168,7 +168,7 @@ impl Probe {
                     id, closest, hops, ..
                 } => {
                     if let Some(Sent::Lookup { at: t0, key }) = self.sent.remove(&id) {
-                        let truth = true_closest(sim, &key, k);
+                        let truth = sim.closest_online(&key, k);
                         // Success: the peer responsible for the key (the closest live
                         // one) was found; exact: the whole k-set matches brute force.
                         if closest.first() == truth.first() {
@@ -213,17 +213,6 @@ impl Probe {
             }
         }
     }
-}
-
-fn true_closest(sim: &Sim, key: &Key, k: usize) -> Vec<PeerId> {
-    let mut all: Vec<(Key, PeerId)> = sim
-        .online()
-        .into_iter()
-        .map(|i| sim.peer_id(i))
-        .map(|p| (Key::of_peer(&p).distance(key), p))
-        .collect();
-    all.sort();
-    all.into_iter().take(k).map(|(_, p)| p).collect()
 }
 
 fn connections(sim: &Sim) -> (f64, f64, usize) {

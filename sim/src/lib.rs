@@ -370,6 +370,20 @@ impl Sim {
             .collect()
     }
 
+    /// The `k` online peers closest to `key` in the DHT's XOR metric, by brute force: the
+    /// answer a lookup should converge to.
+    pub fn closest_online(&self, key: &rhizome::overlay::dht::Key, k: usize) -> Vec<PeerId> {
+        use rhizome::overlay::dht::Key;
+        let mut all: Vec<_> = self
+            .online()
+            .into_iter()
+            .map(|i| self.peer_id(i))
+            .map(|p| (Key::of_peer(&p).distance(key), p))
+            .collect();
+        all.sort();
+        all.into_iter().take(k).map(|(_, p)| p).collect()
+    }
+
     /// RTCPeerConnections created by peer `i` so far.
     pub fn pcs_created(&self, i: usize) -> u64 {
         self.nodes[i].pcs_created

@@ -53,18 +53,6 @@ fn events(sim: &Sim, i: usize) -> Vec<DhtEvent> {
         .unwrap_or_default()
 }
 
-/// The `k` online peers closest to `key`, by brute force.
-fn true_closest(sim: &Sim, key: &Key, k: usize) -> Vec<PeerId> {
-    let mut all: Vec<(Key, PeerId)> = sim
-        .online()
-        .into_iter()
-        .map(|i| sim.peer_id(i))
-        .map(|p| (Key::of_peer(&p).distance(key), p))
-        .collect();
-    all.sort();
-    all.into_iter().take(k).map(|(_, p)| p).collect()
-}
-
 fn random_key(sim: &mut Sim) -> Key {
     let mut k = [0u8; 32];
     for b in k.iter_mut() {
@@ -105,7 +93,7 @@ fn lookup_converges_to_the_true_k_closest_peers() {
                 _ => None,
             })
             .expect("lookup finished");
-        if got == true_closest(&sim, &key, k) {
+        if got == sim.closest_online(&key, k) {
             exact += 1;
         }
     }
