@@ -455,6 +455,147 @@ impl<'a, T> IntoIterator for &'a VecSet<T> {
     }
 }
 
+/// A key that hashes itself under a secret seed (for [`HashTable`]).
+pub(crate) trait SeededHash: Eq {
+    /// The key's hash under `seed`; keys an attacker chooses must not collide more often
+    /// than chance without knowing the seed.
+    fn seeded_hash(&self, seed: &[u64; 4]) -> u64;
+}
+
+/// The folded 64×64→128-bit multiply of foldhash and wyhash: both halves of the
+/// product XORed. Mixes every bit of `a` and `b` into the result.
+pub(crate) fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    p as u64 ^ (p >> 64) as u64
+}
+
+/// A hash map for many entries, on both targets: linear probing in a power-of-two table,
+/// backward-shift deletion (no tombstones), grown at 3/4 full and shrunk below 1/8.
+///
+/// Why: std's `HashMap` brings hashbrown and SipHash into the browser build (~6 KB
+/// gzipped), and a sorted vector's O(n) insert is too slow for Plumtree's set of every
+/// message id of the last five minutes. Keys hash themselves ([`SeededHash`]) under a
+/// seed the owner draws secretly, so an attacker cannot pick ids that pile into one run
+/// of the table. No iteration: nothing may depend on where entries sit.
+#[derive(Clone)]
+pub(crate) struct HashTable<K, V> {
+    slots: Vec<Option<(K, V)>>,
+    len: usize,
+    seed: [u64; 4],
+}
+
+impl<K, V> fmt::Debug for HashTable<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HashTable").field("len", &self.len).finish()
+    }
+}
+
+impl<K: SeededHash, V> HashTable<K, V> {
+    pub(crate) fn new(seed: [u64; 4]) -> Self {
+        HashTable {
+            slots: Vec::new(),
+            len: 0,
+            seed,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn home(&self, key: &K) -> usize {
+        key.seeded_hash(&self.seed) as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot holding `key`.
+    fn find(&self, key: &K) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match &self.slots[i] {
+                None => return None,
+                Some((k, _)) if k == key => return Some(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        let i = self.find(key)?;
+        self.slots[i].as_ref().map(|(_, v)| v)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = self.find(key)?;
+        self.slots[i].as_mut().map(|(_, v)| v)
+    }
+
+    pub(crate) fn contains_key(&self, key: &K) -> bool {
+        self.find(key).is_some()
+    }
+
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(i) = self.find(&key) {
+            return self.slots[i]
+                .as_mut()
+                .map(|(_, v)| std::mem::replace(v, value));
+        }
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize((self.slots.len() * 2).max(8));
+        }
+        self.place(key, value);
+        self.len += 1;
+        None
+    }
+
+    /// Puts an absent key in the first free slot from its home (there is one: the table
+    /// is never full).
+    fn place(&mut self, key: K, value: V) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(&key);
+        while self.slots[i].is_some() {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = Some((key, value));
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let mut hole = self.find(key)?;
+        let (_, value) = self.slots[hole].take()?;
+        self.len -= 1;
+        // Close the gap: each later entry of the run moves back into the hole unless its
+        // home lies after the hole (cyclically), where a lookup would no longer reach it.
+        let mask = self.slots.len() - 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let Some((k, _)) = &self.slots[j] else { break };
+            let home = self.home(k);
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = self.slots[j].take();
+                hole = j;
+            }
+        }
+        if self.slots.len() > 64 && self.len * 8 < self.slots.len() {
+            self.resize(self.slots.len() / 2);
+        }
+        Some(value)
+    }
+
+    fn resize(&mut self, capacity: usize) {
+        let mut slots = Vec::new();
+        slots.resize_with(capacity, || None);
+        let old = std::mem::replace(&mut self.slots, slots);
+        for (k, v) in old.into_iter().flatten() {
+            self.place(k, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +686,74 @@ mod tests {
             insertion_sort_by(&mut v, |a, b| a.0.cmp(&b.0));
             prop_assert_eq!(v, expected);
         }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    struct Weak(u16);
+
+    /// A poor hash (many keys per slot), so runs wrap around and removals shift entries.
+    impl SeededHash for Weak {
+        fn seeded_hash(&self, seed: &[u64; 4]) -> u64 {
+            u64::from(self.0 % 23) ^ seed[0]
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Spread(u16);
+
+    impl SeededHash for Spread {
+        fn seeded_hash(&self, seed: &[u64; 4]) -> u64 {
+            fold_mul(u64::from(self.0) ^ seed[0], 0x9e37_79b9_7f4a_7c15)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_hash_table_behaves_like_std_hash_map(
+            seed in any::<u64>(),
+            ops in proptest::collection::vec((0u8..3, 0u16..400, any::<u32>()), 0..1500)
+        ) {
+            let mut ours = HashTable::new([seed, 0, 0, 0]);
+            let mut std_map = std::collections::HashMap::new();
+            for (op, k, v) in ops {
+                match op {
+                    0 => prop_assert_eq!(ours.insert(Weak(k), v), std_map.insert(k, v)),
+                    1 => prop_assert_eq!(ours.remove(&Weak(k)), std_map.remove(&k)),
+                    _ => {
+                        if let Some(x) = ours.get_mut(&Weak(k)) {
+                            *x = x.wrapping_add(v);
+                        }
+                        if let Some(x) = std_map.get_mut(&k) {
+                            *x = x.wrapping_add(v);
+                        }
+                    }
+                }
+                prop_assert_eq!(ours.len(), std_map.len());
+            }
+            for k in 0..400 {
+                prop_assert_eq!(ours.get(&Weak(k)), std_map.get(&k));
+                prop_assert_eq!(ours.contains_key(&Weak(k)), std_map.contains_key(&k));
+            }
+        }
+    }
+
+    #[test]
+    fn the_hash_table_grows_and_shrinks_back() {
+        let mut t = HashTable::new([7, 0, 0, 0]);
+        for k in 0..5000u16 {
+            t.insert(Spread(k), k);
+        }
+        let grown = t.slots.len();
+        assert!(grown >= 5000 * 4 / 3);
+        for k in 0..5000u16 {
+            assert_eq!(t.remove(&Spread(k)), Some(k));
+        }
+        assert_eq!(t.len(), 0);
+        assert!(
+            t.slots.len() <= 128,
+            "{} slots left of {grown}",
+            t.slots.len()
+        );
     }
 
     #[test]

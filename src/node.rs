@@ -661,7 +661,7 @@ impl Node {
         }
         let mut s = self.shared.state.borrow_mut();
         s.left = true;
-        for conn in s.conns.drain().filter_map(|(_, c)| c.conn) {
+        for conn in std::mem::take(&mut s.conns).into_values().filter_map(|c| c.conn) {
             conn.close();
         }
         s.timer = None;

@@ -23,7 +23,7 @@
 //! session is opened only when the overlay asks for a re-bootstrap because it is isolated.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 
 use super::platform::{Connection, Platform, SignalSender, SignalingSession};
 use super::{NodeConfig, NodeEvent, SendError};
+use crate::collections::BTreeMap;
 use crate::id::{Identity, PeerId};
 use crate::overlay::dht::{Command, DhtEvent};
 use crate::overlay::{self, Event, Input, Output, Overlay};
@@ -93,7 +94,7 @@ pub(super) struct State<P: Platform> {
     pub(super) bytes_received: u64,
     pub(super) config: NodeConfig,
     pub(super) overlay: Overlay,
-    pub(super) conns: HashMap<PeerId, Conn<P>>,
+    pub(super) conns: BTreeMap<PeerId, Conn<P>>,
     /// Connections let go of that are still sending what they had queued.
     pub(super) flushing: usize,
     next_generation: u64,
@@ -107,7 +108,7 @@ pub(super) struct State<P: Platform> {
     pub(super) left: bool,
     /// Direct messages waiting for their acknowledgement, by the id given to the overlay;
     /// dropping one (on leave) rejects its `send` with `left`.
-    pub(super) sends: HashMap<u64, Waiter>,
+    pub(super) sends: BTreeMap<u64, Waiter>,
     next_send: u64,
     /// Direct messages handed to the overlay, and received.
     pub(super) messages_sent: u64,
@@ -202,7 +203,7 @@ impl<P: Platform> Shared<P> {
                 bytes_received: 0,
                 config,
                 overlay,
-                conns: HashMap::new(),
+                conns: BTreeMap::new(),
                 flushing: 0,
                 next_generation: 1,
                 server: None,
@@ -212,7 +213,7 @@ impl<P: Platform> Shared<P> {
                 timer: None,
                 events,
                 left: false,
-                sends: HashMap::new(),
+                sends: BTreeMap::new(),
                 next_send: 1,
                 messages_sent: 0,
                 messages_received: 0,

@@ -46,9 +46,10 @@
 //! [`seen_ttl_ms`]: super::Config::seen_ttl_ms
 //! [`ihave_on_connect_ms`]: super::Config::ihave_on_connect_ms
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{Config, Event, Misbehaviour, Overlay, TimerKind};
+use crate::collections::{fold_mul, BTreeMap, HashTable, SeededHash};
 use crate::id::PeerId;
 use crate::wire::{self, Gossip, Message, MsgId, MAX_IHAVE};
 
@@ -98,28 +99,43 @@ pub(super) struct Plumtree {
     /// Lazy links of the shared tree.
     pub(super) lazy: Vec<PeerId>,
     /// The trees of origins seen lately.
-    trees: HashMap<PeerId, Tree>,
+    trees: BTreeMap<PeerId, Tree>,
     next_seq: u64,
-    seen: HashMap<MsgId, Seen>,
+    seen: HashTable<MsgId, Seen>,
     /// Ids in arrival order, for expiry.
     order: VecDeque<(u64, MsgId)>,
     /// Ids whose payload is still cached, in arrival order.
     cached: VecDeque<(u64, MsgId)>,
     /// Announced but missing messages: who announced them, at which round.
-    missing: HashMap<MsgId, VecDeque<(PeerId, u16)>>,
+    missing: BTreeMap<MsgId, VecDeque<(PeerId, u16)>>,
+}
+
+impl SeededHash for MsgId {
+    fn seeded_hash(&self, seed: &[u64; 4]) -> u64 {
+        let b = self.origin.as_bytes();
+        let w = |i: usize| {
+            let mut x = [0; 8];
+            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(x)
+        };
+        let a = fold_mul(w(0) ^ seed[0], w(1) ^ seed[1]);
+        let c = fold_mul(w(2) ^ seed[2], w(3) ^ seed[3]);
+        fold_mul(a ^ self.seq, c ^ 0x9e37_79b9_7f4a_7c15)
+    }
 }
 
 impl Plumtree {
-    pub(super) fn new(first_seq: u64) -> Self {
+    /// `seed`: the secret seed of the de-duplication table's hash.
+    pub(super) fn new(first_seq: u64, seed: [u64; 4]) -> Self {
         Plumtree {
             eager: Vec::new(),
             lazy: Vec::new(),
-            trees: HashMap::new(),
+            trees: BTreeMap::new(),
             next_seq: first_seq,
-            seen: HashMap::new(),
+            seen: HashTable::new(seed),
             order: VecDeque::new(),
             cached: VecDeque::new(),
-            missing: HashMap::new(),
+            missing: BTreeMap::new(),
         }
     }
 

@@ -461,6 +461,11 @@ impl Overlay {
         // so every sequence number stays exact as a JavaScript number.
         let first_seq = rng.next_u64() >> 12;
         let dht = dht::Dht::new(&me, rng.next_u64() >> 12);
+        // The seed of Plumtree's id table, from a stream of its own: drawing it from
+        // `rng` would shift every later random choice.
+        let mut seeds = rng.clone();
+        seeds.set_stream(1);
+        let table_seed = [0; 4].map(|_: u64| seeds.next_u64());
         Overlay {
             identity,
             me,
@@ -476,7 +481,7 @@ impl Overlay {
             out: Vec::new(),
             stats: Stats::default(),
             membership: membership::Membership::default(),
-            plumtree: broadcast::Plumtree::new(first_seq),
+            plumtree: broadcast::Plumtree::new(first_seq, table_seed),
             router: route::Router::default(),
             detector: failure::Detector::default(),
             dht,
