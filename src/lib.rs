@@ -11,6 +11,12 @@
 #![warn(missing_docs)]
 
 mod collections;
+
+/// The browser build allocates with Talc instead of std's dlmalloc: about as fast, and
+/// less code in the package.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 pub mod id;
 pub mod overlay;
 pub mod signal;
