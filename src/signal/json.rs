@@ -88,7 +88,8 @@ fn push_str(out: &mut String, s: &str) {
             0..=0x1f => "",
             _ => continue,
         };
-        out.push_str(&s[start..i]);
+        // Between ASCII bytes: always some (no panic path, see `Reader::since`).
+        out.push_str(s.get(start..i).unwrap_or_default());
         if short.is_empty() {
             out.push_str("\\u00");
             out.push(HEX[(b >> 4) as usize] as char);
@@ -98,7 +99,7 @@ fn push_str(out: &mut String, s: &str) {
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
@@ -414,11 +415,20 @@ impl<'a> Reader<'a> {
             b'n' => self.literal("null")?,
             _ => self.number()?,
         }
-        Ok(&self.text[start..self.at])
+        self.since(start)
+    }
+
+    /// The text from `start` to here. It starts and ends at ASCII bytes, so `get` always
+    /// succeeds; unlike indexing it has no panic path (whose message formatting is
+    /// ~4 KB of wasm).
+    fn since(&self, start: usize) -> Result<&'a str> {
+        self.text
+            .get(start..self.at)
+            .ok_or(JsonError("not at a char boundary"))
     }
 
     fn literal(&mut self, word: &str) -> Result<()> {
-        if self.text[self.at..].starts_with(word) {
+        if self.text.as_bytes()[self.at..].starts_with(word.as_bytes()) {
             self.at += word.len();
             Ok(())
         } else {
@@ -530,8 +540,7 @@ impl<'a> Reader<'a> {
                 }
                 self.at += 1;
             }
-            // Stops only at ASCII bytes, so this is a char boundary.
-            out.push_str(&self.text[start..self.at]);
+            out.push_str(self.since(start)?);
             match self.bump()? {
                 b'"' => return Ok(out),
                 b'\\' => {}
