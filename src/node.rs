@@ -661,7 +661,10 @@ impl Node {
         }
         let mut s = self.shared.state.borrow_mut();
         s.left = true;
-        for conn in std::mem::take(&mut s.conns).into_values().filter_map(|c| c.conn) {
+        for conn in std::mem::take(&mut s.conns)
+            .into_values()
+            .filter_map(|c| c.conn)
+        {
             conn.close();
         }
         s.timer = None;

@@ -51,8 +51,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+
+use chacha::ChaCha8 as ChaCha8Rng;
 
 use crate::collections::BTreeMap;
 use crate::id::{Identity, PeerId};
@@ -60,6 +61,7 @@ use crate::signal::{EnvelopeError, SignalPayload, SignedEnvelope};
 use crate::wire::{self, Message, MsgId, WireError};
 
 pub mod broadcast;
+mod chacha;
 pub mod dht;
 pub mod direct;
 pub mod failure;
@@ -463,7 +465,7 @@ impl Overlay {
         let dht = dht::Dht::new(&me, rng.next_u64() >> 12);
         // The seed of Plumtree's id table, from a stream of its own: drawing it from
         // `rng` would shift every later random choice.
-        let mut seeds = rng.clone();
+        let mut seeds = ChaCha8Rng::seed_from_u64(rng_seed);
         seeds.set_stream(1);
         let table_seed = [0; 4].map(|_: u64| seeds.next_u64());
         Overlay {
