@@ -9,13 +9,15 @@
 //! what the code accepts.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use futures_util::StreamExt;
-use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::spawn_local;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
 use crate::collections::BTreeMap;
 use crate::id::{Identity as CoreIdentity, PeerId};
@@ -521,28 +523,41 @@ impl Rhizome {
     /// Joins a room and resolves to a running node. Rejects with a `RhizomeError` whose
     /// `code` is `bad-options`, `signaling-unreachable`, `signaling-timeout`,
     /// `signaling-refused` or `no-signaling-servers`.
-    pub async fn join(options: JoinOptionsJs) -> Result<RhizomeNode, JsValue> {
-        let options: JsValue = options.into();
-        let config = parse_options(&options)?;
-        let (node, mut events) = Node::join(config).await.map_err(node_error)?;
-        let handlers: Rc<RefCell<BTreeMap<String, Vec<Function>>>> = Rc::default();
-        let dispatch = handlers.clone();
-        let responder = node.clone();
-        spawn_local(async move {
-            while let Some(ev) = events.next().await {
-                let (name, payload) = event_to_js(&ev);
-                if let NodeEvent::Request { from, id, .. } = ev {
-                    set_respond(&payload, responder.clone(), from, id);
-                }
-                let list = dispatch.borrow().get(name).cloned().unwrap_or_default();
-                for f in list {
-                    // A throwing handler must not stop the others or the node.
-                    let _ = f.call1(&JsValue::NULL, &payload);
-                }
-            }
-        });
-        Ok(RhizomeNode { node, handlers })
+    #[wasm_bindgen(unchecked_return_type = "Promise<RhizomeNode>")]
+    pub fn join(options: JoinOptionsJs) -> Promise {
+        promise(join(options.into()))
     }
+}
+
+/// A promise of `f`'s result. Every async method goes through this one boxed future type,
+/// so wasm-bindgen's promise glue is compiled once (an exported `async fn` compiles a copy
+/// per method).
+fn promise(f: impl Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
+    let f: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>> = Box::pin(f);
+    future_to_promise(f)
+}
+
+/// `Rhizome.join`.
+async fn join(options: JsValue) -> Result<JsValue, JsValue> {
+    let config = parse_options(&options)?;
+    let (node, mut events) = Node::join(config).await.map_err(node_error)?;
+    let handlers: Rc<RefCell<BTreeMap<String, Vec<Function>>>> = Rc::default();
+    let dispatch = handlers.clone();
+    let responder = node.clone();
+    spawn_local(async move {
+        while let Some(ev) = events.next().await {
+            let (name, payload) = event_to_js(&ev);
+            if let NodeEvent::Request { from, id, .. } = ev {
+                set_respond(&payload, responder.clone(), from, id);
+            }
+            let list = dispatch.borrow().get(name).cloned().unwrap_or_default();
+            for f in list {
+                // A throwing handler must not stop the others or the node.
+                let _ = f.call1(&JsValue::NULL, &payload);
+            }
+        }
+    });
+    Ok(RhizomeNode { node, handlers }.into())
 }
 
 /// Gives a `request` event its `respond(data)` function.
@@ -664,22 +679,21 @@ impl RhizomeNode {
     /// `SendErrorCode`. The message leaves when `send` is called (messages over one
     /// connection arrive in call order). Up to 16 MiB: straight over the connection to a
     /// neighbour or DHT link, else routed through the DHT (in fragments above ~60 KiB).
-    #[wasm_bindgen(unchecked_return_type = "SendResult")]
-    pub async fn send(
-        &self,
-        #[wasm_bindgen(js_name = peerId)] peer_id: String,
-        data: DataJs,
-    ) -> Result<JsValue, JsValue> {
-        let to = parse_peer(&peer_id)?;
-        let bytes = data_bytes(data, "send")?;
-        match self.node.send(to, bytes).await {
-            Ok(hops) => {
-                let o = Object::new();
-                set(&o, "hops", &(hops as f64).into());
-                Ok(o.into())
+    #[wasm_bindgen(unchecked_return_type = "Promise<SendResult>")]
+    pub fn send(&self, #[wasm_bindgen(js_name = peerId)] peer_id: String, data: DataJs) -> Promise {
+        let node = self.node.clone();
+        promise(async move {
+            let to = parse_peer(&peer_id)?;
+            let bytes = data_bytes(data, "send")?;
+            match node.send(to, bytes).await {
+                Ok(hops) => {
+                    let o = Object::new();
+                    set(&o, "hops", &(hops as f64).into());
+                    Ok(o.into())
+                }
+                Err(e) => Err(send_error(&e, to)),
             }
-            Err(e) => Err(send_error(&e, to)),
-        }
+        })
     }
 
     /// Sends a request to the peer `peerId` and resolves with its response (the peer gets a
@@ -687,24 +701,27 @@ impl RhizomeNode {
     /// need mode `"hybrid"` or `"structured"` (else code `mode`) and carry at most 61,440
     /// bytes each way; rejects with a `SendErrorCode` (`timeout` after
     /// `options.timeoutMs`, or the DHT's deadlines).
-    #[wasm_bindgen(unchecked_return_type = "Uint8Array")]
-    pub async fn request(
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn request(
         &self,
         #[wasm_bindgen(js_name = peerId)] peer_id: String,
         data: DataJs,
         options: Option<RequestOptionsJs>,
-    ) -> Result<JsValue, JsValue> {
-        let to = parse_peer(&peer_id)?;
-        let bytes = data_bytes(data, "request")?;
-        let timeout = options
-            .map(JsValue::from)
-            .and_then(|o| Reflect::get(&o, &"timeoutMs".into()).ok())
-            .and_then(|t| t.as_f64())
-            .map(|t| t.clamp(0.0, u32::MAX as f64) as u32);
-        match self.node.request(to, bytes, timeout).await {
-            Ok(data) => Ok(Uint8Array::from(data.as_slice()).into()),
-            Err(e) => Err(send_error(&e, to)),
-        }
+    ) -> Promise {
+        let node = self.node.clone();
+        promise(async move {
+            let to = parse_peer(&peer_id)?;
+            let bytes = data_bytes(data, "request")?;
+            let timeout = options
+                .map(JsValue::from)
+                .and_then(|o| Reflect::get(&o, &"timeoutMs".into()).ok())
+                .and_then(|t| t.as_f64())
+                .map(|t| t.clamp(0.0, u32::MAX as f64) as u32);
+            match node.request(to, bytes, timeout).await {
+                Ok(data) => Ok(Uint8Array::from(data.as_slice()).into()),
+                Err(e) => Err(send_error(&e, to)),
+            }
+        })
     }
 
     /// The overlay mode this node runs in.
@@ -774,8 +791,13 @@ impl RhizomeNode {
     }
 
     /// Leaves the room: tells the neighbours, closes every connection. Resolves when done.
-    pub async fn leave(&self) {
-        self.node.leave().await;
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn leave(&self) -> Promise {
+        let node = self.node.clone();
+        promise(async move {
+            node.leave().await;
+            Ok(JsValue::UNDEFINED)
+        })
     }
 
     /// Closes the signaling session as if the server had died (for tests and demos).
