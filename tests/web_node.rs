@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use rhizome::id::PeerId;
 use rhizome::node::{Node, NodeConfig, NodeEvent};
+use wasm_bindgen::convert::TryFromJsValue;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use wasm_bindgen_test::*;
@@ -786,12 +787,13 @@ async fn js_join(room: &str, mode: Option<&str>) -> Result<rhizome::js::RhizomeN
     if let Some(m) = mode {
         set("mode", JsValue::from_str(m));
     }
-    rhizome::js::Rhizome::join(options.unchecked_into()).await
+    let node = JsFuture::from(rhizome::js::Rhizome::join(options.unchecked_into())).await?;
+    Ok(rhizome::js::RhizomeNode::try_from_js_value(node).expect("join resolves to a RhizomeNode"))
 }
 
 /// The code `node.send(to, data)` rejects with, or `None` if it resolves.
 async fn send(node: &rhizome::js::RhizomeNode, to: String, data: JsValue) -> Option<String> {
-    node.send(to, data.unchecked_into())
+    JsFuture::from(node.send(to, data.unchecked_into()))
         .await
         .err()
         .map(|e| code_of(&e))
@@ -876,10 +878,10 @@ async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_thei
     // Wait for a path: with an unstructured peer in the room (which relays nothing
     // routed), the message is only sure to find its way once the two are neighbours.
     until_neighbours(&structured, &[hybrid.id()]).await;
-    let ok = hybrid
-        .send(structured.id(), JsValue::from_str("héllo").unchecked_into())
-        .await
-        .expect("delivered");
+    let ok =
+        JsFuture::from(hybrid.send(structured.id(), JsValue::from_str("héllo").unchecked_into()))
+            .await
+            .expect("delivered");
     let hops = js_sys::Reflect::get(&ok, &"hops".into())
         .ok()
         .and_then(|h| h.as_f64());
@@ -890,7 +892,7 @@ async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_thei
     );
     drop(handler);
     for n in [&hybrid, &lone, &structured] {
-        n.leave().await;
+        JsFuture::from(n.leave()).await.expect("leaves");
     }
 }
 
@@ -921,27 +923,25 @@ async fn a_request_is_answered_through_respond_and_an_unanswered_one_times_out()
     // Both are reachable (and the silent one is not merely unreachable) once the three
     // are neighbours.
     until_neighbours(&asker, &[answerer.id(), silent.id()]).await;
-    let answer = asker
-        .request(
-            answerer.id(),
-            js_sys::Uint8Array::from(&b"ping"[..]).unchecked_into(),
-            None,
-        )
-        .await
-        .expect("answered");
+    let answer = JsFuture::from(asker.request(
+        answerer.id(),
+        js_sys::Uint8Array::from(&b"ping"[..]).unchecked_into(),
+        None,
+    ))
+    .await
+    .expect("answered");
     assert_eq!(js_sys::Uint8Array::new(&answer).to_vec(), b"gnip");
 
     let options = js_sys::Object::new();
     js_sys::Reflect::set(&options, &"timeoutMs".into(), &JsValue::from_f64(1_000.0)).expect("set");
     let started = now_ms();
-    let err = asker
-        .request(
-            silent.id(),
-            JsValue::from_str("anyone?").unchecked_into(),
-            Some(options.unchecked_into()),
-        )
-        .await
-        .expect_err("nobody answers");
+    let err = JsFuture::from(asker.request(
+        silent.id(),
+        JsValue::from_str("anyone?").unchecked_into(),
+        Some(options.unchecked_into()),
+    ))
+    .await
+    .expect_err("nobody answers");
     assert_eq!(code_of(&err), "timeout");
     let took = now_ms() - started;
     assert!(
@@ -950,6 +950,6 @@ async fn a_request_is_answered_through_respond_and_an_unanswered_one_times_out()
     );
     drop(echo);
     for n in [&asker, &answerer, &silent] {
-        n.leave().await;
+        JsFuture::from(n.leave()).await.expect("leaves");
     }
 }
