@@ -1,5 +1,6 @@
 //! Ordered maps and sets for the browser build: sorted vectors behind the part of the
-//! `BTreeMap` / `BTreeSet` API the overlay uses.
+//! `BTreeMap` / `BTreeSet` API the overlay uses; and [`HashTable`], the one hash map (for
+//! Plumtree's large set of seen message ids), so no `std` `HashMap` is left in the build.
 //!
 //! Why: std's B-tree is compiled once per key/value type, and its node code (insert with
 //! splits, remove with rebalancing, iteration across nodes) came to about 100 KB of the
