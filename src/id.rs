@@ -204,9 +204,16 @@ fn decode_hex_array<const N: usize>(what: &'static str, s: &str) -> Result<[u8; 
             reason: format!("expected {} hex characters, got {}", 2 * N, s.len()),
         });
     }
+    // Our own text: hex's Display prints the bad character with `{:?}`, whose escaping
+    // brought `char`'s Debug and Unicode tables into the browser build (~1 KB gzipped).
     hex::decode_to_slice(s, &mut out).map_err(|e| IdError::Malformed {
         what,
-        reason: e.to_string(),
+        reason: match e {
+            hex::FromHexError::InvalidHexCharacter { index, .. } => {
+                format!("not a hex digit at position {index}")
+            }
+            _ => "not hex".to_owned(),
+        },
     })?;
     Ok(out)
 }
