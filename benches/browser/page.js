@@ -728,7 +728,55 @@ async function joinSteps(lib = 'rhizome', runs = 9) {
   return { lib, runs, steps };
 }
 
+// ---------------------------------------------------------------------------------------
+// Where a slow transfer waits (BENCH_EVAL='[["stallProbe",["rhizome",4194304]]]'): counts
+// every data channel's sends, `bufferedamountlow` events and deliveries, and samples them
+// with each channel's bufferedAmount every 20 ms during one transfer. Returns the samples
+// around the longest gap between deliveries.
+async function stallProbe(lib = 'rhizome', total = 4 << 20, size = 60 * 1024) {
+  const chans = [];
+  const origCreate = RTCPeerConnection.prototype.createDataChannel;
+  RTCPeerConnection.prototype.createDataChannel = function (...a) {
+    const dc = origCreate.apply(this, a);
+    const c = { dc, sends: 0, low: 0, recv: 0 };
+    chans.push(c);
+    dc.addEventListener('bufferedamountlow', () => { c.low += 1; });
+    dc.addEventListener('message', () => { c.recv += 1; });
+    return dc;
+  };
+  const origSend = RTCDataChannel.prototype.send;
+  RTCDataChannel.prototype.send = function (d) {
+    const c = chans.find((x) => x.dc === this);
+    if (c) c.sends += 1;
+    return origSend.call(this, d);
+  };
+  const samples = [];
+  let timer;
+  try {
+    const pair = await openPair(lib);
+    const t0 = now();
+    timer = setInterval(() => samples.push({ t: Math.round(now() - t0), c: chans.map((c) => [c.sends, c.low, c.recv, c.dc.bufferedAmount, c.dc.readyState[0]]) }), 20);
+    const r = await transfer(pair, { total, size, timeoutMs: 60_000 });
+    await pair.close();
+    // The longest gap: the first sample after which nothing was received for longest.
+    let worst = 0;
+    let at = 0;
+    for (let i = 1; i < samples.length; i++) {
+      const recv = (x) => x.c.reduce((n, c) => n + c[2], 0);
+      let j = i;
+      while (j < samples.length && recv(samples[j]) === recv(samples[i - 1])) j++;
+      if (samples[Math.min(j, samples.length - 1)].t - samples[i - 1].t > worst) { worst = samples[Math.min(j, samples.length - 1)].t - samples[i - 1].t; at = i - 1; }
+    }
+    return { ms: r.ms, worstGapMs: worst, around: samples.slice(Math.max(0, at - 3), at + 6) };
+  } finally {
+    clearInterval(timer);
+    RTCPeerConnection.prototype.createDataChannel = origCreate;
+    RTCDataChannel.prototype.send = origSend;
+  }
+}
+
 window.bench = {
+  stallProbe,
   sendView,
   joinSteps,
   join: (lib) => joinBench[lib](),
