@@ -66,13 +66,17 @@ pub fn connections_created() -> u32 {
 
 thread_local! {
     static CREATED: RefCell<u32> = const { RefCell::new(0) };
-    /// One `RTCPeerConnection` made ahead of need ([`prewarm`]), with the JSON of the ICE
-    /// servers it was made with.
-    static SPARE: RefCell<Option<(String, RtcPeerConnection)>> = const { RefCell::new(None) };
+    /// `RTCPeerConnection`s made ahead of need ([`prewarm`]), with the JSON of the ICE
+    /// servers each was made with; at most [`SPARES`].
+    static SPARE: RefCell<Vec<(String, RtcPeerConnection)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Makes one `RTCPeerConnection` now, for the next [`WebConnection::new`] with the same
-/// ICE servers to take instead of making its own (unless one is waiting already).
+/// Most spare connections [`prewarm`] keeps: two, so that when two nodes of a page join
+/// at once, the one that offers and the one that answers both find one.
+const SPARES: usize = 2;
+
+/// Makes one `RTCPeerConnection` now, for a later [`WebConnection::new`] with the same
+/// ICE servers to take instead of making its own (unless [`SPARES`] are waiting already).
 ///
 /// Creating a peer connection costs the page's main thread about a millisecond; a node
 /// calls this while its signaling session is still opening (idle time), so the
@@ -82,7 +86,7 @@ thread_local! {
 /// [`connections_created`]. Fails silently where there is no `RTCPeerConnection` (a
 /// worker).
 pub fn prewarm(ice_servers: &[IceServer]) {
-    if SPARE.with(|s| s.borrow().is_some()) {
+    if SPARE.with(|s| s.borrow().len()) >= SPARES {
         return;
     }
     let Ok(servers) = ice_servers_to_js(ice_servers) else {
@@ -96,19 +100,19 @@ pub fn prewarm(ice_servers: &[IceServer]) {
     config.set_ice_servers(&servers);
     if let Ok(pc) = RtcPeerConnection::new_with_configuration(&config) {
         CREATED.with(|c| *c.borrow_mut() += 1);
-        SPARE.with(|s| *s.borrow_mut() = Some((key, pc)));
+        SPARE.with(|s| s.borrow_mut().push((key, pc)));
     }
 }
 
-/// The spare connection from [`prewarm`] if it was made with these ICE servers (`servers`
-/// as JSON) and is still unused; `None` otherwise.
+/// A spare connection from [`prewarm`] made with these ICE servers (`servers` as JSON)
+/// and still unused; `None` if there is none.
 fn take_spare(servers: &JsValue) -> Option<RtcPeerConnection> {
     let key = js_sys::JSON::stringify(servers).ok()?.as_string()?;
-    let (spare_key, pc) = SPARE.with(|s| s.borrow_mut().take())?;
-    if spare_key != key {
-        pc.close();
-        return None;
-    }
+    let (_, pc) = SPARE.with(|s| {
+        let mut spares = s.borrow_mut();
+        let i = spares.iter().position(|(k, _)| *k == key)?;
+        Some(spares.swap_remove(i))
+    })?;
     // Unused means: never negotiated, never closed.
     let fresh = pc.signaling_state() == RtcSignalingState::Stable
         && pc.local_description().is_none()
