@@ -365,15 +365,17 @@ impl WebConnection {
         desc.set_sdp(&sdp);
         // A polite peer in glare rolls back implicitly (supported by all current browsers).
         browser(JsFuture::from(self.pc.set_remote_description(&desc)).await)?;
-        let queued = std::mem::take(&mut self.state.borrow_mut().pending_candidates);
-        for c in &queued {
-            self.add_candidate(c).await?;
-        }
+        // The answer first: the other side waits for it, while candidates that came early
+        // can as well be added once it is on its way.
         if kind == RtcSdpType::Offer {
             let sdp = set_local_answer(&self.pc).await?;
             let _ = self
                 .events
                 .unbounded_send(ConnEvent::Signal(SignalPayload::Answer { sdp }));
+        }
+        let queued = std::mem::take(&mut self.state.borrow_mut().pending_candidates);
+        for c in &queued {
+            self.add_candidate(c).await?;
         }
         Ok(())
     }
