@@ -15,6 +15,11 @@
 //!   through a queue of ours that feeds the browser only while its `bufferedAmount` is
 //!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
 //!   is full instead of letting memory grow.
+//! - **Made ahead while joining**: a node calls [`prewarm`] while its signaling socket
+//!   opens, and [`WebConnection::new`] takes that peer connection (up to two wait per
+//!   page), so the constructor's ~1 ms is off the join's critical path; the answer is
+//!   made by one implicit `setLocalDescription()` and sent before queued remote
+//!   candidates are added (docs/BENCHMARKS.md, "Join: profiled step by step").
 //! - **Trickle ICE**: candidates are emitted as they are found; remote candidates that
 //!   arrive before the remote description are queued, because a relay through the
 //!   overlay does not keep the order the sender produced them in.
