@@ -81,7 +81,7 @@ thread_local! {
 const SPARES: usize = 2;
 
 /// Makes one `RTCPeerConnection` now, for a later [`WebConnection::new`] with the same
-/// ICE servers to take instead of making its own (unless [`SPARES`] are waiting already).
+/// ICE servers to take instead of making its own (unless two are waiting already).
 ///
 /// Creating a peer connection costs the page's main thread about a millisecond; a node
 /// calls this while its signaling session is still opening (idle time), so the
