@@ -50,8 +50,13 @@ const log = (...a) => console.error(`[bench +${((Date.now() - started) / 1000).t
 
 // --- servers ----------------------------------------------------------------------------
 
-const release = join(root, 'target', 'release', 'rhizome-signaling');
-process.env.RHIZOME_SIGNALING_BIN ??= existsSync(release) ? release : join(root, 'target', 'debug', 'rhizome-signaling');
+// Cargo's output: $CARGO_TARGET_DIR when set (as scripts/bench's cargo build used it), else target/.
+const cargoTarget = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
+const release = join(cargoTarget, 'release', 'rhizome-signaling');
+process.env.RHIZOME_SIGNALING_BIN ??= existsSync(release) ? release : join(cargoTarget, 'debug', 'rhizome-signaling');
+// The bench serves no /pkg/; the server only needs the directory to exist (a fresh tree
+// has no pkg/ until a wasm-pack build).
+process.env.RHIZOME_PKG_DIR ??= existsSync(join(root, 'pkg')) ? join(root, 'pkg') : www;
 const signaling = await startServer([], { staticDir: www });
 log(`signaling ${signaling.url} (${process.env.RHIZOME_SIGNALING_BIN})`);
 
@@ -274,7 +279,7 @@ const info = await (async () => { const p = await freshPage(); const i = await c
 log('browser', info.userAgent);
 
 if (ONLY.includes('join')) {
-  await scenario('join', JOIN_ROUNDS, ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome'], 'join', 20_000);
+  await scenario('join', JOIN_ROUNDS, ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome', 'rhizome-broadcast'], 'join', 20_000);
 }
 if (ONLY.includes('throughput')) {
   await scenario('throughput', ROUNDS, ['raw', 'raw-64k', 'raw-16k', 'simple-peer', 'peerjs', 'rhizome', 'rhizome-broadcast'], 'throughput', 130_000, [TOTAL, 60 * 1024], [4 << 20, 60 * 1024]);
@@ -322,7 +327,7 @@ function summarize(name, metric, libs, { higherIsBetter }) {
 
 const summary = {};
 if (raw.rounds.join) {
-  const libs = ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome'];
+  const libs = ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome', 'rhizome-broadcast'];
   summary.join = summarize('join', 'ms', libs, { higherIsBetter: false });
   // The fair baseline for libraries that go through a server is raw-ws (same round).
   for (const lib of libs) {
@@ -416,9 +421,9 @@ if (summary.join) {
   const j = summary.join;
   lines.push('**1. Join → first delivered message** (ms, lower is better)', '');
   lines.push('| library | signals via | median ms | × raw (in-page) | × raw (WebSocket relay) |', '|---|---|---:|---:|---:|');
-  const via = { raw: 'function calls in the page', 'raw-ws': 'WebSocket relay (PeerJS server)', 'simple-peer': 'function calls in the page', 'simple-peer-ws': 'WebSocket relay (PeerJS server)', peerjs: 'PeerJS server', rhizome: 'rhizome signaling server' };
-  const name = { raw: 'raw RTCPeerConnection', 'raw-ws': 'raw RTCPeerConnection', 'simple-peer': 'simple-peer', 'simple-peer-ws': 'simple-peer', peerjs: 'PeerJS', rhizome: '**rhizome**' };
-  for (const lib of ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome']) {
+  const via = { raw: 'function calls in the page', 'raw-ws': 'WebSocket relay (PeerJS server)', 'simple-peer': 'function calls in the page', 'simple-peer-ws': 'WebSocket relay (PeerJS server)', peerjs: 'PeerJS server', rhizome: 'rhizome signaling server', 'rhizome-broadcast': 'rhizome signaling server' };
+  const name = { raw: 'raw RTCPeerConnection', 'raw-ws': 'raw RTCPeerConnection', 'simple-peer': 'simple-peer', 'simple-peer-ws': 'simple-peer', peerjs: 'PeerJS', rhizome: '**rhizome** (`send` to the neighbour)', 'rhizome-broadcast': 'rhizome (`broadcast`, signed)' };
+  for (const lib of ['raw', 'raw-ws', 'simple-peer', 'simple-peer-ws', 'peerjs', 'rhizome', 'rhizome-broadcast']) {
     lines.push(`| ${name[lib]} | ${via[lib]} | ${f(j[lib].median)} | ${f(j[lib].ratioToRaw, 2)} | ${f(j[lib].ratioToRawWs, 2)} |`);
   }
   lines.push('', `rhizome's part: server session up (join resolved) ${f(j.rhizomeBreakdown.serverMs)} ms, first \`neighbor-up\` ${f(j.rhizomeBreakdown.neighborUpMs)} ms.`, '');

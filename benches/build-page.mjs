@@ -27,7 +27,7 @@ if (profile) {
   rmSync(named, { recursive: true, force: true });
   mkdirSync(join(named, 'wasm'), { recursive: true });
   execFileSync('wasm-bindgen', ['--target', 'web', '--out-dir', join(named, 'wasm'), '--out-name', 'rhizome',
-    join(root, 'target', 'wasm32-unknown-unknown', 'wasm-release', 'rhizome.wasm')], { stdio: 'inherit' });
+    join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'wasm32-unknown-unknown', 'wasm-release', 'rhizome.wasm')], { stdio: 'inherit' });
   copyFileSync(join(root, 'npm', 'index.js'), join(named, 'index.js'));
   pkg = named;
 }

@@ -546,11 +546,17 @@ async fn join(options: JsValue) -> Result<JsValue, JsValue> {
     let responder = node.clone();
     spawn_local(async move {
         while let Some(ev) = events.next().await {
-            let (name, payload) = event_to_js(&ev);
+            let name = event_kind(&ev);
+            let list = dispatch.borrow().get(name).cloned().unwrap_or_default();
+            // Nobody listens (a sender's own `message` events, say): no object to
+            // build, no data to copy into JS.
+            if list.is_empty() {
+                continue;
+            }
+            let payload = event_to_js(&ev);
             if let NodeEvent::Request { from, id, .. } = ev {
                 set_respond(&payload, responder.clone(), from, id);
             }
-            let list = dispatch.borrow().get(name).cloned().unwrap_or_default();
             for f in list {
                 // A throwing handler must not stop the others or the node.
                 let _ = f.call1(&JsValue::NULL, &payload);
@@ -575,32 +581,88 @@ fn set_respond(event: &JsValue, node: Node, from: PeerId, id: u64) {
     let _ = Reflect::set(event, &"respond".into(), &respond.into_js_value());
 }
 
-fn set(o: &Object, k: &str, v: &JsValue) {
-    let _ = Reflect::set(o, &JsValue::from_str(k), v);
+/// JS strings made once per page: property names, and the ids of the peers events came
+/// from lately. Every `message` event would otherwise decode its three keys and the
+/// sender's 64-character id from UTF-8 again (a tenth of the browser's CPU time per
+/// 1 KiB message in the bench's profile).
+#[derive(Default)]
+struct JsStrings {
+    keys: Vec<(&'static str, JsValue)>,
+    peers: Vec<(PeerId, JsValue)>,
+    /// Where the next peer id replaces an old one once `peers` is full.
+    next: usize,
 }
 
-fn event_to_js(ev: &NodeEvent) -> (&'static str, JsValue) {
+/// Peer ids kept as JS strings; beyond, the oldest is replaced.
+const CACHED_PEER_IDS: usize = 64;
+
+thread_local! {
+    static JS_STRINGS: RefCell<JsStrings> = RefCell::new(JsStrings::default());
+}
+
+/// The JS string of a property name (made once).
+fn js_key(k: &'static str) -> JsValue {
+    JS_STRINGS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, v)) = c.keys.iter().find(|(n, _)| *n == k) {
+            return v.clone();
+        }
+        let v = JsValue::from_str(k);
+        c.keys.push((k, v.clone()));
+        v
+    })
+}
+
+/// A peer id as a JS string of 64 hex characters (the last few are cached).
+fn js_peer(p: &PeerId) -> JsValue {
+    JS_STRINGS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, v)) = c.peers.iter().find(|(q, _)| q == p) {
+            return v.clone();
+        }
+        let v = JsValue::from_str(&p.to_string());
+        if c.peers.len() < CACHED_PEER_IDS {
+            c.peers.push((*p, v.clone()));
+        } else {
+            let i = c.next % CACHED_PEER_IDS;
+            c.peers[i] = (*p, v.clone());
+            c.next = i + 1;
+        }
+        v
+    })
+}
+
+fn set(o: &Object, k: &'static str, v: &JsValue) {
+    let _ = Reflect::set(o, &js_key(k), v);
+}
+
+fn event_kind(ev: &NodeEvent) -> &'static str {
+    match ev {
+        NodeEvent::NeighborUp(_) => "neighbor-up",
+        NodeEvent::NeighborDown(_) => "neighbor-down",
+        NodeEvent::Broadcast { .. } => "broadcast",
+        NodeEvent::Error { .. } => "error",
+        NodeEvent::Message { .. } => "message",
+        NodeEvent::Request { .. } => "request",
+        NodeEvent::TopologyChanged => "topology",
+        NodeEvent::Left => "left",
+    }
+}
+
+fn event_to_js(ev: &NodeEvent) -> JsValue {
     let o = Object::new();
-    let name = match ev {
-        NodeEvent::NeighborUp(p) => {
-            set(&o, "peer", &p.to_string().into());
-            "neighbor-up"
-        }
-        NodeEvent::NeighborDown(p) => {
-            set(&o, "peer", &p.to_string().into());
-            "neighbor-down"
-        }
+    match ev {
+        NodeEvent::NeighborUp(p) | NodeEvent::NeighborDown(p) => set(&o, "peer", &js_peer(p)),
         NodeEvent::Broadcast {
             from,
             seq,
             data,
             hops,
         } => {
-            set(&o, "from", &from.to_string().into());
+            set(&o, "from", &js_peer(from));
             set(&o, "seq", &(*seq as f64).into());
             set(&o, "data", &Uint8Array::from(data.as_slice()).into());
             set(&o, "hops", &(*hops as f64).into());
-            "broadcast"
         }
         NodeEvent::Error {
             code,
@@ -610,25 +672,21 @@ fn event_to_js(ev: &NodeEvent) -> (&'static str, JsValue) {
             set(&o, "code", &(*code).into());
             set(&o, "message", &message.as_str().into());
             if let Some(p) = peer {
-                set(&o, "peer", &p.to_string().into());
+                set(&o, "peer", &js_peer(p));
             }
-            "error"
         }
         NodeEvent::Message { from, data, hops } => {
-            set(&o, "from", &from.to_string().into());
+            set(&o, "from", &js_peer(from));
             set(&o, "data", &Uint8Array::from(data.as_slice()).into());
             set(&o, "hops", &(*hops as f64).into());
-            "message"
         }
         NodeEvent::Request { from, data, .. } => {
-            set(&o, "from", &from.to_string().into());
+            set(&o, "from", &js_peer(from));
             set(&o, "data", &Uint8Array::from(data.as_slice()).into());
-            "request"
         }
-        NodeEvent::TopologyChanged => "topology",
-        NodeEvent::Left => "left",
-    };
-    (name, o.into())
+        NodeEvent::TopologyChanged | NodeEvent::Left => {}
+    }
+    o.into()
 }
 
 const EVENT_NAMES: [&str; 8] = [
@@ -839,7 +897,7 @@ fn send_error(e: &SendError, to: PeerId) -> JsValue {
 // `null` for a missing one, id pairs as two-element arrays. The structs are destructured
 // without `..`, so a field added to them fails to compile here until it is exported.
 
-fn js_obj(fields: &[(&str, JsValue)]) -> JsValue {
+fn js_obj(fields: &[(&'static str, JsValue)]) -> JsValue {
     let o = Object::new();
     for (k, v) in fields {
         set(&o, k, v);

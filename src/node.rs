@@ -414,7 +414,7 @@ impl Node {
     /// `overlay::direct`). The message is handed
     /// over when this is called, so messages leave in call order; the future only waits
     /// for the outcome. Refused at once with [`SendError::Backpressure`] while
-    /// [`MAX_SENDS_IN_FLIGHT`](driver::MAX_SENDS_IN_FLIGHT) sends wait or the connection's
+    /// 1,024 sends (`MAX_SENDS_IN_FLIGHT`) wait or the connection's
     /// queue is full, so memory stays bounded.
     pub fn send(
         &self,

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use rhizome::id::{Identity, PeerId};
 use rhizome::signal::SignedEnvelope;
-use rhizome::transport::web::{connections_created, WebConnection};
+use rhizome::transport::web::{connections_created, prewarm, WebConnection};
 use rhizome::transport::web_signaling::{
     SignalingClient, SignalingError, SignalingEvent, SignalingSender,
 };
@@ -239,6 +239,42 @@ async fn next_message(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<u8> {
         Seen::Message(_, m) => m,
         other => panic!("expected a message, got {other:?}"),
     }
+}
+
+#[wasm_bindgen_test]
+async fn a_connection_made_ahead_of_need_is_used_by_the_next_link_which_connects_and_answers() {
+    let room = fresh_room();
+    let (a, _, mut seen_a) = Peer::join(&room).await;
+    let (b, _, mut seen_b) = Peer::join(&room).await;
+    // What two nodes joining at once do while their signaling sessions open; a third
+    // makes no more.
+    prewarm(&[]);
+    prewarm(&[]);
+    let made = connections_created();
+    prewarm(&[]);
+    assert_eq!(connections_created(), made, "two spares at most");
+    let b_to_a = b.connect(a.identity.peer_id(), true);
+    assert_eq!(
+        connections_created(),
+        made,
+        "the link took a spare instead of making its own"
+    );
+    // The other side answers the offer on the second spare (with setLocalDescription
+    // without an argument), and the channel works both ways.
+    assert_eq!(wait_open(&mut seen_b).await, a.identity.peer_id());
+    assert_eq!(wait_open(&mut seen_a).await, b.identity.peer_id());
+    assert_eq!(
+        connections_created(),
+        made,
+        "the answer took the other spare"
+    );
+    b_to_a
+        .send(b"over the spare")
+        .expect("send on an open channel");
+    assert_eq!(next_message(&mut seen_a).await, b"over the spare");
+    let a_to_b = a.conn.borrow().clone().expect("a has a connection");
+    a_to_b.send(b"and back").expect("send back");
+    assert_eq!(next_message(&mut seen_b).await, b"and back");
 }
 
 #[wasm_bindgen_test]

@@ -238,27 +238,41 @@ const joinBench = {
       return { ms: t1 - t0, serverMs: tServer - t0 };
     } finally { pa.destroy(); pb.destroy(); }
   },
-  async rhizome() {
-    await loadWasm();
-    const room = uid('join');
-    const t0 = now();
-    const first = defer();
-    let tUp;
-    const nodes = await rhizomeNodes(2, room, { sequential: false });
-    const tServer = now();
-    for (const n of nodes) {
-      n.on('neighbor-up', () => {
-        tUp ??= now();
-        try { n.broadcast('hello'); } catch (e) { first.reject(e); }
-      });
-      n.on('broadcast', () => first.resolve(now()));
-    }
-    try {
-      const t1 = await deadline(first.promise, 15_000, 'rhizome join');
-      return { ms: t1 - t0, serverMs: tServer - t0, neighborUpMs: tUp - t0 };
-    } finally { await leaveAll(nodes); }
-  },
+  // rhizome: `node.send(peer, 'hello')` to the new neighbour on `neighbor-up` (one unsigned
+  // Data frame on the DTLS channel, as the others send); rhizome-broadcast: a `broadcast`
+  // instead (Ed25519-signed by the origin, verified by the receiver).
+  rhizome: () => rhizomeJoinBench(false),
+  'rhizome-broadcast': () => rhizomeJoinBench(true),
 };
+
+/** Set while joinSteps traces a join: marks a step of the library's own. */
+let traceMark = () => {};
+
+async function rhizomeJoinBench(broadcast) {
+  await loadWasm();
+  const room = uid('join');
+  const t0 = now();
+  const first = defer();
+  let tUp;
+  const nodes = await rhizomeNodes(2, room, { sequential: false });
+  const tServer = now();
+  traceMark('join() resolved (both)');
+  for (const n of nodes) {
+    n.on('neighbor-up', ({ peer }) => {
+      tUp ??= now();
+      traceMark('neighbor-up');
+      try {
+        if (broadcast) n.broadcast('hello');
+        else n.send(peer, 'hello').catch(() => {});
+      } catch (e) { first.reject(e); }
+    });
+    n.on(broadcast ? 'broadcast' : 'message', () => first.resolve(now()));
+  }
+  try {
+    const t1 = await deadline(first.promise, 15_000, 'rhizome join');
+    return { ms: t1 - t0, serverMs: tServer - t0, neighborUpMs: tUp - t0 };
+  } finally { await leaveAll(nodes); }
+}
 
 async function simpleJoin(make, t0) {
   const first = defer();
@@ -622,8 +636,149 @@ async function sendView(kind = 'wasm', count = 5000, size = 1024, pages = 32) {
   } finally { a.close(); b.close(); }
 }
 
+// ---------------------------------------------------------------------------------------
+// Join steps, for profiling the join (BENCH_EVAL='[["joinSteps",["rhizome",9]]]').
+//
+// Wraps the page's WebSocket and RTCPeerConnection (every library looks them up at call
+// time) and records when each step first happens, relative to the join's start: WebSocket
+// open, the server's hello/welcome (rhizome) or OPEN (PeerJS relay), the first offer
+// created and set, sent, received and set remotely, the answer the same, the first ICE
+// candidate, ICE checking/connected, the connection connected, the data channel open and
+// the first message on it. Returns, per step, the median over `runs` joins.
+
+function installTracer() {
+  const marks = new Map();
+  const mark = (tag) => { if (!marks.has(tag)) marks.set(tag, now()); };
+  const NativeWS = window.WebSocket;
+  const NativePC = window.RTCPeerConnection;
+  const kindOf = (text) => {
+    if (typeof text !== 'string') return 'binary';
+    try {
+      const m = JSON.parse(text);
+      const k = m.payload?.sdp?.type ?? m.payload?.type ?? '';
+      // rhizome's signal envelopes carry a JSON body with the payload's kind.
+      const body = m.envelope?.body ?? '';
+      const rk = /"(offer|answer|candidate)"/i.exec(body)?.[1]?.toLowerCase() ?? '';
+      return `${m.type}${k || rk ? `:${(k || rk).toLowerCase()}` : ''}`;
+    } catch { return 'text'; }
+  };
+  class TracedWS extends NativeWS {
+    constructor(...a) {
+      super(...a);
+      mark('ws new');
+      this.addEventListener('open', () => mark('ws open'));
+      this.addEventListener('message', (e) => mark(`ws recv ${kindOf(e.data)}`));
+    }
+    send(d) { mark(`ws send ${kindOf(d)}`); return super.send(d); }
+  }
+  class TracedPC extends NativePC {
+    constructor(...a) {
+      super(...a);
+      mark('pc new');
+      this.addEventListener('icecandidate', (e) => { if (e.candidate) mark('ice candidate gathered'); });
+      this.addEventListener('iceconnectionstatechange', () => mark(`ice ${this.iceConnectionState}`));
+      this.addEventListener('connectionstatechange', () => mark(`pc ${this.connectionState}`));
+    }
+    createDataChannel(...a) {
+      const dc = super.createDataChannel(...a);
+      dc.addEventListener('open', () => mark('dc open'));
+      dc.addEventListener('message', () => mark('dc first message'));
+      return dc;
+    }
+  }
+  for (const f of ['createOffer', 'createAnswer', 'setLocalDescription', 'setRemoteDescription', 'addIceCandidate']) {
+    const orig = NativePC.prototype[f];
+    TracedPC.prototype[f] = function (...a) {
+      const kind = a[0]?.type ?? (f === 'setLocalDescription' ? 'implicit' : '');
+      const tag = `${f}${kind ? `(${kind})` : ''}`;
+      mark(`${tag} called`);
+      const r = orig.apply(this, a);
+      r?.then?.(() => mark(`${tag} done`), () => mark(`${tag} failed`));
+      return r;
+    };
+  }
+  window.WebSocket = TracedWS;
+  window.RTCPeerConnection = TracedPC;
+  traceMark = mark;
+  return {
+    marks,
+    mark,
+    restore: () => { window.WebSocket = NativeWS; window.RTCPeerConnection = NativePC; traceMark = () => {}; },
+  };
+}
+
+async function joinSteps(lib = 'rhizome', runs = 9) {
+  const all = [];
+  for (let i = 0; i < runs; i++) {
+    const t = installTracer();
+    let r;
+    const t0 = now();
+    try {
+      r = await joinBench[lib]();
+    } finally { t.restore(); }
+    all.push(Object.fromEntries([...t.marks].map(([k, v]) => [k, v - t0])));
+    all[all.length - 1].total = r.ms;
+    await sleep(50);
+  }
+  const tags = [...new Set(all.flatMap((x) => Object.keys(x)))];
+  const steps = tags.map((tag) => {
+    const v = all.map((x) => x[tag]).filter((x) => x != null).sort((a, b) => a - b);
+    return { tag, median: v[v.length >> 1], n: v.length };
+  }).sort((a, b) => a.median - b.median);
+  return { lib, runs, steps };
+}
+
+// ---------------------------------------------------------------------------------------
+// Where a slow transfer waits (BENCH_EVAL='[["stallProbe",["rhizome",4194304]]]'): counts
+// every data channel's sends, `bufferedamountlow` events and deliveries, and samples them
+// with each channel's bufferedAmount every 20 ms during one transfer. Returns the samples
+// around the longest gap between deliveries.
+async function stallProbe(lib = 'rhizome', total = 4 << 20, size = 60 * 1024) {
+  const chans = [];
+  const origCreate = RTCPeerConnection.prototype.createDataChannel;
+  RTCPeerConnection.prototype.createDataChannel = function (...a) {
+    const dc = origCreate.apply(this, a);
+    const c = { dc, sends: 0, low: 0, recv: 0 };
+    chans.push(c);
+    dc.addEventListener('bufferedamountlow', () => { c.low += 1; });
+    dc.addEventListener('message', () => { c.recv += 1; });
+    return dc;
+  };
+  const origSend = RTCDataChannel.prototype.send;
+  RTCDataChannel.prototype.send = function (d) {
+    const c = chans.find((x) => x.dc === this);
+    if (c) c.sends += 1;
+    return origSend.call(this, d);
+  };
+  const samples = [];
+  let timer;
+  try {
+    const pair = await openPair(lib);
+    const t0 = now();
+    timer = setInterval(() => samples.push({ t: Math.round(now() - t0), c: chans.map((c) => [c.sends, c.low, c.recv, c.dc.bufferedAmount, c.dc.readyState[0]]) }), 20);
+    const r = await transfer(pair, { total, size, timeoutMs: 60_000 });
+    await pair.close();
+    // The longest gap: the first sample after which nothing was received for longest.
+    let worst = 0;
+    let at = 0;
+    for (let i = 1; i < samples.length; i++) {
+      const recv = (x) => x.c.reduce((n, c) => n + c[2], 0);
+      let j = i;
+      while (j < samples.length && recv(samples[j]) === recv(samples[i - 1])) j++;
+      if (samples[Math.min(j, samples.length - 1)].t - samples[i - 1].t > worst) { worst = samples[Math.min(j, samples.length - 1)].t - samples[i - 1].t; at = i - 1; }
+    }
+    return { ms: r.ms, worstGapMs: worst, around: samples.slice(Math.max(0, at - 3), at + 6) };
+  } finally {
+    clearInterval(timer);
+    RTCPeerConnection.prototype.createDataChannel = origCreate;
+    RTCDataChannel.prototype.send = origSend;
+  }
+}
+
 window.bench = {
+  stallProbe,
   sendView,
+  joinSteps,
   join: (lib) => joinBench[lib](),
   /** Runs `window.bench[fn](...args)` n times in a row (for the profiler). */
   repeat: async (n, fn, ...args) => {

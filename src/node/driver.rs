@@ -182,6 +182,10 @@ impl<P: Platform> Shared<P> {
         config: NodeConfig,
         identity: Identity,
     ) -> Result<(Rc<Self>, mpsc::UnboundedReceiver<NodeEvent>), super::NodeError> {
+        // The platform prepares the first connection in a task of its own, which runs once
+        // this one waits for the server (the session's socket is being opened by then).
+        let prewarm = config.clone();
+        P::spawn_local(async move { P::prewarm(&prewarm) });
         let (client, contacts) = P::join_server(
             config.signaling.clone(),
             identity.clone(),

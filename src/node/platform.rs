@@ -46,6 +46,9 @@ pub(crate) trait Platform: Sized + 'static {
     fn interval(ms: u32, f: impl FnMut() + 'static) -> Self::Interval;
     /// Connections created by this page or process so far, all nodes together.
     fn connections_created() -> u32;
+    /// Called while the node's first signaling session is opening: a platform may prepare
+    /// what its first connection will need (the browser makes an `RTCPeerConnection`).
+    fn prewarm(_config: &NodeConfig) {}
     /// Creates a connection to `remote`. In the browser it exists when this returns (the
     /// future is ready at once); natively it is made by the returned future.
     fn connect(

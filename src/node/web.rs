@@ -66,6 +66,10 @@ impl Platform for Web {
         web::connections_created()
     }
 
+    fn prewarm(config: &NodeConfig) {
+        web::prewarm(&config.ice_servers);
+    }
+
     fn connect(
         local: PeerId,
         remote: PeerId,

@@ -15,6 +15,11 @@
 //!   through a queue of ours that feeds the browser only while its `bufferedAmount` is
 //!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
 //!   is full instead of letting memory grow.
+//! - **Made ahead while joining**: a node calls [`prewarm`] while its signaling socket
+//!   opens, and [`WebConnection::new`] takes that peer connection (up to two wait per
+//!   page), so the constructor's ~1 ms is off the join's critical path; the answer is
+//!   made by one implicit `setLocalDescription()` and sent before queued remote
+//!   candidates are added (docs/BENCHMARKS.md, "Join: profiled step by step").
 //! - **Trickle ICE**: candidates are emitted as they are found; remote candidates that
 //!   arrive before the remote description are queued, because a relay through the
 //!   overlay does not keep the order the sender produced them in.
@@ -66,6 +71,62 @@ pub fn connections_created() -> u32 {
 
 thread_local! {
     static CREATED: RefCell<u32> = const { RefCell::new(0) };
+    /// `RTCPeerConnection`s made ahead of need ([`prewarm`]), with the JSON of the ICE
+    /// servers each was made with; at most [`SPARES`].
+    static SPARE: RefCell<Vec<(String, RtcPeerConnection)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare connections [`prewarm`] keeps: two, so that when two nodes of a page join
+/// at once, the one that offers and the one that answers both find one.
+const SPARES: usize = 2;
+
+/// Makes one `RTCPeerConnection` now, for a later [`WebConnection::new`] with the same
+/// ICE servers to take instead of making its own (unless two are waiting already).
+///
+/// Creating a peer connection costs the page's main thread about a millisecond; a node
+/// calls this while its signaling session is still opening (idle time), so the
+/// connection to its first contact — or the answer to its first offer — starts without
+/// that cost on the join's critical path. Nothing is negotiated on the spare (no data
+/// channel, no description), so it holds no network resources; it counts towards
+/// [`connections_created`]. Fails silently where there is no `RTCPeerConnection` (a
+/// worker).
+pub fn prewarm(ice_servers: &[IceServer]) {
+    if SPARE.with(|s| s.borrow().len()) >= SPARES {
+        return;
+    }
+    let Ok(servers) = ice_servers_to_js(ice_servers) else {
+        return;
+    };
+    let key = js_sys::JSON::stringify(&servers)
+        .ok()
+        .and_then(|k| k.as_string())
+        .unwrap_or_default();
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(&servers);
+    if let Ok(pc) = RtcPeerConnection::new_with_configuration(&config) {
+        CREATED.with(|c| *c.borrow_mut() += 1);
+        SPARE.with(|s| s.borrow_mut().push((key, pc)));
+    }
+}
+
+/// A spare connection from [`prewarm`] made with these ICE servers (`servers` as JSON)
+/// and still unused; `None` if there is none.
+fn take_spare(servers: &JsValue) -> Option<RtcPeerConnection> {
+    let key = js_sys::JSON::stringify(servers).ok()?.as_string()?;
+    let (_, pc) = SPARE.with(|s| {
+        let mut spares = s.borrow_mut();
+        let i = spares.iter().position(|(k, _)| *k == key)?;
+        Some(spares.swap_remove(i))
+    })?;
+    // Unused means: never negotiated, never closed.
+    let fresh = pc.signaling_state() == RtcSignalingState::Stable
+        && pc.local_description().is_none()
+        && pc.connection_state() == RtcPeerConnectionState::New;
+    if !fresh {
+        pc.close();
+        return None;
+    }
+    Some(pc)
 }
 
 /// Perfect-negotiation state shared with the callbacks.
@@ -130,11 +191,18 @@ impl WebConnection {
         limits: ConnLimits,
         initiate: bool,
     ) -> Result<(Self, mpsc::UnboundedReceiver<ConnEvent>), TransportError> {
-        let config = RtcConfiguration::new();
-        config.set_ice_servers(&ice_servers_to_js(ice_servers)?);
-        let pc = RtcPeerConnection::new_with_configuration(&config)
-            .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
-        CREATED.with(|c| *c.borrow_mut() += 1);
+        let servers = ice_servers_to_js(ice_servers)?;
+        let pc = match take_spare(&servers) {
+            Some(pc) => pc,
+            None => {
+                let config = RtcConfiguration::new();
+                config.set_ice_servers(&servers);
+                let pc = RtcPeerConnection::new_with_configuration(&config)
+                    .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
+                CREATED.with(|c| *c.borrow_mut() += 1);
+                pc
+            }
+        };
 
         let init = RtcDataChannelInit::new();
         init.set_negotiated(true);
@@ -302,19 +370,17 @@ impl WebConnection {
         desc.set_sdp(&sdp);
         // A polite peer in glare rolls back implicitly (supported by all current browsers).
         browser(JsFuture::from(self.pc.set_remote_description(&desc)).await)?;
-        let queued = std::mem::take(&mut self.state.borrow_mut().pending_candidates);
-        for c in &queued {
-            self.add_candidate(c).await?;
-        }
+        // The answer first: the other side waits for it, while candidates that came early
+        // can as well be added once it is on its way.
         if kind == RtcSdpType::Offer {
-            let answer = browser(JsFuture::from(self.pc.create_answer()).await)?;
-            let sdp = sdp_of(&answer)?;
-            let local = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-            local.set_sdp(&sdp);
-            browser(JsFuture::from(self.pc.set_local_description(&local)).await)?;
+            let sdp = set_local_answer(&self.pc).await?;
             let _ = self
                 .events
                 .unbounded_send(ConnEvent::Signal(SignalPayload::Answer { sdp }));
+        }
+        let queued = std::mem::take(&mut self.state.borrow_mut().pending_candidates);
+        for c in &queued {
+            self.add_candidate(c).await?;
         }
         Ok(())
     }
@@ -586,6 +652,32 @@ async fn make_offer(pc: &RtcPeerConnection) -> Result<String, TransportError> {
     local.set_sdp(&sdp);
     browser(JsFuture::from(pc.set_local_description(&local)).await)?;
     Ok(sdp)
+}
+
+/// Answers the remote offer just set: `setLocalDescription()` without an argument, which
+/// creates the answer and sets it in one step (one trip to the browser's WebRTC thread
+/// instead of two for `createAnswer` then `setLocalDescription`: about a millisecond
+/// less on the join's critical path, measured with the bench's `joinSteps`). Returns the
+/// answer's SDP.
+async fn set_local_answer(pc: &RtcPeerConnection) -> Result<String, TransportError> {
+    let set = Reflect::get(pc, &JsValue::from_str("setLocalDescription"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or_else(|| TransportError::Browser("no setLocalDescription".into()))?;
+    let promise = browser(set.call0(pc))?
+        .dyn_into::<js_sys::Promise>()
+        .map_err(|_| TransportError::Browser("setLocalDescription returned no promise".into()))?;
+    browser(JsFuture::from(promise).await)?;
+    let local = pc
+        .local_description()
+        .ok_or_else(|| TransportError::Browser("no local description after answering".into()))?;
+    if local.type_() != RtcSdpType::Answer {
+        return Err(TransportError::Browser(format!(
+            "expected a local answer, the browser made {:?}",
+            local.type_()
+        )));
+    }
+    Ok(local.sdp())
 }
 
 fn browser(r: Result<JsValue, JsValue>) -> Result<JsValue, TransportError> {
