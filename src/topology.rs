@@ -129,7 +129,9 @@ impl Announcement {
     /// Decodes and checks an announcement from untrusted bytes (version 2, or version 1
     /// from an older node: then without RTTs and DHT links).
     pub fn decode(bytes: &[u8]) -> Result<Self, AnnouncementError> {
-        let malformed = |e: postcard::Error| AnnouncementError::Malformed(e.to_string());
+        let malformed = |e: postcard::Error| {
+            AnnouncementError::Malformed(crate::wire::postcard_reason(&e).into())
+        };
         // postcard writes a u8 as one raw byte: the version comes first.
         let a = match bytes.first().copied() {
             None => return Err(AnnouncementError::Malformed("empty".into())),
