@@ -625,11 +625,10 @@ impl Overlay {
             // On a DHT link (open, not in the active view) a NEIGHBOR request is decided
             // as on a fresh connection, so both sides agree on the active view.
             Message::Neighbor { priority } if !self.membership.is_active(&from) => {
-                let conn = Conn::AwaitingHello { since: self.now };
-                self.on_handshake_message(from, conn, Message::Neighbor { priority })
+                self.on_link_neighbor_request(from, priority)
             }
             Message::Neighbor { .. } => self.send(from, &Message::NeighborReply { accepted: true }),
-            Message::NeighborReply { .. } => {}
+            Message::NeighborReply { accepted } => self.on_link_neighbor_reply(from, accepted),
             Message::Disconnect => self.on_disconnect_message(from),
             Message::Leave => self.on_leave_message(from),
             Message::Shuffle { ttl, path, entries } => self.on_shuffle(from, ttl, path, entries),
