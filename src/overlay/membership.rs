@@ -503,9 +503,12 @@ impl Overlay {
             // make them evict neighbours. If it fails, we try the next contact.
             return;
         }
-        if active < MIN_ACTIVE.min(cap) && self.promote_link(active == 0) && active == 0 {
-            // An open DHT link becomes a neighbour without a new RTCPeerConnection; and
-            // with the server gone, it may be the only signal path we have left.
+        // An open DHT link becomes a neighbour without a new RTCPeerConnection; and with
+        // the server gone, it may be the only signal path we have left. (With one
+        // neighbour left, low priority, so a refusal backs off like any other.)
+        let may_ask = active == 0 || self.now >= self.membership.repair_not_before;
+        if active < MIN_ACTIVE.min(cap) && may_ask && self.promote_link(active == 0) && active == 0
+        {
             return;
         }
         if active == 0 {
