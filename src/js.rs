@@ -123,7 +123,18 @@ export interface RhizomeEvents {
    * `bad-data` or `left`); unanswered requests time out at the requester.
    */
   request: { from: string; data: Uint8Array; respond(data: Uint8Array | string): void };
-  error: { code: string; message: string; peer?: string };
+  /**
+   * Something went wrong; the node goes on. `code` `incompatible-peer`: `peer` runs a
+   * build of rhizome whose wire format (`theirVersion`) is not this one's (`ourVersion`);
+   * it was disconnected and is not dialled again for a while (reported once per peer).
+   */
+  error: {
+    code: string;
+    message: string;
+    peer?: string;
+    theirVersion?: number;
+    ourVersion?: number;
+  };
   /** The picture of the network changed: call `node.topology()`. */
   topology: {};
   left: {};
@@ -641,7 +652,7 @@ fn event_kind(ev: &NodeEvent) -> &'static str {
         NodeEvent::NeighborUp(_) => "neighbor-up",
         NodeEvent::NeighborDown(_) => "neighbor-down",
         NodeEvent::Broadcast { .. } => "broadcast",
-        NodeEvent::Error { .. } => "error",
+        NodeEvent::Error { .. } | NodeEvent::IncompatiblePeer { .. } => "error",
         NodeEvent::Message { .. } => "message",
         NodeEvent::Request { .. } => "request",
         NodeEvent::TopologyChanged => "topology",
@@ -674,6 +685,21 @@ fn event_to_js(ev: &NodeEvent) -> JsValue {
             if let Some(p) = peer {
                 set(&o, "peer", &js_peer(p));
             }
+        }
+        NodeEvent::IncompatiblePeer {
+            peer,
+            their_version,
+            our_version,
+        } => {
+            set(&o, "code", &"incompatible-peer".into());
+            let message = format!(
+                "peer speaks wire version {their_version}, this build {our_version}: \
+                 disconnected (update one side)"
+            );
+            set(&o, "message", &message.into());
+            set(&o, "peer", &peer.to_string().into());
+            set(&o, "theirVersion", &f64::from(*their_version).into());
+            set(&o, "ourVersion", &f64::from(*our_version).into());
         }
         NodeEvent::Message { from, data, hops } => {
             set(&o, "from", &js_peer(from));

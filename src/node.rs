@@ -138,6 +138,16 @@ pub enum NodeEvent {
     /// The picture of the network changed (an announcement arrived, or a neighbour came
     /// or went); read it with [`Node::topology`].
     TopologyChanged,
+    /// `peer` runs a build of rhizome whose wire format is not ours: it was disconnected
+    /// and is not dialled again for a while. Reported once per peer; update one side.
+    IncompatiblePeer {
+        /// The peer.
+        peer: PeerId,
+        /// The wire version it speaks.
+        their_version: u8,
+        /// The wire version this build speaks ([`crate::wire::WIRE_VERSION`]).
+        our_version: u8,
+    },
     /// Something went wrong; the node goes on.
     Error {
         /// Stable machine-readable code.

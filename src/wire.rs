@@ -17,7 +17,16 @@
 //!   [`MAX_IHAVE`], [`MAX_DATA_ACK_IDS`]).
 //!
 //! The version byte lets a future format live beside this one: a peer that receives a
-//! version it does not speak gets [`WireError::UnsupportedVersion`] and drops the sender.
+//! version it does not speak gets [`WireError::UnsupportedVersion`] (naming both versions)
+//! and the overlay drops the sender, does not dial it again and tells the application once
+//! (`overlay::Event::IncompatiblePeer`). **Bump [`WIRE_VERSION`] with every change to the
+//! bytes of any message** (a new variant, a new or reordered field): postcard carries no
+//! field names, so a peer of another build would otherwise misread frames silently.
+//!
+//! | version | change |
+//! |---|---|
+//! | 1 | first format |
+//! | 2 | DATA pieces, PRUNE naming the origin, DataAck with a list of ids, LEAVE (these went out as version 1 by mistake, so builds misread each other silently) |
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +34,7 @@ use crate::id::{PeerId, Signature};
 use crate::signal::SignedEnvelope;
 
 /// Version of the frame format written by [`encode`].
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// Largest frame accepted or produced, in bytes (version byte included).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest broadcast payload, in bytes: a frame minus room for the gossip header.
@@ -76,9 +85,15 @@ pub enum WireError {
         /// The limit.
         max: usize,
     },
-    /// The version byte names a format this peer does not speak.
-    #[error("unsupported wire version {0}")]
-    UnsupportedVersion(u8),
+    /// The version byte names a format this peer does not speak: the sender runs an
+    /// incompatible build.
+    #[error("wire version {theirs} is not ours ({ours})")]
+    UnsupportedVersion {
+        /// The version byte of the frame.
+        theirs: u8,
+        /// [`WIRE_VERSION`].
+        ours: u8,
+    },
     /// The bytes after the version byte are not a valid message.
     #[error("malformed frame: {0}")]
     Malformed(String),
@@ -371,7 +386,10 @@ pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
     }
     let (&version, rest) = frame.split_first().ok_or(WireError::Empty)?;
     if version != WIRE_VERSION {
-        return Err(WireError::UnsupportedVersion(version));
+        return Err(WireError::UnsupportedVersion {
+            theirs: version,
+            ours: WIRE_VERSION,
+        });
     }
     let (msg, trailing): (Message, _) = postcard::take_from_bytes(rest)
         .map_err(|e| WireError::Malformed(postcard_reason(&e).into()))?;
@@ -552,9 +570,30 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_from_another_build_is_refused_naming_both_versions() {
+        let mut old = encode(&Message::Join).unwrap();
+        old[0] = 1;
+        let err = decode(&old).unwrap_err();
+        assert_eq!(
+            err,
+            WireError::UnsupportedVersion {
+                theirs: 1,
+                ours: WIRE_VERSION
+            }
+        );
+        assert_eq!(err.to_string(), "wire version 1 is not ours (2)");
+    }
+
+    #[test]
     fn bad_frames_get_typed_errors() {
         assert_eq!(decode(&[]), Err(WireError::Empty));
-        assert_eq!(decode(&[9, 0]), Err(WireError::UnsupportedVersion(9)));
+        assert_eq!(
+            decode(&[9, 0]),
+            Err(WireError::UnsupportedVersion {
+                theirs: 9,
+                ours: WIRE_VERSION
+            })
+        );
         assert!(matches!(
             decode(&vec![WIRE_VERSION; MAX_FRAME_LEN + 1]),
             Err(WireError::TooLong { .. })

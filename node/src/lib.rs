@@ -233,6 +233,17 @@ fn report(event: &NodeEvent, out: &mut impl Write) -> std::io::Result<()> {
             }
             Ok(())
         }
+        NodeEvent::IncompatiblePeer {
+            peer,
+            their_version,
+            our_version,
+        } => {
+            eprintln!(
+                "rhizome-node: incompatible-peer ({peer}): speaks wire version \
+                 {their_version}, this build speaks {our_version}; disconnected"
+            );
+            Ok(())
+        }
         // No request API on the command line: a request to this node times out.
         NodeEvent::Request { .. } | NodeEvent::TopologyChanged | NodeEvent::Left => Ok(()),
     }

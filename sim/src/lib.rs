@@ -824,6 +824,17 @@ impl Sim {
         );
     }
 
+    /// Cuts the channel between `a` and `b` (both stay online), as a failed link or the
+    /// browser tests' `drop_connection` does: `a` hears at once, `b` one latency later.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        if !self.linked(a, b) {
+            return;
+        }
+        self.close(a, b);
+        let peer = self.peer_id(b);
+        self.input(a, Input::ConnectionDown { peer });
+    }
+
     /// Crashes peer `i`: it stops silently.
     pub fn crash(&mut self, i: usize) {
         if self.nodes[i].state != NodeState::Online {

@@ -403,6 +403,15 @@ impl<P: Platform> Shared<P> {
                 message: reason.to_string(),
                 peer: Some(peer),
             },
+            Event::IncompatiblePeer {
+                peer,
+                their_version,
+                our_version,
+            } => NodeEvent::IncompatiblePeer {
+                peer,
+                their_version,
+                our_version,
+            },
             Event::Dht(ev) => return self.dht_event(ev),
             Event::Error(e) => NodeEvent::Error {
                 code: match e {

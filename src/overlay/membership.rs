@@ -37,6 +37,13 @@
 //!   merge what they received into their passive views, which keeps them fresh and random.
 //! - **Isolation.** Only a peer whose active view is empty and that cannot reach anyone
 //!   in its passive view asks the signaling server for a new sample (`RequestBootstrap`).
+//!   With the server gone that is no way out: a peer whose last neighbour goes has nobody
+//!   to carry the signals of a new connection. So a peer with fewer than [`MIN_ACTIVE`]
+//!   neighbours asks one of its open DHT links to become a neighbour (a NEIGHBOR request
+//!   on the existing connection, high priority when it has none: no new
+//!   RTCPeerConnection), may start source routes at a DHT link, backs off at most 8 s
+//!   after refusals, and with the server down insists (high priority) when a routed query
+//!   finds no room.
 //!
 //! Two departures from the paper, both forced by WebRTC. A connection is expensive (an
 //! offer/answer exchange and ICE), so the shuffle reply travels back along the walk's path
@@ -56,6 +63,12 @@ pub const QUERY_TIMEOUT_MS: u64 = 3_000;
 /// neighbours before it looks for more itself, in ms (a walk is at most a dozen hops, then
 /// one connection).
 pub const JOIN_SETTLE_MS: u64 = 3_000;
+
+/// Fewest active neighbours a peer is content with (when its capacity allows): below it,
+/// a peer keeps looking for neighbours, also among its open DHT links. One neighbour is
+/// a single point of failure: losing it while the signaling server is down leaves the
+/// peer with nobody to carry the signals of a new connection.
+pub const MIN_ACTIVE: usize = 2;
 
 /// A passive-view entry: an address and, if known, a source route to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +94,9 @@ pub(super) struct Membership {
     settle_until: u64,
     /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
     queries: crate::collections::BTreeMap<PeerId, u64>,
+    /// NEIGHBOR requests sent over open DHT links (to make the link an active-view link),
+    /// by peer, with the time they were sent.
+    promoting: crate::collections::BTreeMap<PeerId, u64>,
 }
 
 impl Membership {
@@ -430,12 +446,25 @@ impl Overlay {
         self.membership.passive.push(PassiveEntry { peer, route });
     }
 
+    /// Whether we have fewer active neighbours than [`MIN_ACTIVE`] (but some).
+    fn short_of_neighbours(&self) -> bool {
+        let n = self.membership.active.len();
+        n > 0 && n < MIN_ACTIVE.min(self.config.active_view_capacity)
+    }
+
     fn note_refusal(&mut self) {
         let base = self.config.repair_backoff_ms;
+        // A peer with a single neighbour keeps asking at least every few seconds: that
+        // neighbour is all that stands between it and isolation.
+        let max = if self.short_of_neighbours() {
+            (4 * base).min(self.config.repair_backoff_max_ms)
+        } else {
+            self.config.repair_backoff_max_ms
+        };
         let b = if self.membership.backoff == 0 {
             base
         } else {
-            (self.membership.backoff * 2).min(self.config.repair_backoff_max_ms)
+            (self.membership.backoff * 2).min(max)
         };
         self.membership.backoff = b;
         self.membership.repair_not_before = self.now + b;
@@ -472,6 +501,14 @@ impl Overlay {
             // Our JOIN is under way and will bring neighbours (its contact, then the
             // walks' ends): forcing high-priority connections on others now would only
             // make them evict neighbours. If it fails, we try the next contact.
+            return;
+        }
+        // An open DHT link becomes a neighbour without a new RTCPeerConnection; and with
+        // the server gone, it may be the only signal path we have left. (With one
+        // neighbour left, low priority, so a refusal backs off like any other.)
+        let may_ask = active == 0 || self.now >= self.membership.repair_not_before;
+        if active < MIN_ACTIVE.min(cap) && may_ask && self.promote_link(active == 0) && active == 0
+        {
             return;
         }
         if active == 0 {
@@ -550,6 +587,58 @@ impl Overlay {
             .values()
             .filter(|c| matches!(c, Conn::Connecting { .. } | Conn::AwaitingReply { .. }))
             .count()
+            + self.membership.promoting.len()
+    }
+
+    /// Asks the peer at the other end of an open DHT link (outside the active view) to
+    /// become an active neighbour, with high priority if `urgent`. Returns whether it
+    /// asked (not when a request is already out or there is no such link).
+    fn promote_link(&mut self, urgent: bool) -> bool {
+        if !self.membership.promoting.is_empty() {
+            return false;
+        }
+        let links: Vec<PeerId> = self
+            .dht_links()
+            .into_iter()
+            .filter(|p| !self.membership.is_active(p) && !self.is_banned(p))
+            .collect();
+        if links.is_empty() {
+            return false;
+        }
+        let peer = links[self.rand_below(links.len())];
+        let priority = if urgent {
+            Priority::High
+        } else {
+            Priority::Low
+        };
+        self.membership.promoting.insert(peer, self.now);
+        self.send(peer, &Message::Neighbor { priority });
+        true
+    }
+
+    /// A NEIGHBOR request over an open link outside our active view (a DHT link): decided
+    /// as on a fresh connection, except that a refusal keeps the link.
+    pub(super) fn on_link_neighbor_request(&mut self, from: PeerId, priority: Priority) {
+        let room = self.membership.active.len() < self.config.active_view_capacity;
+        if priority == Priority::High || room {
+            self.send(from, &Message::NeighborReply { accepted: true });
+            self.add_active(from);
+        } else {
+            self.send(from, &Message::NeighborReply { accepted: false });
+        }
+    }
+
+    /// The answer to a NEIGHBOR request we sent over a DHT link ([`Self::promote_link`]).
+    pub(super) fn on_link_neighbor_reply(&mut self, from: PeerId, accepted: bool) {
+        if self.membership.promoting.remove(&from).is_none() {
+            return;
+        }
+        if accepted {
+            self.add_active(from);
+        } else {
+            self.stats.refused += 1;
+            self.note_refusal();
+        }
     }
 
     fn repair_candidates(&self) -> Vec<PeerId> {
@@ -594,6 +683,13 @@ impl Overlay {
             // The path the answer came by is known to work: use it for the signals.
             self.add_passive(source, back);
             self.connect(source, Intent::Neighbor(Priority::Low));
+        } else if !room && !busy && !self.server_up && self.short_of_neighbours() {
+            // Down to one neighbour with no server to fall back on: losing it would leave
+            // nobody to carry our signals, so insist (the peer evicts one of its own, who
+            // has others). With the server up, isolation is repaired by a re-bootstrap.
+            self.membership.queries.clear();
+            self.add_passive(source, back);
+            self.connect(source, Intent::Neighbor(Priority::High));
         } else if self.membership.queries.is_empty() && self.pending_neighbor_attempts() == 0 {
             self.stats.refused += 1;
             self.note_refusal();
@@ -617,6 +713,10 @@ impl Overlay {
             self.membership.queries.remove(p);
             self.membership.clear_route(p);
         }
+        let conns = &self.conns;
+        self.membership
+            .promoting
+            .retain(|p, at| now < *at + deadline && conns.get(p) == Some(&Conn::Active));
     }
 
     /// Closes attempts and half-open connections past their deadline.

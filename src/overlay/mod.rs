@@ -55,7 +55,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use chacha::ChaCha8 as ChaCha8Rng;
 
-use crate::collections::BTreeMap;
+use crate::collections::{BTreeMap, BTreeSet};
 use crate::id::{Identity, PeerId};
 use crate::signal::{EnvelopeError, SignalPayload, SignedEnvelope};
 use crate::wire::{self, Message, MsgId, WireError};
@@ -322,6 +322,17 @@ pub enum Event {
         /// What it did.
         reason: Misbehaviour,
     },
+    /// `peer` speaks another version of the wire format (another build of rhizome): it
+    /// was disconnected and is not dialled or accepted again for [`Config::ban_ms`].
+    /// Reported once per peer.
+    IncompatiblePeer {
+        /// The peer.
+        peer: PeerId,
+        /// The version byte of its frames.
+        their_version: u8,
+        /// Ours, [`wire::WIRE_VERSION`].
+        our_version: u8,
+    },
     /// A command could not be carried out.
     Error(OverlayError),
     /// News from the DHT: direct messages, acknowledgements, lookups, records.
@@ -392,6 +403,9 @@ pub struct Stats {
     pub failed_connects: u64,
 }
 
+/// Most peers remembered as already reported incompatible.
+const MAX_INCOMPATIBLE: usize = 256;
+
 /// Why a timer was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
@@ -440,6 +454,9 @@ pub struct Overlay {
     server_up: bool,
     conns: BTreeMap<PeerId, Conn>,
     banned: BTreeMap<PeerId, u64>,
+    /// Peers already reported as [`Event::IncompatiblePeer`] (at most
+    /// [`MAX_INCOMPATIBLE`]).
+    incompatible: BTreeSet<PeerId>,
     timers: BinaryHeap<Reverse<(u64, TimerKind)>>,
     announced_timer: Option<u64>,
     out: Vec<Output>,
@@ -478,6 +495,7 @@ impl Overlay {
             server_up: false,
             conns: BTreeMap::new(),
             banned: BTreeMap::new(),
+            incompatible: BTreeSet::new(),
             timers: BinaryHeap::new(),
             announced_timer: None,
             out: Vec::new(),
@@ -580,6 +598,9 @@ impl Overlay {
         self.stats.frames_received += 1;
         let msg = match wire::decode(bytes) {
             Ok(msg) => msg,
+            Err(WireError::UnsupportedVersion { theirs, ours }) => {
+                return self.on_incompatible(from, theirs, ours)
+            }
             Err(e) => return self.punish(from, Misbehaviour::BadFrame(e)),
         };
         let Some(conn) = self.conns.get(&from).copied() else {
@@ -611,11 +632,10 @@ impl Overlay {
             // On a DHT link (open, not in the active view) a NEIGHBOR request is decided
             // as on a fresh connection, so both sides agree on the active view.
             Message::Neighbor { priority } if !self.membership.is_active(&from) => {
-                let conn = Conn::AwaitingHello { since: self.now };
-                self.on_handshake_message(from, conn, Message::Neighbor { priority })
+                self.on_link_neighbor_request(from, priority)
             }
             Message::Neighbor { .. } => self.send(from, &Message::NeighborReply { accepted: true }),
-            Message::NeighborReply { .. } => {}
+            Message::NeighborReply { accepted } => self.on_link_neighbor_reply(from, accepted),
             Message::Disconnect => self.on_disconnect_message(from),
             Message::Leave => self.on_leave_message(from),
             Message::Shuffle { ttl, path, entries } => self.on_shuffle(from, ttl, path, entries),
@@ -767,6 +787,33 @@ impl Overlay {
     /// Reports `peer`, drops it from every view and bans it for a while.
     fn punish(&mut self, peer: PeerId, reason: Misbehaviour) {
         self.event(Event::Misbehaving { peer, reason });
+        self.shun(peer);
+    }
+
+    /// `peer` runs a build whose frames we cannot read (nor it ours): not misbehaviour,
+    /// but a link to it would look up while carrying nothing. Dropped and kept away like a
+    /// banned peer (its offers are ignored, so it costs no RTCPeerConnection either), and
+    /// reported to the application the first time only.
+    fn on_incompatible(&mut self, peer: PeerId, their_version: u8, our_version: u8) {
+        if self.incompatible.insert(peer) {
+            if self.incompatible.len() > MAX_INCOMPATIBLE {
+                // Forget one at random (a reload might report it again, which is harmless).
+                let i = self.rand_below(self.incompatible.len());
+                if let Some(old) = self.incompatible.iter().nth(i).copied() {
+                    self.incompatible.remove(&old);
+                }
+            }
+            self.event(Event::IncompatiblePeer {
+                peer,
+                their_version,
+                our_version,
+            });
+        }
+        self.shun(peer);
+    }
+
+    /// Drops `peer` from every view and connection and bans it for [`Config::ban_ms`].
+    fn shun(&mut self, peer: PeerId) {
         self.banned.insert(peer, self.now + self.config.ban_ms);
         self.membership.remove_passive(&peer);
         if self.conns.remove(&peer).is_some() {

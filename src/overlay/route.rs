@@ -13,9 +13,10 @@
 //! newcomer) or a shuffle walk (which starts at the peer that sent the entries). So each
 //! entry keeps the hops that led to it ([`super::membership`]), composed when entries are
 //! passed on, capped at [`super::Config::max_route_len`]. The frame carries the whole
-//! path and an index; each relay checks that the next hop is one of its active neighbours
-//! and forwards. Relays keep no state, a frame cannot loop, and the recipient answers by
-//! reversing the path it arrived on, which is known to work at that moment.
+//! path and an index; each relay checks that the next hop is one of its open links (active
+//! neighbours or DHT links) and forwards. Relays keep no state, a frame cannot loop, and
+//! the recipient answers by reversing the path it arrived on, which is known to work at
+//! that moment.
 //!
 //! Before use a route is *shortened*: we cut it at the last hop that is one of our own
 //! active neighbours (often the target itself, or the target's neighbour), so most routes
@@ -80,15 +81,21 @@ impl Overlay {
         self.server_up.then_some(SignalPath::Server)
     }
 
-    /// Cuts `route` to start at its last hop that is one of our active neighbours.
-    /// `None` if no hop is a neighbour (the route is useless from here).
+    /// Cuts `route` to start at its last hop that is one of our active neighbours, or,
+    /// for a peer with fewer than [`super::membership::MIN_ACTIVE`] of them, one we hold
+    /// any open link to (a DHT link: relays forward over either, and such a peer may have
+    /// nothing else left). `None` if no hop is linked (the route is useless from here).
     pub(super) fn shorten(&self, route: &[PeerId]) -> Option<Vec<PeerId>> {
         let start = route
             .iter()
             .rposition(|p| *p == self.me)
             .map_or(0, |i| i + 1);
         let route = &route[start..];
-        let first = route.iter().rposition(|p| self.membership.is_active(p))?;
+        let any_link = self.membership.active.len()
+            < super::membership::MIN_ACTIVE.min(self.config.active_view_capacity);
+        let first = route.iter().rposition(|p| {
+            self.membership.is_active(p) || (any_link && self.conns.get(p) == Some(&Conn::Active))
+        })?;
         Some(route[first..].to_vec())
     }
 

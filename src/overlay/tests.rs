@@ -412,3 +412,80 @@ fn a_neighbour_that_leaves_is_forgotten_not_kept_for_repairs() {
     );
     assert!(a.passive_view().any(|p| p == b.peer_id()));
 }
+
+#[test]
+fn a_peer_of_another_wire_version_is_dropped_reported_once_and_not_redialled() {
+    let mut a = Overlay::new(me(), Config::default(), 1);
+    let old = pool()[1].peer_id();
+    // A frame as a build speaking wire version 1 writes it.
+    let mut v1 = wire::encode(&Message::Ping { nonce: 7 }).unwrap();
+    v1[0] = 1;
+    let mut outputs = a.handle(
+        0,
+        Input::Join {
+            contacts: vec![old],
+        },
+    );
+    assert!(outputs
+        .iter()
+        .any(|o| matches!(o, Output::Connect { peer, .. } if *peer == old)));
+    outputs.extend(a.handle(10, Input::ConnectionUp { peer: old }));
+    let got = a.handle(
+        20,
+        Input::Frame {
+            from: old,
+            bytes: v1.clone(),
+        },
+    );
+    assert!(got.contains(&Output::Disconnect { peer: old }));
+    assert!(
+        a.active_view().is_empty(),
+        "an incompatible peer is no neighbour"
+    );
+    assert!(!got
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Misbehaving { .. }))));
+    outputs.extend(got);
+    // The old build keeps trying: its connection and frames are refused, the server's
+    // next sample naming it is ignored, and a minute of repairs never dials it again.
+    let mut now = 30;
+    for round in 0..60u64 {
+        now += 1_000;
+        if round % 10 == 0 {
+            outputs.extend(a.handle(now, Input::ConnectionUp { peer: old }));
+            outputs.extend(a.handle(
+                now,
+                Input::Frame {
+                    from: old,
+                    bytes: v1.clone(),
+                },
+            ));
+            outputs.extend(a.handle(
+                now,
+                Input::Join {
+                    contacts: vec![old],
+                },
+            ));
+        }
+        outputs.extend(a.handle(now, Input::Timer));
+    }
+    let connects = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Connect { peer, .. } if *peer == old))
+        .count();
+    assert_eq!(connects, 1, "dialled only before it was known incompatible");
+    let reports: Vec<&Output> = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Event(Event::IncompatiblePeer { .. })))
+        .collect();
+    assert_eq!(
+        reports,
+        vec![&Output::Event(Event::IncompatiblePeer {
+            peer: old,
+            their_version: 1,
+            our_version: wire::WIRE_VERSION,
+        })]
+    );
+    assert!(a.active_view().is_empty());
+    assert!(!a.connections().any(|p| p == old));
+}

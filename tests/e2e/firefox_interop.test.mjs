@@ -5,7 +5,7 @@
 // Playwright. Run by `npm test` inside its network namespace.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, until } from './harness.mjs';
+import { startServer, launchBrowser, until, joinInPage, openPeerPage } from './harness.mjs';
 import { launchFirefox } from './firefox.mjs';
 
 let server;
@@ -24,36 +24,15 @@ after(async () => {
   await server?.stop();
 });
 
-/**
- * Runs in the page (either browser): joins `room` and records what the node hears in
- * `window.rhz`. Returns the node's id.
- */
-async function joinInPage({ wsUrl, room }) {
-  const { default: init, Rhizome } = await import('/pkg/rhizome.js');
-  await init();
-  const node = await Rhizome.join({ signaling: [wsUrl], room, iceServers: [] });
-  const text = (d) => new TextDecoder().decode(d);
-  const rhz = { node, heard: [], messages: [], downs: [], errors: [] };
-  window.rhz = rhz;
-  node.on('broadcast', (e) => rhz.heard.push({ from: e.from, text: text(e.data) }));
-  node.on('message', (e) => rhz.messages.push({ from: e.from, text: text(e.data), hops: e.hops }));
-  node.on('neighbor-down', (e) => rhz.downs.push(e.peer));
-  node.on('error', (e) => rhz.errors.push(`${e.code}: ${e.message}`));
-  return node.id;
-}
-
 /** What a page's node has seen so far, as plain data. */
 function pageState() {
-  const { node, heard, messages, downs, errors } = window.rhz;
+  const { node, heard, messages, downs, errors } = window;
   return { neighbors: node.neighbors(), heard, messages, downs, errors };
 }
 
 test('a Firefox peer and a Chromium peer form one overlay: broadcasts and direct messages both ways', async () => {
   const room = `firefox-${Date.now()}`;
-  const page = await chromium.context.newPage();
-  page.on('pageerror', (e) => console.error('chromium page error:', e));
-  await page.goto(`${server.url}/healthz`);
-  const chromiumId = await page.evaluate(joinInPage, { wsUrl: server.wsUrl, room });
+  const { page, id: chromiumId } = await openPeerPage(chromium, server, room);
 
   await firefox.goto(`${server.url}/healthz`);
   const firefoxId = await firefox.executeAsync(joinInPage, { wsUrl: server.wsUrl, room });
@@ -66,16 +45,16 @@ test('a Firefox peer and a Chromium peer form one overlay: broadcasts and direct
     return (c.neighbors.includes(firefoxId) && f.neighbors.includes(chromiumId)) || { c, f };
   });
 
-  await page.evaluate(() => window.rhz.node.broadcast('from Chromium'));
-  await firefox.execute(() => window.rhz.node.broadcast('from Firefox'));
+  await page.evaluate(() => window.node.broadcast('from Chromium'));
+  await firefox.execute(() => window.node.broadcast('from Firefox'));
   await until('each hears the other broadcast', async () => {
     const [c, f] = [await chromiumState(), await firefoxState()];
     return (c.heard.some((m) => m.text === 'from Firefox') && f.heard.some((m) => m.text === 'from Chromium'))
       || { c, f };
   });
 
-  const toFirefox = await page.evaluate((to) => window.rhz.node.send(to, 'direct from Chromium'), firefoxId);
-  const toChromium = await firefox.executeAsync((to) => window.rhz.node.send(to, 'direct from Firefox'), chromiumId);
+  const toFirefox = await page.evaluate((to) => window.node.send(to, 'direct from Chromium'), firefoxId);
+  const toChromium = await firefox.executeAsync((to) => window.node.send(to, 'direct from Firefox'), chromiumId);
   assert.deepEqual([toFirefox.hops, toChromium.hops], [1, 1], 'neighbours are one hop apart');
 
   const [c, f] = [await chromiumState(), await firefoxState()];
@@ -85,9 +64,9 @@ test('a Firefox peer and a Chromium peer form one overlay: broadcasts and direct
   assert.deepEqual(f.messages, [{ from: chromiumId, text: 'direct from Chromium', hops: 1 }]);
   assert.deepEqual([c.downs, f.downs], [[], []], 'the link stayed up');
 
-  await firefox.executeAsync(() => window.rhz.node.leave());
+  await firefox.executeAsync(() => window.node.leave());
   await until('Chromium sees Firefox leave', async () =>
     (await chromiumState()).downs.includes(firefoxId) || await chromiumState(), 10_000);
-  await page.evaluate(() => window.rhz.node.leave());
+  await page.evaluate(() => window.node.leave());
   await page.close();
 });

@@ -92,6 +92,38 @@ export function requireDemoBundle() {
   }
 }
 
+/**
+ * Runs in a page (Chromium or Firefox, passed to `evaluate`): joins `room` through the
+ * package's JS API, as an application would, and records what the node hears in
+ * `window.heard` (broadcasts), `window.messages` (direct), `window.downs` (neighbours
+ * lost) and `window.errors`; the node is `window.node`. Resolves to the node's id.
+ */
+export async function joinInPage({ wsUrl, room }) {
+  const { default: init, Rhizome } = await import('/pkg/rhizome.js');
+  await init();
+  const node = await Rhizome.join({ signaling: [wsUrl], room, iceServers: [] });
+  const text = (d) => new TextDecoder().decode(d);
+  Object.assign(window, { node, heard: [], messages: [], downs: [], errors: [] });
+  node.on('broadcast', (e) => window.heard.push({ from: e.from, text: text(e.data) }));
+  node.on('message', (e) => window.messages.push({ from: e.from, text: text(e.data), hops: e.hops }));
+  node.on('neighbor-down', (e) => window.downs.push(e.peer));
+  node.on('error', (e) => window.errors.push(`${e.code}: ${e.message}`));
+  return node.id;
+}
+
+/**
+ * Opens a Chromium tab (of `browser`, from `launchBrowser`) on `server`'s origin and joins
+ * `room` there with `joinInPage`. Resolves to { page, id }.
+ */
+export async function openPeerPage(browser, server, room) {
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e));
+  // Any page of the server's origin can import the package; /healthz is a cheap one.
+  await page.goto(`${server.url}/healthz`);
+  const id = await page.evaluate(joinInPage, { wsUrl: server.wsUrl, room });
+  return { page, id };
+}
+
 /** Polls `fn` until it returns true; fails with its last value after `ms`. */
 export async function until(what, fn, ms = 30_000) {
   const deadline = Date.now() + ms;

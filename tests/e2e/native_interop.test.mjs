@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, root, until } from './harness.mjs';
+import { startServer, launchBrowser, root, until, joinInPage, openPeerPage } from './harness.mjs';
 import { launchFirefox } from './firefox.mjs';
 
 const NODE_BIN = process.env.RHIZOME_NODE_BIN
@@ -84,34 +84,14 @@ function startNative(room, extraArgs = []) {
  * and records what its node hears. The page has `evaluate(fn, arg)` and `close()`.
  */
 async function openPage(room, engine = 'chromium') {
-  let page;
-  if (engine === 'firefox') {
-    firefox ??= await launchFirefox();
-    await firefox.goto(`${server.url}/healthz`);
-    page = {
-      evaluate: (fn, arg) => firefox.executeAsync(fn, arg),
-      close: () => firefox.goto('about:blank'),
-    };
-  } else {
-    page = await browser.context.newPage();
-    page.on('pageerror', (e) => console.error('page error:', e));
-    await page.goto(`${server.url}/healthz`);
-  }
-  const id = await page.evaluate(async ({ wsUrl, room }) => {
-    const { default: init, Rhizome } = await import('/pkg/rhizome.js');
-    await init();
-    const node = await Rhizome.join({ signaling: [wsUrl], room, iceServers: [] });
-    window.node = node;
-    window.heard = [];
-    window.messages = [];
-    window.downs = [];
-    window.errors = [];
-    node.on('message', (e) => window.messages.push({ from: e.from, text: new TextDecoder().decode(e.data), hops: e.hops }));
-    node.on('broadcast', (e) => window.heard.push({ from: e.from, text: new TextDecoder().decode(e.data) }));
-    node.on('neighbor-down', (e) => window.downs.push(e.peer));
-    node.on('error', (e) => window.errors.push(String(e.message ?? e)));
-    return node.id;
-  }, { wsUrl: server.wsUrl, room });
+  if (engine !== 'firefox') return openPeerPage(browser, server, room);
+  firefox ??= await launchFirefox();
+  await firefox.goto(`${server.url}/healthz`);
+  const page = {
+    evaluate: (fn, arg) => firefox.executeAsync(fn, arg),
+    close: () => firefox.goto('about:blank'),
+  };
+  const id = await page.evaluate(joinInPage, { wsUrl: server.wsUrl, room });
   return { page, id };
 }
 

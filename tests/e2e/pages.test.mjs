@@ -2,7 +2,7 @@
 // an application uses the npm package: `await Rhizome.join({...})`, `on('broadcast')`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, until } from './harness.mjs';
+import { startServer, launchBrowser, until, openPeerPage } from './harness.mjs';
 
 let server;
 let browser;
@@ -18,24 +18,7 @@ after(async () => {
 });
 
 /** Opens a page that joins `room` and records what its node hears. */
-async function openPeer(room) {
-  const page = await browser.context.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e));
-  // Any page of the server's origin can import the package; /healthz is a cheap one.
-  await page.goto(`${server.url}/healthz`);
-  const id = await page.evaluate(async ({ wsUrl, room }) => {
-    const { default: init, Rhizome } = await import('/pkg/rhizome.js');
-    await init();
-    const node = await Rhizome.join({ signaling: [wsUrl], room, iceServers: [] });
-    window.node = node;
-    window.heard = [];
-    window.errors = [];
-    node.on('broadcast', (e) => window.heard.push({ from: e.from, text: new TextDecoder().decode(e.data) }));
-    node.on('error', (e) => window.errors.push(e));
-    return node.id;
-  }, { wsUrl: server.wsUrl, room });
-  return { page, id };
-}
+const openPeer = (room) => openPeerPage(browser, server, room);
 
 test('peers in separate pages of one browser join one overlay and hear each broadcast once', async () => {
   const room = `pages-${Date.now()}`;
