@@ -402,6 +402,21 @@ mod tests {
     }
 
     #[test]
+    fn a_data_frame_is_encoded_into_one_allocation_of_its_exact_size() {
+        // Growing the frame by doubling copied a 60 KiB piece several times per send.
+        let msg = Message::Data {
+            id: 9,
+            part: 0,
+            parts: 1,
+            payload: vec![5; 60 * 1024],
+        };
+        let frame = encode(&msg).unwrap();
+        assert_eq!(frame.capacity(), frame.len());
+        assert_eq!(decode(&frame).unwrap(), msg);
+        assert_eq!(frame, postcard::to_allocvec(&(WIRE_VERSION, &msg)).unwrap());
+    }
+
+    #[test]
     fn a_broadcast_payload_has_the_same_wire_bytes_as_a_plain_byte_sequence() {
         // Peers that serialise the payload element by element must read ours, and we
         // theirs: the byte-string encoding may change speed, never the format.

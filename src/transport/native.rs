@@ -464,11 +464,7 @@ impl NativeConnection {
         if !self.is_open() {
             return Err(TransportError::NotOpen);
         }
-        lock(&self.shared.queue).push_message(
-            data,
-            self.limits.max_queued,
-            chunk::CHUNK_PAYLOAD,
-        )?;
+        lock(&self.shared.queue).push_message(data, self.limits.max_queued)?;
         self.shared.wake_writer.notify_one();
         Ok(())
     }

@@ -11,8 +11,7 @@
 //! - **Perfect negotiation**: the side with the smaller [`PeerId`] is *polite*. When both
 //!   sides offer at once (glare), the impolite side ignores the incoming offer and the
 //!   polite side rolls its own back and answers. No coordinator and no retry loop.
-//! - **Chunks and backpressure**: every message travels as chunks of up to 64 KiB (16 KiB
-//!   while the remote's SCTP limit is unknown; `chunk.rs`)
+//! - **Chunks and backpressure**: every message travels as 16 KiB chunks (`chunk.rs`)
 //!   through a queue of ours that feeds the browser only while its `bufferedAmount` is
 //!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
 //!   is full instead of letting memory grow.
@@ -174,9 +173,6 @@ pub struct WebConnection {
     dc: RtcDataChannel,
     state: Rc<RefCell<Negotiation>>,
     queue: Rc<RefCell<SendQueue>>,
-    /// Payload bytes per chunk for this remote (`chunk::payload_for`), once its SCTP
-    /// transport's `maxMessageSize` has been read; 0 before.
-    chunk_payload: std::cell::Cell<usize>,
     rtt: Rc<RefCell<Rtt>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
@@ -225,7 +221,6 @@ impl WebConnection {
             dc,
             state: Rc::new(RefCell::new(Negotiation::default())),
             queue: Rc::new(RefCell::new(SendQueue::default())),
-            chunk_payload: std::cell::Cell::new(0),
             rtt: Rc::new(RefCell::new(Rtt::default())),
             events: tx,
             _callbacks: Vec::new(),
@@ -305,29 +300,8 @@ impl WebConnection {
             return Err(TransportError::NotOpen);
         }
         let mut queue = self.queue.borrow_mut();
-        queue.push_message(data, self.limits.max_queued, self.chunk_payload())?;
+        queue.push_message(data, self.limits.max_queued)?;
         pump(&mut queue, &self.dc)
-    }
-
-    /// Payload bytes per chunk: up to 64 KiB when the remote's SCTP transport takes it
-    /// (read once, from `RTCPeerConnection.sctp.maxMessageSize`), 16 KiB until known.
-    /// A chunk of 64 KiB holds small frames behind it for ~5 ms at 100 Mbit/s, little
-    /// beside the up to [`HIGH_WATER`] bytes the browser's buffer holds anyway.
-    fn chunk_payload(&self) -> usize {
-        let cached = self.chunk_payload.get();
-        if cached != 0 {
-            return cached;
-        }
-        let max = Reflect::get(&self.pc, &JsValue::from_str("sctp"))
-            .ok()
-            .filter(|sctp| sctp.is_object())
-            .and_then(|sctp| Reflect::get(&sctp, &JsValue::from_str("maxMessageSize")).ok())
-            .and_then(|m| m.as_f64());
-        let payload = chunk::payload_for(max);
-        if max.is_some() {
-            self.chunk_payload.set(payload);
-        }
-        payload
     }
 
     /// Sends `bytes` as one raw data-channel message, bypassing chunking and the queue.
