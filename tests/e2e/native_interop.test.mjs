@@ -155,6 +155,16 @@ async function nativeAndBrowserFormOneOverlay(first, mdns, engine = 'chromium') 
     await native.waitFor('the native node receives the direct message',
       (l) => l === `message ${pageId} direct from the browser`);
 
+    // A message larger than one transport chunk, both ways: the browser sends the
+    // largest chunks webrtc-rs takes (64 KiB), webrtc-rs sends 16 KiB ones.
+    const big = `big from the browser ${'b'.repeat(200_000)} end`;
+    await page.evaluate(([to, text]) => window.node.send(to, text), [native.id, big]);
+    await native.waitFor('the native node receives the 200 KB message', (l) => l === `message ${pageId} ${big}`);
+    const bigBack = `big from webrtc-rs ${'n'.repeat(200_000)} end`;
+    native.send(`@${pageId} ${bigBack}`);
+    await until('the page receives the 200 KB message', async () =>
+      (await page.evaluate(() => window.messages)).some((m) => m.text === bigBack) || 'not yet');
+
     // The native node leaves gracefully on SIGTERM and the page notices at once.
     assert.equal(await native.stop(), 0, native.stderr());
     await until('the page sees the native node leave', async () =>
