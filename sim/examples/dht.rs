@@ -110,6 +110,8 @@ struct Probe {
     failures: BTreeMap<String, u64>,
     /// Why lookups missed the responsible peer.
     misses: BTreeMap<&'static str, u64>,
+    /// One line per "responsible peer not found": what the network knew of that peer.
+    diagnoses: Vec<String>,
 }
 
 impl Probe {
@@ -121,6 +123,7 @@ impl Probe {
             directs: Tally::default(),
             failures: BTreeMap::new(),
             misses: BTreeMap::new(),
+            diagnoses: Vec::new(),
         }
     }
 
@@ -185,6 +188,10 @@ impl Probe {
                             } else if truth.first().is_some_and(|t| closest.contains(t)) {
                                 "responsible peer found, not first"
                             } else {
+                                if let Some(t) = truth.first() {
+                                    self.diagnoses
+                                        .push(diagnose(sim, &key, t, &truth, &closest));
+                                }
                                 "responsible peer not found"
                             };
                             *self.misses.entry(why).or_default() += 1;
@@ -215,6 +222,37 @@ impl Probe {
     }
 }
 
+/// Why a lookup for `key` missed the responsible peer `r`: who knew it, and its links.
+fn diagnose(sim: &Sim, key: &Key, r: &PeerId, truth: &[PeerId], got: &[PeerId]) -> String {
+    let knows = |p: &PeerId| {
+        sim.index_of(p)
+            .is_some_and(|i| sim.overlay(i).dht_known_peers().contains(r))
+    };
+    let online_knowers = sim
+        .online()
+        .iter()
+        .filter(|&&i| sim.overlay(i).dht_known_peers().contains(r))
+        .count();
+    let truth_know = truth.iter().skip(1).filter(|p| knows(p)).count();
+    let got_know = got.iter().filter(|p| knows(p)).count();
+    let got_in_truth = got.iter().filter(|p| truth.contains(p)).count();
+    let ri = sim.index_of(r).unwrap_or(0);
+    let o = sim.overlay(ri);
+    let kr = Key::of_peer(r);
+    let cpl_r = kr.common_prefix_len(key);
+    let cpl_got = got
+        .first()
+        .map(|p| Key::of_peer(p).common_prefix_len(key))
+        .unwrap_or(0);
+    format!(
+        "cpl(key, responsible) {cpl_r} vs first result {cpl_got}; responsible known by {online_knowers} online peers, by {truth_know} of the other true k closest, by {got_know} of the {} returned ({got_in_truth} of them truly among the k closest); its connections {} (DHT links {}), its table {} peers",
+        got.len(),
+        o.connections().count(),
+        o.dht_links().len(),
+        o.dht_known_peers().len()
+    )
+}
+
 fn connections(sim: &Sim) -> (f64, f64, usize) {
     let online = sim.online();
     let n = online.len().max(1) as f64;
@@ -235,8 +273,8 @@ fn connections(sim: &Sim) -> (f64, f64, usize) {
 }
 
 /// Counters summed over every peer ever created (departed ones included).
-fn totals(sim: &Sim) -> [u64; 12] {
-    let mut t = [0u64; 12];
+fn totals(sim: &Sim) -> [u64; 13] {
+    let mut t = [0u64; 13];
     for i in 0..sim.len() {
         let o = sim.overlay(i);
         let d = o.dht_stats();
@@ -253,6 +291,7 @@ fn totals(sim: &Sim) -> [u64; 12] {
             d.queries_failed,
             d.lookups_closest_failed,
             d.retries,
+            d.bucket_refreshes,
         ];
         for (a, b) in t.iter_mut().zip(v) {
             *a += b;
@@ -261,7 +300,7 @@ fn totals(sim: &Sim) -> [u64; 12] {
     t
 }
 
-fn print_totals(before: [u64; 12], after: [u64; 12], peer_hours: f64) {
+fn print_totals(before: [u64; 13], after: [u64; 13], peer_hours: f64) {
     let names = [
         "connects",
         "DHT link attempts",
@@ -275,6 +314,7 @@ fn print_totals(before: [u64; 12], after: [u64; 12], peer_hours: f64) {
         "lookup queries failed",
         "lookups whose closest candidate failed",
         "direct retries",
+        "bucket-refresh lookups",
     ];
     let parts: Vec<String> = names
         .iter()
@@ -314,6 +354,8 @@ fn main() {
     // Steady: one lookup and one direct message per second for 2 minutes.
     if args.steady_seconds > 0 {
         let before = totals(&sim);
+        let (frames0, peer_ms0, cpu0) =
+            (sim.counters.control_frames, sim.peer_ms(), Instant::now());
         sim.log = Some(Vec::new());
         let mut probe = Probe::new();
         for _ in 0..args.steady_seconds {
@@ -328,12 +370,22 @@ fn main() {
         probe.directs.line("direct messages");
         println!("  direct message failures: {:?}", probe.failures);
         println!("  lookup misses: {:?}", probe.misses);
+        for d in probe.diagnoses.iter().take(20) {
+            println!("    not found: {d}");
+        }
         let after = totals(&sim);
         println!(
-            "  counters over the steady phase: lookup queries failed {}, lookups whose closest candidate failed {}, routing stalls {}",
+            "  counters over the steady phase: lookup queries failed {}, lookups whose closest candidate failed {}, routing stalls {}, bucket-refresh lookups {}",
             after[9] - before[9],
             after[10] - before[10],
-            after[8] - before[8]
+            after[8] - before[8],
+            after[12] - before[12]
+        );
+        let peer_s = (sim.peer_ms() - peer_ms0) as f64 / 1_000.0;
+        println!(
+            "  control messages per peer-second (overlay + DHT): {:.2}; {:.1} s wall",
+            (sim.counters.control_frames - frames0) as f64 / peer_s.max(1e-9),
+            cpu0.elapsed().as_secs_f64()
         );
     }
 
@@ -385,11 +437,18 @@ fn main() {
         probe.directs.line("direct messages");
         println!("  direct message failures: {:?}", probe.failures);
         println!("  lookup misses: {:?}", probe.misses);
+        for d in probe.diagnoses.iter().take(20) {
+            println!("    not found: {d}");
+        }
         let peer_hours = sim.peer_ms() as f64 / 3_600_000.0;
         println!(
         "  RTCPeerConnections created per peer-hour under churn (both sides, overlay + DHT): {:.1}",
         sim.counters.pcs_created as f64 / peer_hours.max(1e-9)
     );
+        println!(
+            "  control messages per peer-second under churn (overlay + DHT): {:.2}",
+            sim.counters.control_frames as f64 / (peer_hours * 3_600.0).max(1e-9)
+        );
         print_totals(before, totals(&sim), peer_hours);
         let (c, l, max) = connections(&sim);
         println!(

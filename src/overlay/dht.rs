@@ -709,6 +709,8 @@ pub struct DhtStats {
     /// The application's lookups that ended with a peer that failed its query closer to
     /// the key than the closest that answered.
     pub lookups_closest_failed: u64,
+    /// Bucket-refresh lookups started (the periodic self-lookup not included).
+    pub bucket_refreshes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -837,6 +839,9 @@ pub(super) struct Dht {
     /// slot's links.
     spare_offered: BTreeMap<PeerId, u64>,
     next_refresh: u64,
+    /// When a lookup we started (other than a bucket refresh) last aimed at a key in each
+    /// bucket: such a bucket needs no refresh lookup for a period (Kademlia's rule).
+    bucket_looked_up: Vec<u64>,
     next_republish: u64,
     pub(super) stats: DhtStats,
 }
@@ -859,6 +864,7 @@ impl Dht {
             link_backoff: BTreeMap::new(),
             spare_offered: BTreeMap::new(),
             next_refresh: 0,
+            bucket_looked_up: vec![0; 256],
             next_republish: 0,
             stats: DhtStats::default(),
         }
@@ -1488,6 +1494,10 @@ impl Overlay {
 
     fn start_op(&mut self, app: Option<u64>, kind: OpKind, key: Key, deadline: u64) {
         let op = self.dht.new_rpc();
+        if !matches!(kind, OpKind::Refresh) {
+            let bucket = self.dht.me.common_prefix_len(&key).min(255);
+            self.dht.bucket_looked_up[bucket] = self.now;
+        }
         let mut shortlist = BTreeMap::new();
         shortlist.insert(self.dht.me.distance(&key), (self.me, Probe::Done));
         let mut found = None;
@@ -2004,15 +2014,7 @@ impl Overlay {
             let me = self.dht.me;
             let deadline = now + self.config.dht.lookup_timeout_ms;
             self.start_op(None, OpKind::Refresh, me, deadline);
-            // Kademlia's bucket refresh: a lookup of a random key in every bucket that is
-            // not full, down to the deepest one we know of, so each peer knows someone in
-            // every non-empty slot (greedy routing stalls at a peer that does not).
-            let k = self.config.dht.k;
-            let deepest = (0..256).rev().find(|c| !self.dht.buckets[*c].is_empty());
-            for c in 0..deepest.map_or(0, |d| d + 1) {
-                if self.dht.buckets[c].len() >= k {
-                    continue;
-                }
+            for c in self.buckets_to_refresh() {
                 let mut key = me.0;
                 for (i, byte) in key.iter_mut().enumerate() {
                     for bit in 0..8 {
@@ -2024,6 +2026,7 @@ impl Overlay {
                         }
                     }
                 }
+                self.dht.stats.bucket_refreshes += 1;
                 self.start_op(None, OpKind::Refresh, Key(key), deadline);
             }
         }
@@ -2041,6 +2044,42 @@ impl Overlay {
                 self.republish();
             }
         }
+    }
+
+    /// Kademlia's bucket refresh, minus the lookups that would learn nothing new: the
+    /// buckets that are not full, so each peer knows someone in every non-empty slot
+    /// (greedy routing stalls at a peer that does not), except
+    /// - the buckets deeper than the shallowest of our k closest known peers: the
+    ///   self-lookup started beside the refresh finds the k closest live peers, and every
+    ///   peer of those buckets is closer to us than the farthest of them (at 10,000 peers
+    ///   that skips the ≈ 5 deepest buckets, which were refreshed every minute for ever
+    ///   because they hold fewer than k peers);
+    /// - a bucket one of our own lookups aimed into during the last period.
+    pub(super) fn buckets_to_refresh(&self) -> Vec<usize> {
+        let (k, now, period) = (
+            self.config.dht.k.max(1),
+            self.now,
+            self.config.dht.self_lookup_ms,
+        );
+        let me = self.dht.me;
+        let closest = self.dht.closest_known(&me, k);
+        let floor = if closest.len() < k {
+            255 // Too few peers known for the self-lookup to vouch for any bucket.
+        } else {
+            closest
+                .iter()
+                .map(|p| me.common_prefix_len(&Key::of_peer(p)))
+                .min()
+                .unwrap_or(255)
+        };
+        let deepest = (0..256).rev().find(|c| !self.dht.buckets[*c].is_empty());
+        (0..deepest.map_or(0, |d| d + 1).min(floor + 1))
+            .filter(|&c| self.dht.buckets[c].len() < k)
+            .filter(|&c| {
+                let at = self.dht.bucket_looked_up[c];
+                at == 0 || at + period <= now
+            })
+            .collect()
     }
 
     fn republish(&mut self) {

@@ -619,3 +619,57 @@ fn a_dht_link_is_closed_only_when_both_ends_have_another_in_its_slot() {
     want.sort();
     assert_eq!(left, want);
 }
+
+/// A peer id sharing exactly `bits` leading bits with `me` (then `salt` in the last byte).
+fn peer_in_bucket(me: &Key, bits: usize, salt: u8) -> PeerId {
+    let mut b = me.0;
+    b[bits / 8] ^= 0x80 >> (bits % 8);
+    b[31] ^= salt;
+    PeerId::from_bytes(b)
+}
+
+#[test]
+fn bucket_refresh_skips_buckets_the_self_lookup_covers_and_buckets_used_of_late() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    // Bucket 1 full; 3 peers in bucket 2; one peer in each of buckets 10..=17: those 8 are
+    // our k closest, so the self-lookup finds everyone in buckets 11 and deeper.
+    let table = |o: &mut Overlay, now: u64| {
+        for s in 0..k as u8 {
+            o.dht.learn(peer_in_bucket(&me, 1, s), now, k, stale, true);
+        }
+        for s in 0..3 {
+            o.dht.learn(peer_in_bucket(&me, 2, s), now, k, stale, true);
+        }
+        for bits in 10..=17 {
+            o.dht
+                .learn(peer_in_bucket(&me, bits, 0), now, k, stale, true);
+        }
+    };
+    table(&mut o, 1);
+    let want: Vec<usize> = std::iter::once(0).chain(2..=10).collect();
+    assert_eq!(o.buckets_to_refresh(), want);
+    // An application lookup into bucket 4 stands in for its refresh for one period.
+    let mut key = peer_in_bucket(&me, 4, 9).as_bytes().to_owned();
+    key[20] ^= 0x55;
+    o.handle(
+        1_000,
+        Input::Dht(Command::Lookup {
+            id: 1,
+            key: Key(key),
+        }),
+    );
+    // (With no links here, its queries failed and their peers were forgotten.)
+    table(&mut o, 1_000);
+    assert_eq!(o.buckets_to_refresh().len(), want.len() - 1);
+    assert!(!o.buckets_to_refresh().contains(&4));
+    o.now = 1_000 + o.config.dht.self_lookup_ms;
+    assert!(o.buckets_to_refresh().contains(&4));
+    // Knowing fewer than k peers, the self-lookup vouches for nothing: every non-full
+    // bucket down to the deepest known is refreshed.
+    let mut lone = overlay(Mode::Hybrid);
+    lone.dht
+        .learn(peer_in_bucket(&me, 12, 0), 1, k, stale, true);
+    assert_eq!(lone.buckets_to_refresh(), (0..=12).collect::<Vec<_>>());
+}
