@@ -98,7 +98,7 @@ impl Tally {
 }
 
 enum Sent {
-    Lookup { at: u64, key: Key },
+    Lookup { at: u64, key: Key, from: usize },
     Direct { at: u64 },
 }
 
@@ -112,6 +112,8 @@ struct Probe {
     misses: BTreeMap<&'static str, u64>,
     /// One line per "responsible peer not found": what the network knew of that peer.
     diagnoses: Vec<String>,
+    /// When each peer started (the base network's peers: `i * 5` ms).
+    started: BTreeMap<usize, u64>,
 }
 
 impl Probe {
@@ -124,6 +126,7 @@ impl Probe {
             failures: BTreeMap::new(),
             misses: BTreeMap::new(),
             diagnoses: Vec::new(),
+            started: BTreeMap::new(),
         }
     }
 
@@ -140,7 +143,14 @@ impl Probe {
         let key = Key(key);
         let id = self.next_id;
         self.next_id += 2;
-        self.sent.insert(id, Sent::Lookup { at: sim.now(), key });
+        self.sent.insert(
+            id,
+            Sent::Lookup {
+                at: sim.now(),
+                key,
+                from: a,
+            },
+        );
         self.lookups.sent += 1;
         sim.input(a, Input::Dht(Command::Lookup { id, key }));
         let b = loop {
@@ -170,7 +180,7 @@ impl Probe {
                 DhtEvent::LookupDone {
                     id, closest, hops, ..
                 } => {
-                    if let Some(Sent::Lookup { at: t0, key }) = self.sent.remove(&id) {
+                    if let Some(Sent::Lookup { at: t0, key, from }) = self.sent.remove(&id) {
                         let truth = sim.closest_online(&key, k);
                         // Success: the peer responsible for the key (the closest live
                         // one) was found; exact: the whole k-set matches brute force.
@@ -189,8 +199,17 @@ impl Probe {
                                 "responsible peer found, not first"
                             } else {
                                 if let Some(t) = truth.first() {
-                                    self.diagnoses
-                                        .push(diagnose(sim, &key, t, &truth, &closest));
+                                    let started = |i: usize| {
+                                        let s = self.started.get(&i).copied();
+                                        s.unwrap_or(i as u64 * 5)
+                                    };
+                                    let ti = sim.index_of(t).unwrap_or(0);
+                                    let ages = (
+                                        t0 as f64 / 1e3 - started(ti) as f64 / 1e3,
+                                        (at - started(from).min(at)) as f64 / 1e3,
+                                    );
+                                    let d = diagnose(sim, &key, t, &truth, &closest, from, ages);
+                                    self.diagnoses.push(d);
                                 }
                                 "responsible peer not found"
                             };
@@ -223,7 +242,17 @@ impl Probe {
 }
 
 /// Why a lookup for `key` missed the responsible peer `r`: who knew it, and its links.
-fn diagnose(sim: &Sim, key: &Key, r: &PeerId, truth: &[PeerId], got: &[PeerId]) -> String {
+/// `ages`: how long before the lookup the responsible peer started (negative: after),
+/// and the asking peer's age, in seconds.
+fn diagnose(
+    sim: &Sim,
+    key: &Key,
+    r: &PeerId,
+    truth: &[PeerId],
+    got: &[PeerId],
+    from: usize,
+    ages: (f64, f64),
+) -> String {
     let knows = |p: &PeerId| {
         sim.index_of(p)
             .is_some_and(|i| sim.overlay(i).dht_known_peers().contains(r))
@@ -244,8 +273,13 @@ fn diagnose(sim: &Sim, key: &Key, r: &PeerId, truth: &[PeerId], got: &[PeerId]) 
         .first()
         .map(|p| Key::of_peer(p).common_prefix_len(key))
         .unwrap_or(0);
+    let f = sim.overlay(from);
     format!(
-        "cpl(key, responsible) {cpl_r} vs first result {cpl_got}; responsible known by {online_knowers} online peers, by {truth_know} of the other true k closest, by {got_know} of the {} returned ({got_in_truth} of them truly among the k closest); its connections {} (DHT links {}), its table {} peers",
+        "responsible started {:.1} s before the lookup, asker up {:.0} s with {} connections and {} peers known; cpl(key, responsible) {cpl_r} vs first result {cpl_got}; responsible known by {online_knowers} online peers, by {truth_know} of the other true k closest, by {got_know} of the {} returned ({got_in_truth} of them truly among the k closest); its connections {} (DHT links {}), its table {} peers",
+        ages.0,
+        ages.1,
+        f.connections().count(),
+        f.dht_known_peers().len(),
         got.len(),
         o.connections().count(),
         o.dht_links().len(),
@@ -420,6 +454,7 @@ fn main() {
                 let i = sim.add_node();
                 let at = sim.now() + sim.rand_below(1000) as u64;
                 sim.start_at(i, at);
+                probe.started.insert(i, at);
                 joins += 1;
             }
             probe.send(&mut sim);
