@@ -339,7 +339,7 @@ fn print_totals(before: [u64; 13], after: [u64; 13], peer_hours: f64) {
         "connects",
         "DHT link attempts",
         "inbound links refused",
-        "links swapped",
+        "links offered for closing at the budget",
         "link attempts failed",
         "link ends down",
         "link ends taken by the overlay",

@@ -197,7 +197,10 @@ pub struct DhtConfig {
     pub bits_per_hop: u8,
     /// DHT links this peer opens. Default 12 (see "Connection budget").
     pub max_links: usize,
-    /// DHT links other peers may open to this one. Default 16.
+    /// DHT links other peers may open to this one. Default 24: a refused link has cost
+    /// both ends an RTCPeerConnection and its opener links to another peer of the same
+    /// slot anyway, so refusing saves nothing; at 10,000 peers the deepest slots' few
+    /// peers are asked by many (inbound links per peer vary far more than outbound).
     pub max_inbound_links: usize,
     /// Period of the link check (at most two new links per check). Default 5 s.
     pub link_refresh_ms: u64,
@@ -233,7 +236,7 @@ impl Default for DhtConfig {
             alpha: 3,
             bits_per_hop: 1,
             max_links: 12,
-            max_inbound_links: 16,
+            max_inbound_links: 24,
             link_refresh_ms: 5_000,
             self_lookup_ms: 60_000,
             request_timeout_ms: 4_000,
@@ -691,7 +694,8 @@ pub struct DhtStats {
     pub link_attempts: u64,
     /// Inbound DHT links refused for the budget (after their handshake).
     pub links_refused: u64,
-    /// Our links closed to make room for another.
+    /// Our links offered for closing (`LinkSpare`) at the link budget to make room for
+    /// another (closed only if the other end has another link in the slot).
     pub links_swapped: u64,
     /// Our link attempts that never came up.
     pub links_failed: u64,
@@ -2139,8 +2143,10 @@ impl Overlay {
     }
 
     /// Opens links for uncovered slots, deepest first, at most two at a time, within the
-    /// budget; at the budget, closes a link whose slot another open link covers to make
-    /// room (a new active neighbour often lands in a slot a link already serves).
+    /// budget; at the budget, offers to close (`LinkSpare`) a link of ours whose slot
+    /// another open link covers, to make room (a new active neighbour often lands in a
+    /// slot a link already serves). It closes only if the other end agrees: closing it
+    /// outright made the other end, which may need it, open another link in turn.
     fn open_links_for_slots(&mut self) {
         let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));
         let mut covered: BTreeMap<(usize, u32), usize> = BTreeMap::new();
@@ -2182,17 +2188,12 @@ impl Overlay {
             let redundant = self.dht.links_out.iter().copied().find(|p| {
                 self.conns.get(p) == Some(&Conn::Active)
                     && !self.membership.is_active(p)
+                    && !self.dht.spare_offered.contains_key(p)
                     && covered.get(&self.dht.slot(p, b)).copied().unwrap_or(0) >= 2
             });
             if let Some(p) = redundant {
-                if let Some(n) = covered.get_mut(&self.dht.slot(&p, b)) {
-                    *n -= 1;
-                }
-                self.conns.remove(&p);
-                self.dht.links_out.remove(&p);
-                self.detector.remove(&p);
                 self.dht.stats.links_swapped += 1;
-                self.out.push(Output::Disconnect { peer: p });
+                self.offer_link_spare(p);
             }
         }
         let mut budget = self
@@ -2261,6 +2262,11 @@ impl Overlay {
         else {
             return;
         };
+        self.offer_link_spare(spare);
+    }
+
+    /// Asks `spare`, one of our DHT links, to close it if its end can do without.
+    fn offer_link_spare(&mut self, spare: PeerId) {
         self.dht.spare_offered.insert(spare, self.now);
         let frame = DhtFrame {
             target: Key::of_peer(&spare),

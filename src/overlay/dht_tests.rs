@@ -673,3 +673,75 @@ fn bucket_refresh_skips_buckets_the_self_lookup_covers_and_buckets_used_of_late(
         .learn(peer_in_bucket(&me, 12, 0), 1, k, stale, true);
     assert_eq!(lone.buckets_to_refresh(), (0..=12).collect::<Vec<_>>());
 }
+
+fn sends_link_spare(out: &[Output], to: PeerId) -> bool {
+    out.iter().any(|x| match x {
+        Output::Send { to: t, frame } if *t == to => matches!(
+            wire::decode(frame),
+            Ok(Message::Dht(f)) if f.body == DhtBody::LinkSpare
+        ),
+        _ => false,
+    })
+}
+
+#[test]
+fn at_the_link_budget_a_redundant_link_is_offered_for_closing_not_cut() {
+    // Silent peers stay up for the test (nobody here answers pings).
+    let mut config = Config {
+        ping_interval_ms: 600_000,
+        suspicion_timeout_ms: 600_000,
+        ..Config::default()
+    };
+    config.dht.max_links = 1;
+    let mut o = Overlay::new(Identity::from_secret_bytes([1; 32]), config, 5);
+    let contact = Identity::from_secret_bytes([2; 32]).peer_id();
+    o.handle(
+        0,
+        Input::Join {
+            contacts: vec![contact],
+        },
+    );
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    o.handle(1, Input::ConnectionUp { peer: contact });
+    // Our one link goes to a deep slot.
+    let deep = peer_in_bucket(&me, 12, 0);
+    o.dht.learn(deep, 1, k, stale, true);
+    let out = o.handle(10_000, Input::Timer);
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Output::Connect { peer, .. } if *peer == deep)));
+    o.handle(10_001, Input::ConnectionUp { peer: deep });
+    // Someone else links to us in the same slot, and a peer of an uncovered slot turns up.
+    accept_link(&mut o, 10_002, peer_in_bucket(&me, 12, 1));
+    let wanted = peer_in_bucket(&me, 8, 0);
+    o.dht.learn(wanted, 10_003, k, stale, true);
+    // At the budget: our link is offered for closing, not cut (its other end may need it).
+    let out = o.handle(20_000, Input::Timer);
+    assert!(!out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == deep)));
+    assert!(sends_link_spare(&out, deep));
+    assert_eq!(o.dht_stats().links_swapped, 1);
+    // The other end agrees (it has another link in its slot): the link closes, and the
+    // freed budget goes to the uncovered slot.
+    let out = link_spare(&mut o, 20_001, deep);
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == deep)));
+    // Within the next link rounds (our refresh queries to `wanted` go unanswered here and
+    // drop it from the table, so it is heard of again before each).
+    let mut connects = Vec::new();
+    for now in [25_000, 30_000, 35_000] {
+        o.dht.learn(wanted, now - 1, k, stale, true);
+        connects.extend(
+            o.handle(now, Input::Timer)
+                .into_iter()
+                .filter_map(|x| match x {
+                    Output::Connect { peer, .. } => Some(peer),
+                    _ => None,
+                }),
+        );
+    }
+    assert!(connects.contains(&wanted), "{connects:?}");
+}
