@@ -197,6 +197,11 @@ impl Probe {
                                 "first result went offline"
                             } else if truth.first().is_some_and(|t| closest.contains(t)) {
                                 "responsible peer found, not first"
+                            } else if truth.first().is_some_and(|t| {
+                                let i = sim.index_of(t).unwrap_or(0);
+                                self.started.get(&i).is_some_and(|s| *s > t0)
+                            }) {
+                                "responsible peer started after the lookup"
                             } else {
                                 if let Some(t) = truth.first() {
                                     let started = |i: usize| {
@@ -469,6 +474,15 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
         probe.lookups.line("lookups");
+        let late = probe
+            .misses
+            .get("responsible peer started after the lookup")
+            .copied()
+            .unwrap_or(0);
+        println!(
+            "  lookup success not counting misses whose responsible peer started after the lookup: {:.3}%",
+            100.0 * (probe.lookups.ok + late) as f64 / probe.lookups.sent.max(1) as f64
+        );
         probe.directs.line("direct messages");
         println!("  direct message failures: {:?}", probe.failures);
         println!("  lookup misses: {:?}", probe.misses);

@@ -745,3 +745,70 @@ fn at_the_link_budget_a_redundant_link_is_offered_for_closing_not_cut() {
     }
     assert!(connects.contains(&wanted), "{connects:?}");
 }
+
+/// The `Find` frames in `out`: (next hop, target, rpc, key looked up).
+fn finds(out: &[Output]) -> Vec<(PeerId, Key, u64, Key)> {
+    out.iter()
+        .filter_map(|x| match x {
+            Output::Send { to, frame } => match wire::decode(frame) {
+                Ok(Message::Dht(f)) => match f.body {
+                    DhtBody::Find { rpc, key, .. } => Some((*to, f.target, rpc, key)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lookup_asks_the_closest_candidate_again_by_another_route_when_its_query_times_out() {
+    let config = Config {
+        ping_interval_ms: 600_000,
+        suspicion_timeout_ms: 600_000,
+        ..Config::default()
+    };
+    let mut o = Overlay::new(Identity::from_secret_bytes([1; 32]), config, 5);
+    let contact = Identity::from_secret_bytes([2; 32]).peer_id();
+    o.handle(
+        0,
+        Input::Join {
+            contacts: vec![contact],
+        },
+    );
+    o.handle(1, Input::ConnectionUp { peer: contact });
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    // Two DHT links, and a far peer that is the closest we know to the key.
+    for salt in [1, 2] {
+        accept_link(&mut o, 2, peer_in_bucket(&me, 0, salt));
+    }
+    let responsible = peer_in_bucket(&me, 0, 0x40);
+    let mut key = *responsible.as_bytes();
+    key[31] ^= 1;
+    let key = Key(key);
+    o.dht.learn(responsible, 3, k, stale, true);
+    o.handle(10, Input::Dht(Command::Lookup { id: 1, key }));
+    // Nobody answers: the key-routed query times out, then the query to `responsible`.
+    let query = |out: &[Output]| {
+        finds(out)
+            .into_iter()
+            .find(|q| q.1 == Key::of_peer(&responsible) && q.3 == key)
+    };
+    let mut first = None;
+    let mut again = None;
+    for now in (1_000..8_000).step_by(1_000) {
+        o.dht.learn(responsible, now - 1, k, stale, true);
+        let out = o.handle(now, Input::Timer);
+        match (first, query(&out)) {
+            (None, Some(q)) => first = Some(q),
+            (Some(_), Some(q)) if again.is_none() => again = Some(q),
+            _ => {}
+        }
+    }
+    let (hop1, _, rpc1, _) = first.expect("queried the closest candidate");
+    let (hop2, _, rpc2, _) = again.expect("asked again after its query timed out");
+    assert_eq!(rpc1, rpc2, "the same query, retried");
+    assert_ne!(hop1, hop2, "through another first hop");
+}
