@@ -98,7 +98,7 @@ impl Tally {
 }
 
 enum Sent {
-    Lookup { at: u64, key: Key },
+    Lookup { at: u64, key: Key, from: usize },
     Direct { at: u64 },
 }
 
@@ -110,6 +110,10 @@ struct Probe {
     failures: BTreeMap<String, u64>,
     /// Why lookups missed the responsible peer.
     misses: BTreeMap<&'static str, u64>,
+    /// One line per "responsible peer not found": what the network knew of that peer.
+    diagnoses: Vec<String>,
+    /// When each peer started (the base network's peers: `i * 5` ms).
+    started: BTreeMap<usize, u64>,
 }
 
 impl Probe {
@@ -121,6 +125,8 @@ impl Probe {
             directs: Tally::default(),
             failures: BTreeMap::new(),
             misses: BTreeMap::new(),
+            diagnoses: Vec::new(),
+            started: BTreeMap::new(),
         }
     }
 
@@ -137,7 +143,14 @@ impl Probe {
         let key = Key(key);
         let id = self.next_id;
         self.next_id += 2;
-        self.sent.insert(id, Sent::Lookup { at: sim.now(), key });
+        self.sent.insert(
+            id,
+            Sent::Lookup {
+                at: sim.now(),
+                key,
+                from: a,
+            },
+        );
         self.lookups.sent += 1;
         sim.input(a, Input::Dht(Command::Lookup { id, key }));
         let b = loop {
@@ -167,7 +180,7 @@ impl Probe {
                 DhtEvent::LookupDone {
                     id, closest, hops, ..
                 } => {
-                    if let Some(Sent::Lookup { at: t0, key }) = self.sent.remove(&id) {
+                    if let Some(Sent::Lookup { at: t0, key, from }) = self.sent.remove(&id) {
                         let truth = sim.closest_online(&key, k);
                         // Success: the peer responsible for the key (the closest live
                         // one) was found; exact: the whole k-set matches brute force.
@@ -184,7 +197,25 @@ impl Probe {
                                 "first result went offline"
                             } else if truth.first().is_some_and(|t| closest.contains(t)) {
                                 "responsible peer found, not first"
+                            } else if truth.first().is_some_and(|t| {
+                                let i = sim.index_of(t).unwrap_or(0);
+                                self.started.get(&i).is_some_and(|s| *s > t0)
+                            }) {
+                                "responsible peer started after the lookup"
                             } else {
+                                if let Some(t) = truth.first() {
+                                    let started = |i: usize| {
+                                        let s = self.started.get(&i).copied();
+                                        s.unwrap_or(i as u64 * 5)
+                                    };
+                                    let ti = sim.index_of(t).unwrap_or(0);
+                                    let ages = (
+                                        t0 as f64 / 1e3 - started(ti) as f64 / 1e3,
+                                        (at - started(from).min(at)) as f64 / 1e3,
+                                    );
+                                    let d = diagnose(sim, &key, t, &truth, &closest, from, ages);
+                                    self.diagnoses.push(d);
+                                }
                                 "responsible peer not found"
                             };
                             *self.misses.entry(why).or_default() += 1;
@@ -215,6 +246,52 @@ impl Probe {
     }
 }
 
+/// Why a lookup for `key` missed the responsible peer `r`: who knew it, and its links.
+/// `ages`: how long before the lookup the responsible peer started (negative: after),
+/// and the asking peer's age, in seconds.
+fn diagnose(
+    sim: &Sim,
+    key: &Key,
+    r: &PeerId,
+    truth: &[PeerId],
+    got: &[PeerId],
+    from: usize,
+    ages: (f64, f64),
+) -> String {
+    let knows = |p: &PeerId| {
+        sim.index_of(p)
+            .is_some_and(|i| sim.overlay(i).dht_known_peers().contains(r))
+    };
+    let online_knowers = sim
+        .online()
+        .iter()
+        .filter(|&&i| sim.overlay(i).dht_known_peers().contains(r))
+        .count();
+    let truth_know = truth.iter().skip(1).filter(|p| knows(p)).count();
+    let got_know = got.iter().filter(|p| knows(p)).count();
+    let got_in_truth = got.iter().filter(|p| truth.contains(p)).count();
+    let ri = sim.index_of(r).unwrap_or(0);
+    let o = sim.overlay(ri);
+    let kr = Key::of_peer(r);
+    let cpl_r = kr.common_prefix_len(key);
+    let cpl_got = got
+        .first()
+        .map(|p| Key::of_peer(p).common_prefix_len(key))
+        .unwrap_or(0);
+    let f = sim.overlay(from);
+    format!(
+        "responsible started {:.1} s before the lookup, asker up {:.0} s with {} connections and {} peers known; cpl(key, responsible) {cpl_r} vs first result {cpl_got}; responsible known by {online_knowers} online peers, by {truth_know} of the other true k closest, by {got_know} of the {} returned ({got_in_truth} of them truly among the k closest); its connections {} (DHT links {}), its table {} peers",
+        ages.0,
+        ages.1,
+        f.connections().count(),
+        f.dht_known_peers().len(),
+        got.len(),
+        o.connections().count(),
+        o.dht_links().len(),
+        o.dht_known_peers().len()
+    )
+}
+
 fn connections(sim: &Sim) -> (f64, f64, usize) {
     let online = sim.online();
     let n = online.len().max(1) as f64;
@@ -235,8 +312,8 @@ fn connections(sim: &Sim) -> (f64, f64, usize) {
 }
 
 /// Counters summed over every peer ever created (departed ones included).
-fn totals(sim: &Sim) -> [u64; 12] {
-    let mut t = [0u64; 12];
+fn totals(sim: &Sim) -> [u64; 13] {
+    let mut t = [0u64; 13];
     for i in 0..sim.len() {
         let o = sim.overlay(i);
         let d = o.dht_stats();
@@ -253,6 +330,7 @@ fn totals(sim: &Sim) -> [u64; 12] {
             d.queries_failed,
             d.lookups_closest_failed,
             d.retries,
+            d.bucket_refreshes,
         ];
         for (a, b) in t.iter_mut().zip(v) {
             *a += b;
@@ -261,12 +339,12 @@ fn totals(sim: &Sim) -> [u64; 12] {
     t
 }
 
-fn print_totals(before: [u64; 12], after: [u64; 12], peer_hours: f64) {
+fn print_totals(before: [u64; 13], after: [u64; 13], peer_hours: f64) {
     let names = [
         "connects",
         "DHT link attempts",
         "inbound links refused",
-        "links swapped",
+        "links offered for closing at the budget",
         "link attempts failed",
         "link ends down",
         "link ends taken by the overlay",
@@ -275,6 +353,7 @@ fn print_totals(before: [u64; 12], after: [u64; 12], peer_hours: f64) {
         "lookup queries failed",
         "lookups whose closest candidate failed",
         "direct retries",
+        "bucket-refresh lookups",
     ];
     let parts: Vec<String> = names
         .iter()
@@ -314,6 +393,8 @@ fn main() {
     // Steady: one lookup and one direct message per second for 2 minutes.
     if args.steady_seconds > 0 {
         let before = totals(&sim);
+        let (frames0, peer_ms0, cpu0) =
+            (sim.counters.control_frames, sim.peer_ms(), Instant::now());
         sim.log = Some(Vec::new());
         let mut probe = Probe::new();
         for _ in 0..args.steady_seconds {
@@ -328,12 +409,22 @@ fn main() {
         probe.directs.line("direct messages");
         println!("  direct message failures: {:?}", probe.failures);
         println!("  lookup misses: {:?}", probe.misses);
+        for d in probe.diagnoses.iter().take(20) {
+            println!("    not found: {d}");
+        }
         let after = totals(&sim);
         println!(
-            "  counters over the steady phase: lookup queries failed {}, lookups whose closest candidate failed {}, routing stalls {}",
+            "  counters over the steady phase: lookup queries failed {}, lookups whose closest candidate failed {}, routing stalls {}, bucket-refresh lookups {}",
             after[9] - before[9],
             after[10] - before[10],
-            after[8] - before[8]
+            after[8] - before[8],
+            after[12] - before[12]
+        );
+        let peer_s = (sim.peer_ms() - peer_ms0) as f64 / 1_000.0;
+        println!(
+            "  control messages per peer-second (overlay + DHT): {:.2}; {:.1} s wall",
+            (sim.counters.control_frames - frames0) as f64 / peer_s.max(1e-9),
+            cpu0.elapsed().as_secs_f64()
         );
     }
 
@@ -368,6 +459,7 @@ fn main() {
                 let i = sim.add_node();
                 let at = sim.now() + sim.rand_below(1000) as u64;
                 sim.start_at(i, at);
+                probe.started.insert(i, at);
                 joins += 1;
             }
             probe.send(&mut sim);
@@ -382,14 +474,30 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
         probe.lookups.line("lookups");
+        let late = probe
+            .misses
+            .get("responsible peer started after the lookup")
+            .copied()
+            .unwrap_or(0);
+        println!(
+            "  lookup success not counting misses whose responsible peer started after the lookup: {:.3}%",
+            100.0 * (probe.lookups.ok + late) as f64 / probe.lookups.sent.max(1) as f64
+        );
         probe.directs.line("direct messages");
         println!("  direct message failures: {:?}", probe.failures);
         println!("  lookup misses: {:?}", probe.misses);
+        for d in probe.diagnoses.iter().take(20) {
+            println!("    not found: {d}");
+        }
         let peer_hours = sim.peer_ms() as f64 / 3_600_000.0;
         println!(
         "  RTCPeerConnections created per peer-hour under churn (both sides, overlay + DHT): {:.1}",
         sim.counters.pcs_created as f64 / peer_hours.max(1e-9)
     );
+        println!(
+            "  control messages per peer-second under churn (overlay + DHT): {:.2}",
+            sim.counters.control_frames as f64 / (peer_hours * 3_600.0).max(1e-9)
+        );
         print_totals(before, totals(&sim), peer_hours);
         let (c, l, max) = connections(&sim);
         println!(

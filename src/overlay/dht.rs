@@ -197,7 +197,10 @@ pub struct DhtConfig {
     pub bits_per_hop: u8,
     /// DHT links this peer opens. Default 12 (see "Connection budget").
     pub max_links: usize,
-    /// DHT links other peers may open to this one. Default 16.
+    /// DHT links other peers may open to this one. Default 24: a refused link has cost
+    /// both ends an RTCPeerConnection and its opener links to another peer of the same
+    /// slot anyway, so refusing saves nothing; at 10,000 peers the deepest slots' few
+    /// peers are asked by many (inbound links per peer vary far more than outbound).
     pub max_inbound_links: usize,
     /// Period of the link check (at most two new links per check). Default 5 s.
     pub link_refresh_ms: u64,
@@ -233,7 +236,7 @@ impl Default for DhtConfig {
             alpha: 3,
             bits_per_hop: 1,
             max_links: 12,
-            max_inbound_links: 16,
+            max_inbound_links: 24,
             link_refresh_ms: 5_000,
             self_lookup_ms: 60_000,
             request_timeout_ms: 4_000,
@@ -691,7 +694,8 @@ pub struct DhtStats {
     pub link_attempts: u64,
     /// Inbound DHT links refused for the budget (after their handshake).
     pub links_refused: u64,
-    /// Our links closed to make room for another.
+    /// Our links offered for closing (`LinkSpare`) at the link budget to make room for
+    /// another (closed only if the other end has another link in the slot).
     pub links_swapped: u64,
     /// Our link attempts that never came up.
     pub links_failed: u64,
@@ -709,6 +713,8 @@ pub struct DhtStats {
     /// The application's lookups that ended with a peer that failed its query closer to
     /// the key than the closest that answered.
     pub lookups_closest_failed: u64,
+    /// Bucket-refresh lookups started (the periodic self-lookup not included).
+    pub bucket_refreshes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -837,6 +843,9 @@ pub(super) struct Dht {
     /// slot's links.
     spare_offered: BTreeMap<PeerId, u64>,
     next_refresh: u64,
+    /// When a lookup we started (other than a bucket refresh) last aimed at a key in each
+    /// bucket: such a bucket needs no refresh lookup for a period (Kademlia's rule).
+    bucket_looked_up: Vec<u64>,
     next_republish: u64,
     pub(super) stats: DhtStats,
 }
@@ -859,6 +868,7 @@ impl Dht {
             link_backoff: BTreeMap::new(),
             spare_offered: BTreeMap::new(),
             next_refresh: 0,
+            bucket_looked_up: vec![0; 256],
             next_republish: 0,
             stats: DhtStats::default(),
         }
@@ -1442,15 +1452,24 @@ impl Overlay {
             }
             Waiting::Find { op, peer } => {
                 // A query that met a routing dead end goes once more through another
-                // first hop (the peer is often alive: a relay lacked a link); a timeout
-                // usually means the peer is gone, and waiting twice would stall the lookup.
-                if let (Some(to), 0, DhtError::Unreachable) = (peer, p.attempt, &error) {
-                    if p.first_hop.is_some() {
-                        if let Some(o) = self.dht.ops.get(&op) {
-                            let (key, value) = (o.key, self.op_wants_value(op));
-                            self.dht.stats.retries += 1;
-                            return self.send_find(op, to, key, value, rpc, 1, p.first_hop);
-                        }
+                // first hop (the peer is often alive: a relay lacked a link). A timeout
+                // usually means the peer is gone, and waiting twice would stall the
+                // lookup, so only the query that decides the answer is retried: to a peer
+                // closer to the key than any that answered. Under churn that peer was
+                // often alive and known to everyone asked, and its query died with a
+                // crashed relay (half the "responsible peer not found" misses at 3,000
+                // peers).
+                if let (Some(to), 0, Some(o)) = (peer, p.attempt, self.dht.ops.get(&op)) {
+                    let d = Key::of_peer(&to).distance(&o.key);
+                    let decisive = !o.shortlist.range(..d).any(|(_, (_, s))| *s == Probe::Done);
+                    let retry = match error {
+                        DhtError::Unreachable => p.first_hop.is_some(),
+                        _ => decisive,
+                    };
+                    if retry {
+                        let (key, value) = (o.key, self.op_wants_value(op));
+                        self.dht.stats.retries += 1;
+                        return self.send_find(op, to, key, value, rpc, 1, p.first_hop);
                     }
                 }
                 self.dht.stats.queries_failed += 1;
@@ -1488,6 +1507,10 @@ impl Overlay {
 
     fn start_op(&mut self, app: Option<u64>, kind: OpKind, key: Key, deadline: u64) {
         let op = self.dht.new_rpc();
+        if !matches!(kind, OpKind::Refresh) {
+            let bucket = self.dht.me.common_prefix_len(&key).min(255);
+            self.dht.bucket_looked_up[bucket] = self.now;
+        }
         let mut shortlist = BTreeMap::new();
         shortlist.insert(self.dht.me.distance(&key), (self.me, Probe::Done));
         let mut found = None;
@@ -2004,15 +2027,7 @@ impl Overlay {
             let me = self.dht.me;
             let deadline = now + self.config.dht.lookup_timeout_ms;
             self.start_op(None, OpKind::Refresh, me, deadline);
-            // Kademlia's bucket refresh: a lookup of a random key in every bucket that is
-            // not full, down to the deepest one we know of, so each peer knows someone in
-            // every non-empty slot (greedy routing stalls at a peer that does not).
-            let k = self.config.dht.k;
-            let deepest = (0..256).rev().find(|c| !self.dht.buckets[*c].is_empty());
-            for c in 0..deepest.map_or(0, |d| d + 1) {
-                if self.dht.buckets[c].len() >= k {
-                    continue;
-                }
+            for c in self.buckets_to_refresh() {
                 let mut key = me.0;
                 for (i, byte) in key.iter_mut().enumerate() {
                     for bit in 0..8 {
@@ -2024,6 +2039,7 @@ impl Overlay {
                         }
                     }
                 }
+                self.dht.stats.bucket_refreshes += 1;
                 self.start_op(None, OpKind::Refresh, Key(key), deadline);
             }
         }
@@ -2041,6 +2057,42 @@ impl Overlay {
                 self.republish();
             }
         }
+    }
+
+    /// Kademlia's bucket refresh, minus the lookups that would learn nothing new: the
+    /// buckets that are not full, so each peer knows someone in every non-empty slot
+    /// (greedy routing stalls at a peer that does not), except
+    /// - the buckets deeper than the shallowest of our k closest known peers: the
+    ///   self-lookup started beside the refresh finds the k closest live peers, and every
+    ///   peer of those buckets is closer to us than the farthest of them (at 10,000 peers
+    ///   that skips the ≈ 5 deepest buckets, which were refreshed every minute for ever
+    ///   because they hold fewer than k peers);
+    /// - a bucket one of our own lookups aimed into during the last period.
+    pub(super) fn buckets_to_refresh(&self) -> Vec<usize> {
+        let (k, now, period) = (
+            self.config.dht.k.max(1),
+            self.now,
+            self.config.dht.self_lookup_ms,
+        );
+        let me = self.dht.me;
+        let closest = self.dht.closest_known(&me, k);
+        let floor = if closest.len() < k {
+            255 // Too few peers known for the self-lookup to vouch for any bucket.
+        } else {
+            closest
+                .iter()
+                .map(|p| me.common_prefix_len(&Key::of_peer(p)))
+                .min()
+                .unwrap_or(255)
+        };
+        let deepest = (0..256).rev().find(|c| !self.dht.buckets[*c].is_empty());
+        (0..deepest.map_or(0, |d| d + 1).min(floor + 1))
+            .filter(|&c| self.dht.buckets[c].len() < k)
+            .filter(|&c| {
+                let at = self.dht.bucket_looked_up[c];
+                at == 0 || at + period <= now
+            })
+            .collect()
     }
 
     fn republish(&mut self) {
@@ -2100,8 +2152,10 @@ impl Overlay {
     }
 
     /// Opens links for uncovered slots, deepest first, at most two at a time, within the
-    /// budget; at the budget, closes a link whose slot another open link covers to make
-    /// room (a new active neighbour often lands in a slot a link already serves).
+    /// budget; at the budget, offers to close (`LinkSpare`) a link of ours whose slot
+    /// another open link covers, to make room (a new active neighbour often lands in a
+    /// slot a link already serves). It closes only if the other end agrees: closing it
+    /// outright made the other end, which may need it, open another link in turn.
     fn open_links_for_slots(&mut self) {
         let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));
         let mut covered: BTreeMap<(usize, u32), usize> = BTreeMap::new();
@@ -2143,17 +2197,12 @@ impl Overlay {
             let redundant = self.dht.links_out.iter().copied().find(|p| {
                 self.conns.get(p) == Some(&Conn::Active)
                     && !self.membership.is_active(p)
+                    && !self.dht.spare_offered.contains_key(p)
                     && covered.get(&self.dht.slot(p, b)).copied().unwrap_or(0) >= 2
             });
             if let Some(p) = redundant {
-                if let Some(n) = covered.get_mut(&self.dht.slot(&p, b)) {
-                    *n -= 1;
-                }
-                self.conns.remove(&p);
-                self.dht.links_out.remove(&p);
-                self.detector.remove(&p);
                 self.dht.stats.links_swapped += 1;
-                self.out.push(Output::Disconnect { peer: p });
+                self.offer_link_spare(p);
             }
         }
         let mut budget = self
@@ -2222,6 +2271,11 @@ impl Overlay {
         else {
             return;
         };
+        self.offer_link_spare(spare);
+    }
+
+    /// Asks `spare`, one of our DHT links, to close it if its end can do without.
+    fn offer_link_spare(&mut self, spare: PeerId) {
         self.dht.spare_offered.insert(spare, self.now);
         let frame = DhtFrame {
             target: Key::of_peer(&spare),

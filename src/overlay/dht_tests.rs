@@ -619,3 +619,196 @@ fn a_dht_link_is_closed_only_when_both_ends_have_another_in_its_slot() {
     want.sort();
     assert_eq!(left, want);
 }
+
+/// A peer id sharing exactly `bits` leading bits with `me` (then `salt` in the last byte).
+fn peer_in_bucket(me: &Key, bits: usize, salt: u8) -> PeerId {
+    let mut b = me.0;
+    b[bits / 8] ^= 0x80 >> (bits % 8);
+    b[31] ^= salt;
+    PeerId::from_bytes(b)
+}
+
+#[test]
+fn bucket_refresh_skips_buckets_the_self_lookup_covers_and_buckets_used_of_late() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    // Bucket 1 full; 3 peers in bucket 2; one peer in each of buckets 10..=17: those 8 are
+    // our k closest, so the self-lookup finds everyone in buckets 11 and deeper.
+    let table = |o: &mut Overlay, now: u64| {
+        for s in 0..k as u8 {
+            o.dht.learn(peer_in_bucket(&me, 1, s), now, k, stale, true);
+        }
+        for s in 0..3 {
+            o.dht.learn(peer_in_bucket(&me, 2, s), now, k, stale, true);
+        }
+        for bits in 10..=17 {
+            o.dht
+                .learn(peer_in_bucket(&me, bits, 0), now, k, stale, true);
+        }
+    };
+    table(&mut o, 1);
+    let want: Vec<usize> = std::iter::once(0).chain(2..=10).collect();
+    assert_eq!(o.buckets_to_refresh(), want);
+    // An application lookup into bucket 4 stands in for its refresh for one period.
+    let mut key = peer_in_bucket(&me, 4, 9).as_bytes().to_owned();
+    key[20] ^= 0x55;
+    o.handle(
+        1_000,
+        Input::Dht(Command::Lookup {
+            id: 1,
+            key: Key(key),
+        }),
+    );
+    // (With no links here, its queries failed and their peers were forgotten.)
+    table(&mut o, 1_000);
+    assert_eq!(o.buckets_to_refresh().len(), want.len() - 1);
+    assert!(!o.buckets_to_refresh().contains(&4));
+    o.now = 1_000 + o.config.dht.self_lookup_ms;
+    assert!(o.buckets_to_refresh().contains(&4));
+    // Knowing fewer than k peers, the self-lookup vouches for nothing: every non-full
+    // bucket down to the deepest known is refreshed.
+    let mut lone = overlay(Mode::Hybrid);
+    lone.dht
+        .learn(peer_in_bucket(&me, 12, 0), 1, k, stale, true);
+    assert_eq!(lone.buckets_to_refresh(), (0..=12).collect::<Vec<_>>());
+}
+
+fn sends_link_spare(out: &[Output], to: PeerId) -> bool {
+    out.iter().any(|x| match x {
+        Output::Send { to: t, frame } if *t == to => matches!(
+            wire::decode(frame),
+            Ok(Message::Dht(f)) if f.body == DhtBody::LinkSpare
+        ),
+        _ => false,
+    })
+}
+
+#[test]
+fn at_the_link_budget_a_redundant_link_is_offered_for_closing_not_cut() {
+    // Silent peers stay up for the test (nobody here answers pings).
+    let mut config = Config {
+        ping_interval_ms: 600_000,
+        suspicion_timeout_ms: 600_000,
+        ..Config::default()
+    };
+    config.dht.max_links = 1;
+    let mut o = Overlay::new(Identity::from_secret_bytes([1; 32]), config, 5);
+    let contact = Identity::from_secret_bytes([2; 32]).peer_id();
+    o.handle(
+        0,
+        Input::Join {
+            contacts: vec![contact],
+        },
+    );
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    o.handle(1, Input::ConnectionUp { peer: contact });
+    // Our one link goes to a deep slot.
+    let deep = peer_in_bucket(&me, 12, 0);
+    o.dht.learn(deep, 1, k, stale, true);
+    let out = o.handle(10_000, Input::Timer);
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Output::Connect { peer, .. } if *peer == deep)));
+    o.handle(10_001, Input::ConnectionUp { peer: deep });
+    // Someone else links to us in the same slot, and a peer of an uncovered slot turns up.
+    accept_link(&mut o, 10_002, peer_in_bucket(&me, 12, 1));
+    let wanted = peer_in_bucket(&me, 8, 0);
+    o.dht.learn(wanted, 10_003, k, stale, true);
+    // At the budget: our link is offered for closing, not cut (its other end may need it).
+    let out = o.handle(20_000, Input::Timer);
+    assert!(!out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == deep)));
+    assert!(sends_link_spare(&out, deep));
+    assert_eq!(o.dht_stats().links_swapped, 1);
+    // The other end agrees (it has another link in its slot): the link closes, and the
+    // freed budget goes to the uncovered slot.
+    let out = link_spare(&mut o, 20_001, deep);
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Output::Disconnect { peer } if *peer == deep)));
+    // Within the next link rounds (our refresh queries to `wanted` go unanswered here and
+    // drop it from the table, so it is heard of again before each).
+    let mut connects = Vec::new();
+    for now in [25_000, 30_000, 35_000] {
+        o.dht.learn(wanted, now - 1, k, stale, true);
+        connects.extend(
+            o.handle(now, Input::Timer)
+                .into_iter()
+                .filter_map(|x| match x {
+                    Output::Connect { peer, .. } => Some(peer),
+                    _ => None,
+                }),
+        );
+    }
+    assert!(connects.contains(&wanted), "{connects:?}");
+}
+
+/// The `Find` frames in `out`: (next hop, target, rpc, key looked up).
+fn finds(out: &[Output]) -> Vec<(PeerId, Key, u64, Key)> {
+    out.iter()
+        .filter_map(|x| match x {
+            Output::Send { to, frame } => match wire::decode(frame) {
+                Ok(Message::Dht(f)) => match f.body {
+                    DhtBody::Find { rpc, key, .. } => Some((*to, f.target, rpc, key)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lookup_asks_the_closest_candidate_again_by_another_route_when_its_query_times_out() {
+    let config = Config {
+        ping_interval_ms: 600_000,
+        suspicion_timeout_ms: 600_000,
+        ..Config::default()
+    };
+    let mut o = Overlay::new(Identity::from_secret_bytes([1; 32]), config, 5);
+    let contact = Identity::from_secret_bytes([2; 32]).peer_id();
+    o.handle(
+        0,
+        Input::Join {
+            contacts: vec![contact],
+        },
+    );
+    o.handle(1, Input::ConnectionUp { peer: contact });
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    // Two DHT links, and a far peer that is the closest we know to the key.
+    for salt in [1, 2] {
+        accept_link(&mut o, 2, peer_in_bucket(&me, 0, salt));
+    }
+    let responsible = peer_in_bucket(&me, 0, 0x40);
+    let mut key = *responsible.as_bytes();
+    key[31] ^= 1;
+    let key = Key(key);
+    o.dht.learn(responsible, 3, k, stale, true);
+    o.handle(10, Input::Dht(Command::Lookup { id: 1, key }));
+    // Nobody answers: the key-routed query times out, then the query to `responsible`.
+    let query = |out: &[Output]| {
+        finds(out)
+            .into_iter()
+            .find(|q| q.1 == Key::of_peer(&responsible) && q.3 == key)
+    };
+    let mut first = None;
+    let mut again = None;
+    for now in (1_000..8_000).step_by(1_000) {
+        o.dht.learn(responsible, now - 1, k, stale, true);
+        let out = o.handle(now, Input::Timer);
+        match (first, query(&out)) {
+            (None, Some(q)) => first = Some(q),
+            (Some(_), Some(q)) if again.is_none() => again = Some(q),
+            _ => {}
+        }
+    }
+    let (hop1, _, rpc1, _) = first.expect("queried the closest candidate");
+    let (hop2, _, rpc2, _) = again.expect("asked again after its query timed out");
+    assert_eq!(rpc1, rpc2, "the same query, retried");
+    assert_ne!(hop1, hop2, "through another first hop");
+}
