@@ -1461,7 +1461,11 @@ impl Overlay {
                 // peers).
                 if let (Some(to), 0, Some(o)) = (peer, p.attempt, self.dht.ops.get(&op)) {
                     let d = Key::of_peer(&to).distance(&o.key);
-                    let decisive = !o.shortlist.range(..d).any(|(_, (_, s))| *s == Probe::Done);
+                    let decisive = !o
+                        .shortlist
+                        .iter()
+                        .take_while(|(k, _)| **k < d)
+                        .any(|(_, (_, s))| *s == Probe::Done);
                     let retry = match error {
                         DhtError::Unreachable => p.first_hop.is_some(),
                         _ => decisive,
