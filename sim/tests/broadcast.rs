@@ -11,10 +11,10 @@ use rhizome_sim::{Sim, SimConfig};
 /// `loss`: the share of frames that need a retransmission (three more latencies, holding
 /// back the frames behind them on that link): the uneven delays under which first
 /// arrivals change paths from one message to the next.
-fn network(n: usize, latency_ms: (u64, u64), loss: f64) -> Sim {
+fn network(n: usize, latency_ms: (u64, u64), loss: f64, seed: u64) -> Sim {
     let mut sim = Sim::new(
         SimConfig {
-            seed: 3,
+            seed,
             latency_ms,
             loss,
             ..SimConfig::default()
@@ -55,7 +55,17 @@ struct Latency {
 
 /// 400 broadcasts from 4 rotating origins of an `n`-peer overlay, one every `every_ms`.
 fn rotating_origins(n: usize, latency_ms: (u64, u64), loss: f64, every_ms: u64) -> Latency {
-    let mut sim = network(n, latency_ms, loss);
+    rotating_origins_seeded(n, latency_ms, loss, every_ms, 3)
+}
+
+fn rotating_origins_seeded(
+    n: usize,
+    latency_ms: (u64, u64),
+    loss: f64,
+    every_ms: u64,
+    seed: u64,
+) -> Latency {
+    let mut sim = network(n, latency_ms, loss, seed);
     let origins = [1, n / 4, n / 2, 3 * n / 4];
     // Warm-up: two messages from each origin build its tree.
     rotate(&mut sim, &origins, 8, 200);
@@ -82,7 +92,7 @@ fn rotating_origins(n: usize, latency_ms: (u64, u64), loss: f64, every_ms: u64) 
         flood,
     };
     eprintln!(
-        "{n} peers, links {latency_ms:?} ms, {loss} retransmitted, every {every_ms} ms: {l:?}"
+        "{n} peers, links {latency_ms:?} ms, {loss} retransmitted, every {every_ms} ms, seed {seed}: {l:?}"
     );
     assert_eq!(l.deliveries, 400 * (n - 1));
     assert_eq!(l.missed, 0, "broadcasts were lost");
@@ -119,11 +129,18 @@ fn rotating_origins_at_50_per_second_mostly_travel_the_tree_over_the_internet() 
     // The simulator's default latency model (10–100 ms one way). Not yet perfect: a few
     // percent of deliveries still wait for a GRAFT (one origin's tree at one peer breaks
     // for about a second at a time, when concurrent optimisations or PRUNEs of the
-    // same origin cross); with one shared tree it was a third of them.
-    let l = rotating_origins(32, (10, 100), 0.02, 20);
+    // same origin cross); with one shared tree it was a third of them. How many varies
+    // with the network's draw (1.8–10 % over seeds 1–6), so the share is taken over six
+    // networks: one seed alone passed or failed with unrelated changes elsewhere.
+    let (mut over, mut deliveries) = (0, 0);
+    for seed in 1..=6 {
+        let l = rotating_origins_seeded(32, (10, 100), 0.02, 20, seed);
+        assert!(l.p99 < 1_000, "seed {seed}: {l:?}");
+        over += l.over;
+        deliveries += l.deliveries;
+    }
     assert!(
-        l.over * 20 < l.deliveries,
-        "over 5 % of deliveries waited for a GRAFT: {l:?}"
+        over * 20 < deliveries,
+        "over 5 % of deliveries waited for a GRAFT: {over} of {deliveries}"
     );
-    assert!(l.p99 < 1_000, "{l:?}");
 }
