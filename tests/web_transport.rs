@@ -376,3 +376,28 @@ async fn an_unreachable_signaling_server_is_a_clear_error() {
         "got {err:?}"
     );
 }
+
+#[wasm_bindgen_test]
+async fn an_offer_is_answered_when_the_browser_hands_back_a_promise_of_another_realm() {
+    // Firefox's setLocalDescription() sometimes returns a promise that fails this realm's
+    // `instanceof Promise` (the answerer then never answered: the native interop test's
+    // flake). A thenable that is no Promise stands in for it here.
+    let patch = "(() => {
+        const proto = RTCPeerConnection.prototype;
+        const original = proto.setLocalDescription;
+        proto.setLocalDescription = function (...args) {
+            const p = original.apply(this, args);
+            return { then: (ok, err) => p.then(ok, err) };
+        };
+        return () => { proto.setLocalDescription = original; };
+    })()";
+    let restore: js_sys::Function = js_sys::eval(patch)
+        .expect("patch setLocalDescription")
+        .into();
+    let (to_a, mut seen_a, _seen_b) = connected_pair(ConnLimits::default()).await;
+    restore
+        .call0(&wasm_bindgen::JsValue::NULL)
+        .expect("restore setLocalDescription");
+    to_a.send(b"answered").expect("the channel opened");
+    assert_eq!(next_message(&mut seen_a).await, b"answered");
+}

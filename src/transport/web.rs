@@ -398,16 +398,25 @@ impl WebConnection {
                 if !initiate && pc.remote_description().is_none() {
                     return;
                 }
+                // Only from a stable state: the answering side's browser may report the
+                // need (its data channel) only once the remote offer is set, and that
+                // offer's answer covers it. Firefox does; offering then collided with
+                // our own answer and closed a connection that was about to open.
+                if pc.signaling_state() != RtcSignalingState::Stable {
+                    return;
+                }
                 let (pc, state, tx) = (pc.clone(), state.clone(), tx.clone());
                 spawn_local(async move {
                     state.borrow_mut().making_offer = true;
                     let result = make_offer(&pc).await;
                     state.borrow_mut().making_offer = false;
                     match result {
-                        Ok(sdp) => {
+                        Ok(Some(sdp)) => {
                             let _ =
                                 tx.unbounded_send(ConnEvent::Signal(SignalPayload::Offer { sdp }));
                         }
+                        // A remote offer came first: answering it negotiates the channel.
+                        Ok(None) => {}
                         Err(e) => {
                             if !state.borrow().closed {
                                 let _ = tx.unbounded_send(ConnEvent::Closed(format!(
@@ -640,18 +649,19 @@ fn selected_pair_rtt(report: &JsValue) -> Option<f64> {
     Some(pair.2 * 1000.0)
 }
 
-async fn make_offer(pc: &RtcPeerConnection) -> Result<String, TransportError> {
+async fn make_offer(pc: &RtcPeerConnection) -> Result<Option<String>, TransportError> {
     let offer = browser(JsFuture::from(pc.create_offer()).await)?;
     let sdp = sdp_of(&offer)?;
     if pc.signaling_state() != RtcSignalingState::Stable {
         // A remote offer arrived while we were creating ours; perfect negotiation
-        // already handled it, and ours would be stale.
-        return Err(TransportError::Browser("offer superseded".into()));
+        // already handled it, and ours would be stale (not an error: the connection
+        // goes on with the remote offer).
+        return Ok(None);
     }
     let local = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
     local.set_sdp(&sdp);
     browser(JsFuture::from(pc.set_local_description(&local)).await)?;
-    Ok(sdp)
+    Ok(Some(sdp))
 }
 
 /// Answers the remote offer just set: `setLocalDescription()` without an argument, which
@@ -664,9 +674,11 @@ async fn set_local_answer(pc: &RtcPeerConnection) -> Result<String, TransportErr
         .ok()
         .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
         .ok_or_else(|| TransportError::Browser("no setLocalDescription".into()))?;
-    let promise = browser(set.call0(pc))?
-        .dyn_into::<js_sys::Promise>()
-        .map_err(|_| TransportError::Browser("setLocalDescription returned no promise".into()))?;
+    // Not `dyn_into::<Promise>()`: Firefox's promise sometimes fails that `instanceof`
+    // check (it comes from another realm), which left the offer unanswered: the native
+    // peer never connected, or connected only when the page dialled it back.
+    // `Promise.resolve` adopts it whatever its realm.
+    let promise = js_sys::Promise::resolve(&browser(set.call0(pc))?);
     browser(JsFuture::from(promise).await)?;
     let local = pc
         .local_description()
