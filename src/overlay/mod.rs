@@ -578,7 +578,14 @@ impl Overlay {
                 }
                 self.expire_sends(false);
             }
-            Input::Timer => self.on_timer(),
+            Input::Timer => {
+                // The driver's one timer has fired: none is pending there now. If it
+                // fired early (a browser's coarsened or jittered clock can read `now`
+                // just below the deadline), nothing is due yet and the same deadline
+                // must be announced again, or the overlay would never be woken.
+                self.announced_timer = None;
+                self.on_timer()
+            }
             Input::ServerUp => self.server_up = true,
             Input::ServerDown => self.server_up = false,
             Input::SignalFromServer { envelope } => self.on_server_signal(envelope),

@@ -389,6 +389,29 @@ fn the_timer_is_announced_and_only_when_it_changes() {
 }
 
 #[test]
+fn a_timer_that_fires_early_is_announced_again_so_the_overlay_is_woken_later() {
+    // A browser's clock may read just below the deadline when its setTimeout fires
+    // (Firefox coarsens and jitters performance.now()); the driver keeps one timer, so
+    // after it fired the overlay must ask for the same deadline again.
+    let mut a = Overlay::new(me(), Config::default(), 1);
+    let at = a
+        .handle(0, Input::Join { contacts: vec![] })
+        .iter()
+        .find_map(|o| match o {
+            Output::SetTimer { at } => Some(*at),
+            _ => None,
+        })
+        .expect("a timer after joining");
+    assert!(at > 1);
+    let out = a.handle(at - 1, Input::Timer);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::SetTimer { at: again } if *again == at)),
+        "an early wake must re-announce the pending deadline: {out:?}"
+    );
+}
+
+#[test]
 fn a_neighbour_that_leaves_is_forgotten_not_kept_for_repairs() {
     let (mut a, mut b) = two_neighbours();
     let out = b.handle(2, Input::Leave);
