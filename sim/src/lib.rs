@@ -370,6 +370,26 @@ impl Sim {
             .collect()
     }
 
+    /// Whether the online peers' active views connect them all (one component).
+    pub fn active_views_connected(&self) -> bool {
+        let online = self.online();
+        let Some(&start) = online.first() else {
+            return true;
+        };
+        let mut seen = BTreeSet::from([start]);
+        let mut stack = vec![start];
+        while let Some(u) = stack.pop() {
+            for p in self.overlay(u).active_view() {
+                if let Some(v) = self.index_of(p) {
+                    if self.state(v) == NodeState::Online && seen.insert(v) {
+                        stack.push(v);
+                    }
+                }
+            }
+        }
+        seen.len() == online.len()
+    }
+
     /// The `k` online peers closest to `key` in the DHT's XOR metric, by brute force: the
     /// answer a lookup should converge to.
     pub fn closest_online(&self, key: &rhizome::overlay::dht::Key, k: usize) -> Vec<PeerId> {

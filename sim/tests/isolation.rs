@@ -3,11 +3,9 @@
 //! there (HyParView's repair keeps looking while a peer has fewer than `MIN_ACTIVE`
 //! neighbours) and, in hybrid mode, bring it back over the DHT links it still has.
 
-use std::collections::BTreeSet;
-
 use rhizome::overlay::dht::Mode;
 use rhizome::overlay::membership::MIN_ACTIVE;
-use rhizome_sim::{NodeState, Sim, SimConfig};
+use rhizome_sim::{Sim, SimConfig};
 
 fn config(seed: u64, mode: Mode) -> SimConfig {
     let mut cfg = SimConfig {
@@ -53,21 +51,7 @@ fn connected(sim: &Sim) -> bool {
     {
         return false;
     }
-    let Some(&start) = online.first() else {
-        return true;
-    };
-    let mut seen = BTreeSet::from([start]);
-    let mut stack = vec![start];
-    while let Some(u) = stack.pop() {
-        for p in sim.overlay(u).active_view() {
-            if let Some(v) = sim.index_of(p) {
-                if sim.state(v) == NodeState::Online && seen.insert(v) {
-                    stack.push(v);
-                }
-            }
-        }
-    }
-    seen.len() == online.len()
+    sim.active_views_connected()
 }
 
 fn neighbours(sim: &Sim, i: usize) -> Vec<usize> {

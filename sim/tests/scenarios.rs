@@ -61,22 +61,7 @@ fn views_hold_only_live_peers(sim: &Sim) -> bool {
 }
 
 fn connected(sim: &Sim) -> bool {
-    let online = sim.online();
-    let Some(&start) = online.first() else {
-        return true;
-    };
-    let mut seen = BTreeSet::from([start]);
-    let mut stack = vec![start];
-    while let Some(u) = stack.pop() {
-        for p in sim.overlay(u).active_view() {
-            if let Some(v) = sim.index_of(p) {
-                if sim.state(v) == NodeState::Online && seen.insert(v) {
-                    stack.push(v);
-                }
-            }
-        }
-    }
-    seen.len() == online.len()
+    sim.active_views_connected()
 }
 
 #[test]

@@ -244,12 +244,9 @@ impl Overlay {
             (_, Message::Ping { nonce }) => self.send(from, &Message::Pong { nonce }),
             (Conn::AwaitingHello { .. }, Message::Join) => self.on_join_message(from),
             (_, Message::Neighbor { priority }) => {
-                let room = self.membership.active.len() < self.config.active_view_capacity;
-                if priority == Priority::High || room {
-                    self.send(from, &Message::NeighborReply { accepted: true });
-                    self.add_active(from);
-                } else {
-                    self.send(from, &Message::NeighborReply { accepted: false });
+                // A refusal on a fresh connection also closes it.
+                let accepted = self.answer_neighbor_request(from, priority);
+                if !accepted {
                     self.conns.remove(&from);
                     self.out.push(Output::Disconnect { peer: from });
                 }
@@ -619,13 +616,19 @@ impl Overlay {
     /// A NEIGHBOR request over an open link outside our active view (a DHT link): decided
     /// as on a fresh connection, except that a refusal keeps the link.
     pub(super) fn on_link_neighbor_request(&mut self, from: PeerId, priority: Priority) {
+        self.answer_neighbor_request(from, priority);
+    }
+
+    /// Answers a NEIGHBOR request: accepted when it is high priority or there is room, and
+    /// then `from` joins the active view. Returns whether it was accepted.
+    fn answer_neighbor_request(&mut self, from: PeerId, priority: Priority) -> bool {
         let room = self.membership.active.len() < self.config.active_view_capacity;
-        if priority == Priority::High || room {
-            self.send(from, &Message::NeighborReply { accepted: true });
+        let accepted = priority == Priority::High || room;
+        self.send(from, &Message::NeighborReply { accepted });
+        if accepted {
             self.add_active(from);
-        } else {
-            self.send(from, &Message::NeighborReply { accepted: false });
         }
+        accepted
     }
 
     /// The answer to a NEIGHBOR request we sent over a DHT link ([`Self::promote_link`]).
