@@ -9,10 +9,14 @@ fn writer() -> Identity {
 }
 
 fn overlay(mode: Mode) -> Overlay {
-    let config = Config {
+    overlay_with(Config {
         mode,
         ..Config::default()
-    };
+    })
+}
+
+/// A peer that has joined through one contact (not yet connected).
+fn overlay_with(config: Config) -> Overlay {
     let mut o = Overlay::new(Identity::from_secret_bytes([1; 32]), config, 5);
     let contact = Identity::from_secret_bytes([2; 32]).peer_id();
     o.handle(
@@ -769,14 +773,8 @@ fn a_lookup_asks_the_closest_candidate_again_by_another_route_when_its_query_tim
         suspicion_timeout_ms: 600_000,
         ..Config::default()
     };
-    let mut o = Overlay::new(Identity::from_secret_bytes([1; 32]), config, 5);
+    let mut o = overlay_with(config);
     let contact = Identity::from_secret_bytes([2; 32]).peer_id();
-    o.handle(
-        0,
-        Input::Join {
-            contacts: vec![contact],
-        },
-    );
     o.handle(1, Input::ConnectionUp { peer: contact });
     let me = Key::of_peer(&o.peer_id());
     let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
