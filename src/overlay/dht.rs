@@ -2294,7 +2294,10 @@ impl Overlay {
     /// `from` offers to close our DHT link: close it if another of ours serves its slot.
     fn on_link_spare(&mut self, from: PeerId) {
         let linked = self.dht.links_out.contains(&from) || self.dht.links_in.contains(&from);
-        if !linked || self.membership.is_active(&from) {
+        // A message in flight on the link (ours waiting for its acknowledgement, or
+        // theirs half reassembled) would fail with it: keep the link for now (the other
+        // end offers again at its budget).
+        if !linked || self.membership.is_active(&from) || self.direct_in_flight_with(&from) {
             return;
         }
         let b = usize::from(self.config.dht.bits_per_hop.clamp(1, 8));

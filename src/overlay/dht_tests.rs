@@ -624,6 +624,48 @@ fn a_dht_link_is_closed_only_when_both_ends_have_another_in_its_slot() {
     assert_eq!(left, want);
 }
 
+#[test]
+fn a_dht_link_carrying_a_message_is_not_closed_under_it() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = Key::of_peer(&o.peer_id());
+    // Two links in one slot: either could go when its other end offers to close it.
+    let (a, b) = (peer_in_bucket(&me, 3, 1), peer_in_bucket(&me, 3, 2));
+    for p in [a, b] {
+        accept_link(&mut o, 1, p);
+    }
+    let closes = |out: &[Output], peer: PeerId| {
+        out.iter()
+            .any(|x| matches!(x, Output::Disconnect { peer: p } if *p == peer))
+    };
+    // A message to `a` goes straight over the link and waits for its acknowledgement.
+    let out = o.handle(
+        2,
+        Input::Send {
+            id: 7,
+            to: a,
+            payload: b"in flight".to_vec(),
+        },
+    );
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Output::Send { to, .. } if *to == a)));
+    assert!(
+        !closes(&link_spare(&mut o, 3, a), a),
+        "closing the link would fail the send as unreachable"
+    );
+    // Acknowledged: now the link may go.
+    let ack = wire::encode(&Message::DataAck { ids: vec![7] }).unwrap();
+    o.handle(
+        4,
+        Input::Frame {
+            from: a,
+            bytes: ack,
+        },
+    );
+    assert!(closes(&link_spare(&mut o, 5, a), a));
+    assert!(o.dht_links().contains(&b));
+}
+
 /// A peer id sharing exactly `bits` leading bits with `me` (then `salt` in the last byte).
 fn peer_in_bucket(me: &Key, bits: usize, salt: u8) -> PeerId {
     let mut b = me.0;

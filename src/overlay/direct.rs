@@ -427,6 +427,13 @@ impl Overlay {
         }
     }
 
+    /// Whether a message to or from `peer` is in flight on our connection with it: one of
+    /// ours waits for its acknowledgement, or one of theirs is half reassembled.
+    pub(super) fn direct_in_flight_with(&self, peer: &PeerId) -> bool {
+        self.direct.waiting.values().any(|(to, _)| to == peer)
+            || self.direct.partial.contains_key(peer)
+    }
+
     /// Sends every waiting acknowledgement (the `AckFlush` timer, or before leaving).
     pub(super) fn flush_acks(&mut self) {
         self.direct.ack_timer = false;
