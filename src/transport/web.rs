@@ -101,12 +101,19 @@ pub fn prewarm(ice_servers: &[IceServer]) {
         .ok()
         .and_then(|k| k.as_string())
         .unwrap_or_default();
-    let config = RtcConfiguration::new();
-    config.set_ice_servers(&servers);
-    if let Ok(pc) = RtcPeerConnection::new_with_configuration(&config) {
-        CREATED.with(|c| *c.borrow_mut() += 1);
+    if let Ok(pc) = new_peer_connection(&servers) {
         SPARE.with(|s| s.borrow_mut().push((key, pc)));
     }
+}
+
+/// A new `RTCPeerConnection` with these ICE servers (as JS), counted in
+/// [`connections_created`].
+fn new_peer_connection(servers: &JsValue) -> Result<RtcPeerConnection, JsValue> {
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(servers);
+    let pc = RtcPeerConnection::new_with_configuration(&config)?;
+    CREATED.with(|c| *c.borrow_mut() += 1);
+    Ok(pc)
 }
 
 /// A spare connection from [`prewarm`] made with these ICE servers (`servers` as JSON)
@@ -194,14 +201,8 @@ impl WebConnection {
         let servers = ice_servers_to_js(ice_servers)?;
         let pc = match take_spare(&servers) {
             Some(pc) => pc,
-            None => {
-                let config = RtcConfiguration::new();
-                config.set_ice_servers(&servers);
-                let pc = RtcPeerConnection::new_with_configuration(&config)
-                    .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
-                CREATED.with(|c| *c.borrow_mut() += 1);
-                pc
-            }
+            None => new_peer_connection(&servers)
+                .map_err(|e| TransportError::Browser(describe_js_error(&e)))?,
         };
 
         let init = RtcDataChannelInit::new();
