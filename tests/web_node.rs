@@ -217,6 +217,17 @@ async fn broadcast_reaches_everyone(nodes: &[TestNode], origin: usize, text: &st
     }
 }
 
+/// `nodes[0]` and the node that is its first neighbour (the overlay must have formed).
+fn first_and_its_neighbour(nodes: &[TestNode]) -> (&TestNode, &TestNode) {
+    let first = &nodes[0];
+    let neighbour = first.node.neighbors()[0];
+    let other = nodes
+        .iter()
+        .find(|n| n.id() == neighbour)
+        .expect("the neighbour is one of ours");
+    (first, other)
+}
+
 async fn leave_all(nodes: &[TestNode]) {
     for n in nodes {
         n.node.leave().await;
@@ -383,12 +394,8 @@ async fn a_peer_that_sends_garbage_is_reported_and_dropped() {
         overlay_is_healthy(&nodes)
     })
     .await;
-    let bad = &nodes[0];
-    let victim_id = bad.node.neighbors()[0];
-    let victim = nodes
-        .iter()
-        .find(|n| n.id() == victim_id)
-        .expect("the neighbour is one of ours");
+    let (bad, victim) = first_and_its_neighbour(&nodes);
+    let victim_id = victim.id();
     // Our wire version, then bytes that are no message (another version is not
     // misbehaviour: see the next test).
     let mut garbage = vec![rhizome::wire::WIRE_VERSION];
@@ -417,12 +424,8 @@ async fn a_peer_of_another_wire_version_is_reported_once_as_incompatible_and_dro
         overlay_is_healthy(&nodes)
     })
     .await;
-    let old = &nodes[0];
-    let victim_id = old.node.neighbors()[0];
-    let victim = nodes
-        .iter()
-        .find(|n| n.id() == victim_id)
-        .expect("the neighbour is one of ours");
+    let (old, victim) = first_and_its_neighbour(&nodes);
+    let victim_id = victim.id();
     // A frame as a build speaking wire version 1 writes it, twice.
     let mut v1 =
         rhizome::wire::encode(&rhizome::wire::Message::Ping { nonce: 1 }).expect("a ping encodes");
