@@ -504,9 +504,11 @@ impl Overlay {
         // the server gone, it may be the only signal path we have left. (With one
         // neighbour left, low priority, so a refusal backs off like any other.)
         let may_ask = active == 0 || self.now >= self.membership.repair_not_before;
-        if active < MIN_ACTIVE.min(cap) && may_ask && self.promote_link(active == 0) && active == 0
-        {
-            return;
+        if active < MIN_ACTIVE.min(cap) && may_ask {
+            let asked = self.promote_link(active == 0);
+            if asked && active == 0 {
+                return;
+            }
         }
         if active == 0 {
             let want = cap.saturating_sub(pending);
@@ -613,15 +615,11 @@ impl Overlay {
         true
     }
 
-    /// A NEIGHBOR request over an open link outside our active view (a DHT link): decided
-    /// as on a fresh connection, except that a refusal keeps the link.
-    pub(super) fn on_link_neighbor_request(&mut self, from: PeerId, priority: Priority) {
-        self.answer_neighbor_request(from, priority);
-    }
-
     /// Answers a NEIGHBOR request: accepted when it is high priority or there is room, and
-    /// then `from` joins the active view. Returns whether it was accepted.
-    fn answer_neighbor_request(&mut self, from: PeerId, priority: Priority) -> bool {
+    /// then `from` joins the active view. Returns whether it was accepted. Over an open
+    /// link outside our active view (a DHT link) a refusal keeps the link; on a fresh
+    /// connection the caller closes it.
+    pub(super) fn answer_neighbor_request(&mut self, from: PeerId, priority: Priority) -> bool {
         let room = self.membership.active.len() < self.config.active_view_capacity;
         let accepted = priority == Priority::High || room;
         self.send(from, &Message::NeighborReply { accepted });

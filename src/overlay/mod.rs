@@ -639,7 +639,7 @@ impl Overlay {
             // On a DHT link (open, not in the active view) a NEIGHBOR request is decided
             // as on a fresh connection, so both sides agree on the active view.
             Message::Neighbor { priority } if !self.membership.is_active(&from) => {
-                self.on_link_neighbor_request(from, priority)
+                self.answer_neighbor_request(from, priority);
             }
             Message::Neighbor { .. } => self.send(from, &Message::NeighborReply { accepted: true }),
             Message::NeighborReply { accepted } => self.on_link_neighbor_reply(from, accepted),
