@@ -115,7 +115,7 @@ const LINK_FRESH_MS: u64 = 120_000;
 
 /// A point in the 256-bit XOR key space: a peer id, or the hash locating a record.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Key(pub [u8; 32]);
+pub struct Key(#[serde(with = "crate::id::byte_array")] pub [u8; 32]);
 
 impl Key {
     /// A peer's position: its public key bytes.
