@@ -11,8 +11,9 @@
 //! - **Perfect negotiation**: the side with the smaller [`PeerId`] is *polite*. When both
 //!   sides offer at once (glare), the impolite side ignores the incoming offer and the
 //!   polite side rolls its own back and answers. No coordinator and no retry loop.
-//! - **Chunks and backpressure**: every message travels as 16 KiB chunks (`chunk.rs`)
-//!   through a queue of ours that feeds the browser only while its `bufferedAmount` is
+//! - **Chunks and backpressure**: every message travels as chunks (`chunk.rs`) of up to
+//!   64 KiB when the remote's SCTP transport takes them (its `maxMessageSize`, read when
+//!   the channel opens), else 16 KiB, through a queue of ours that feeds the browser only while its `bufferedAmount` is
 //!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
 //!   is full instead of letting memory grow.
 //! - **Made ahead while joining**: a node calls [`prewarm`] while its signaling socket
@@ -32,7 +33,7 @@
 //!   lazily: [`WebConnection::rtt_ms`] returns the last value and starts a new read when it
 //!   is older than [`RTT_POLL_MS`]. Nothing is measured per message.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures_channel::mpsc;
@@ -180,6 +181,9 @@ pub struct WebConnection {
     dc: RtcDataChannel,
     state: Rc<RefCell<Negotiation>>,
     queue: Rc<RefCell<SendQueue>>,
+    /// Payload bytes per chunk for this remote: [`chunk::payload_for`] its SCTP
+    /// transport's `maxMessageSize`, read when the channel opens (before anything is sent).
+    chunk_payload: Rc<Cell<usize>>,
     rtt: Rc<RefCell<Rtt>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
@@ -222,6 +226,7 @@ impl WebConnection {
             dc,
             state: Rc::new(RefCell::new(Negotiation::default())),
             queue: Rc::new(RefCell::new(SendQueue::default())),
+            chunk_payload: Rc::new(Cell::new(chunk::CHUNK_PAYLOAD)),
             rtt: Rc::new(RefCell::new(Rtt::default())),
             events: tx,
             _callbacks: Vec::new(),
@@ -301,7 +306,7 @@ impl WebConnection {
             return Err(TransportError::NotOpen);
         }
         let mut queue = self.queue.borrow_mut();
-        queue.push_message(data, self.limits.max_queued)?;
+        queue.push_message(data, self.limits.max_queued, self.chunk_payload.get())?;
         pump(&mut queue, &self.dc)
     }
 
@@ -477,10 +482,18 @@ impl WebConnection {
             callbacks.push(cb);
         }
 
-        // Data channel.
+        // Data channel. Once it is open the SCTP transport is up and its `maxMessageSize`
+        // (the smaller of both sides' limits) final: the chunk size is read then.
         {
             let tx = self.events.clone();
+            let (pc, payload) = (self.pc.clone(), self.chunk_payload.clone());
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                let max = Reflect::get(&pc, &JsValue::from_str("sctp"))
+                    .ok()
+                    .filter(|sctp| sctp.is_object())
+                    .and_then(|sctp| Reflect::get(&sctp, &JsValue::from_str("maxMessageSize")).ok())
+                    .and_then(|m| m.as_f64());
+                payload.set(chunk::payload_for(max));
                 let _ = tx.unbounded_send(ConnEvent::Open);
             });
             self.dc.set_onopen(Some(cb.as_ref().unchecked_ref()));
