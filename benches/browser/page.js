@@ -300,7 +300,8 @@ async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
   if (lib === 'raw' || lib === 'raw-64k' || lib === 'raw-16k') {
     // raw: the same backpressure as rhizome's transport (1 MiB high water, refill at
     // 256 KiB); raw-64k: simple-peer's (64 KiB), as a second reference; raw-16k: like raw,
-    // each message sent as 16 KiB pieces, as rhizome's transport chunks (chunk.rs).
+    // each message sent as 16 KiB pieces, as rhizome's transport chunks toward a peer whose
+    // SCTP limit is unknown or small (chunk.rs; 64 KiB between browsers).
     const high = lib === 'raw-64k' ? 64 * 1024 : HIGH;
     const [a, b] = rawPairInPage();
     if (lib === 'raw-64k') { a.dc.bufferedAmountLowThreshold = 0; }
