@@ -434,7 +434,7 @@ const pairTable = (title, s, unit, d, cpu, cpuUnit) => {
   const name = {
     raw: 'raw RTCDataChannel (1 MiB high water, as rhizome\'s transport)',
     'raw-64k': 'raw RTCDataChannel (64 KiB high water, as simple-peer)',
-    'raw-16k': 'raw RTCDataChannel, each message sent as 16 KiB pieces (rhizome\'s chunk size)',
+    'raw-16k': 'raw RTCDataChannel, each message sent as 16 KiB pieces (rhizome\'s chunk size before 64 KiB chunks)',
     'simple-peer': 'simple-peer (stream `write`/`drain`)',
     peerjs: 'PeerJS (binary serialization)',
     rhizome: '**rhizome** (`node.send` to the neighbour, window counted from its acknowledgements)',

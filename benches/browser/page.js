@@ -300,7 +300,8 @@ async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
   if (lib === 'raw' || lib === 'raw-64k' || lib === 'raw-16k') {
     // raw: the same backpressure as rhizome's transport (1 MiB high water, refill at
     // 256 KiB); raw-64k: simple-peer's (64 KiB), as a second reference; raw-16k: like raw,
-    // each message sent as 16 KiB pieces, as rhizome's transport chunks (chunk.rs).
+    // each message sent as 16 KiB pieces, as rhizome's transport chunks toward a peer whose
+    // SCTP limit is unknown or small (chunk.rs; 64 KiB between browsers).
     const high = lib === 'raw-64k' ? 64 * 1024 : HIGH;
     const [a, b] = rawPairInPage();
     if (lib === 'raw-64k') { a.dc.bufferedAmountLowThreshold = 0; }
@@ -610,24 +611,29 @@ async function latency(lib, n = 8, count = 100, gapMs = 25, size = 64, origins =
  * Raw `RTCDataChannel.send` of `count` messages of `size` bytes, each a view into either an
  * ordinary ArrayBuffer or a WebAssembly.Memory of `pages` 64 KiB pages (what the
  * wasm-bindgen glue passes for a `&[u8]`), or ('wasm-copy') a copy of that view into a
- * fresh ArrayBuffer (`slice()`) sent instead. For BENCH_EVAL experiments.
+ * fresh ArrayBuffer (`slice()`) sent instead; a `+ack` suffix ('ab+ack') makes the receiver
+ * answer each message with 16 bytes (traffic both ways, as rhizome's acknowledgements).
+ * For BENCH_EVAL experiments.
  */
 async function sendView(kind = 'wasm', count = 5000, size = 1024, pages = 32) {
-  const backing = kind !== 'ab' ? new WebAssembly.Memory({ initial: pages }).buffer : new ArrayBuffer(pages * 65536);
+  const backing = !kind.startsWith('ab') ? new WebAssembly.Memory({ initial: pages }).buffer : new ArrayBuffer(pages * 65536);
   const u8 = new Uint8Array(backing, 4096, size);
   const [a, b] = rawPairInPage();
   await deadline(Promise.all([once(a.dc, 'open'), once(b.dc, 'open')]), 15_000, 'open');
   try {
     const done = defer();
     let got = 0;
-    b.dc.onmessage = () => { if (++got === count) done.resolve(now()); };
+    // kind '…+ack': the receiver answers every message with 16 bytes, as rhizome's
+    // acknowledgements make its channels carry traffic both ways.
+    const ack = kind.endsWith('+ack') ? new Uint8Array(16) : null;
+    b.dc.onmessage = () => { if (ack) b.dc.send(ack); if (++got === count) done.resolve(now()); };
     const cpu0 = window.benchCpu ? await window.benchCpu() : null;
     const t0 = now();
     let inSend = 0;
     for (let i = 0; i < count; i++) {
       if (a.dc.bufferedAmount > HIGH) await once(a.dc, 'bufferedamountlow');
       const s0 = now();
-      a.dc.send(kind === 'wasm-copy' ? u8.slice() : u8);
+      a.dc.send(kind.startsWith('wasm-copy') ? u8.slice() : u8);
       inSend += now() - s0;
     }
     const t1 = await deadline(done.promise, 60_000, 'sendView');

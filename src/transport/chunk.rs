@@ -2,17 +2,39 @@
 //!
 //! Only messages up to 64 KiB cross every browser's data channel in one piece, and large
 //! messages block the channel for everything behind them. So every message is sent as
-//! one or more chunks of at most [`CHUNK_PAYLOAD`] bytes, each preceded by a one-byte
-//! header saying whether more chunks of the same message follow. The channel is ordered
-//! and reliable, so reassembly is concatenation: no ids, no offsets, nothing to reorder.
+//! one or more chunks of at most [`MAX_CHUNK`] bytes ([`CHUNK_PAYLOAD`] of payload where
+//! the remote's limit is not known to be larger), each preceded by a one-byte header
+//! saying whether more chunks of the same message follow. The channel is ordered and
+//! reliable, so reassembly is concatenation: no ids, no offsets, nothing to reorder.
 //!
 //! The receiver bounds what it buffers ([`Reassembler::new`]'s limit): a peer announcing
 //! an endless message gets an error, not our memory. This module is pure (no browser
 //! types), so both transports and the tests share it.
 
-/// Payload bytes per chunk: 16 KiB, the size every WebRTC stack handles without
-/// fragmentation trouble.
+/// Payload bytes per chunk when the remote's limit is unknown: 16 KiB, the size every
+/// WebRTC stack handles without fragmentation trouble.
 pub const CHUNK_PAYLOAD: usize = 16 * 1024;
+
+/// The largest chunk (header included) sent when the remote takes it: 64 KiB, the
+/// `max-message-size` an SDP without the attribute means (RFC 8841), and what webrtc-rs
+/// advertises. Fewer, larger chunks mean fewer `send` calls and message events per MiB.
+/// Receivers take chunks of any size (up to their message limit), so the size is the
+/// sender's choice alone.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// Payload bytes per chunk for a remote whose SCTP transport takes messages of up to
+/// `max_message_size` bytes (`RTCSctpTransport.maxMessageSize`: infinite for "no
+/// limit"; `None` when not known yet): the largest chunk up to [`MAX_CHUNK`] it takes,
+/// and [`CHUNK_PAYLOAD`] while the limit is unknown or smaller than that.
+pub fn payload_for(max_message_size: Option<f64>) -> usize {
+    match max_message_size {
+        Some(m) if m >= (CHUNK_PAYLOAD + 1) as f64 => {
+            // `as` saturates: an infinite limit becomes usize::MAX, then MAX_CHUNK.
+            (m as usize).min(MAX_CHUNK) - 1
+        }
+        _ => CHUNK_PAYLOAD,
+    }
+}
 
 /// Header of a chunk after which the message continues.
 const MORE: u8 = 0x01;
@@ -36,12 +58,19 @@ pub enum ChunkError {
     },
 }
 
-/// Splits `message` into chunks ready to send, in order. An empty message is one chunk.
+/// Splits `message` into chunks of [`CHUNK_PAYLOAD`] ready to send, in order. An empty
+/// message is one chunk.
 pub fn split(message: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let n = message.len().div_ceil(CHUNK_PAYLOAD).max(1);
+    split_by(message, CHUNK_PAYLOAD)
+}
+
+/// [`split`] with `payload` bytes (at least 1) per chunk.
+pub fn split_by(message: &[u8], payload: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let payload = payload.max(1);
+    let n = message.len().div_ceil(payload).max(1);
     (0..n).map(move |i| {
-        let start = i * CHUNK_PAYLOAD;
-        let end = (start + CHUNK_PAYLOAD).min(message.len());
+        let start = i * payload;
+        let end = (start + payload).min(message.len());
         let mut chunk = Vec::with_capacity(1 + end - start);
         chunk.push(if i + 1 == n { LAST } else { MORE });
         chunk.extend_from_slice(&message[start..end]);
@@ -62,18 +91,19 @@ pub struct SendQueue {
 }
 
 impl SendQueue {
-    /// Splits `message` into chunks and queues them all, unless that would take the queue
-    /// past `max_queued` bytes: then nothing is queued and the caller gets
-    /// [`TransportError::Backpressure`](super::TransportError::Backpressure).
+    /// Splits `message` into chunks of `payload` bytes and queues them all, unless that
+    /// would take the queue past `max_queued` bytes: then nothing is queued and the
+    /// caller gets [`TransportError::Backpressure`](super::TransportError::Backpressure).
     pub fn push_message(
         &mut self,
         message: &[u8],
         max_queued: usize,
+        payload: usize,
     ) -> Result<(), super::TransportError> {
         if self.bytes + message.len() > max_queued {
             return Err(super::TransportError::Backpressure);
         }
-        for c in split(message) {
+        for c in split_by(message, payload) {
             self.push_raw(c);
         }
         Ok(())
@@ -211,12 +241,12 @@ mod tests {
     #[test]
     fn a_message_that_would_overflow_the_send_queue_is_refused_whole() {
         let mut q = SendQueue::default();
-        q.push_message(&[1; 3 * CHUNK_PAYLOAD], 4 * CHUNK_PAYLOAD)
+        q.push_message(&[1; 3 * CHUNK_PAYLOAD], 4 * CHUNK_PAYLOAD, CHUNK_PAYLOAD)
             .unwrap();
         assert_eq!(q.chunks.len(), 3);
         let queued = q.bytes;
         assert_eq!(
-            q.push_message(&[2; 2 * CHUNK_PAYLOAD], 4 * CHUNK_PAYLOAD),
+            q.push_message(&[2; 2 * CHUNK_PAYLOAD], 4 * CHUNK_PAYLOAD, CHUNK_PAYLOAD),
             Err(super::super::TransportError::Backpressure)
         );
         assert_eq!(
@@ -224,6 +254,35 @@ mod tests {
             (3, queued),
             "nothing of it queued"
         );
+    }
+
+    #[test]
+    fn chunks_are_as_large_as_the_remote_takes_up_to_64_kib() {
+        // Chrome (256 KiB), Firefox (1 GiB or unlimited), webrtc-rs and the RFC default
+        // (64 KiB): whole 64 KiB chunks, header included.
+        for limit in [262_144.0, 1_073_741_823.0, f64::INFINITY, 65_536.0] {
+            assert_eq!(payload_for(Some(limit)), MAX_CHUNK - 1, "limit {limit}");
+        }
+        // Unknown, nonsense or small limits: the 16 KiB every stack takes.
+        for limit in [None, Some(0.0), Some(f64::NAN), Some(-1.0), Some(16_384.0)] {
+            assert_eq!(payload_for(limit), CHUNK_PAYLOAD, "limit {limit:?}");
+        }
+        assert_eq!(payload_for(Some(40_000.0)), 39_999);
+    }
+
+    #[test]
+    fn large_chunks_reassemble_into_the_same_message_as_small_ones() {
+        let m: Vec<u8> = (0..(1 << 20) + 5).map(|i| (i * 13 + 1) as u8).collect();
+        let mut r = Reassembler::new(8 << 20);
+        let mut out = None;
+        let big = payload_for(Some(262_144.0));
+        let chunks: Vec<_> = split_by(&m, big).collect();
+        assert_eq!(chunks.len(), m.len().div_ceil(big));
+        for c in &chunks {
+            assert!(c.len() <= MAX_CHUNK);
+            out = r.push(c).unwrap();
+        }
+        assert_eq!(out.as_deref(), Some(&m[..]));
     }
 
     #[test]

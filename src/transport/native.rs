@@ -464,7 +464,11 @@ impl NativeConnection {
         if !self.is_open() {
             return Err(TransportError::NotOpen);
         }
-        lock(&self.shared.queue).push_message(data, self.limits.max_queued)?;
+        lock(&self.shared.queue).push_message(
+            data,
+            self.limits.max_queued,
+            chunk::CHUNK_PAYLOAD,
+        )?;
         self.shared.wake_writer.notify_one();
         Ok(())
     }

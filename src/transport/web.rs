@@ -11,8 +11,9 @@
 //! - **Perfect negotiation**: the side with the smaller [`PeerId`] is *polite*. When both
 //!   sides offer at once (glare), the impolite side ignores the incoming offer and the
 //!   polite side rolls its own back and answers. No coordinator and no retry loop.
-//! - **Chunks and backpressure**: every message travels as 16 KiB chunks (`chunk.rs`)
-//!   through a queue of ours that feeds the browser only while its `bufferedAmount` is
+//! - **Chunks and backpressure**: every message travels as chunks (`chunk.rs`) of up to
+//!   64 KiB when the remote's SCTP transport takes them (its `maxMessageSize`, read when
+//!   the channel opens), else 16 KiB, through a queue of ours that feeds the browser only while its `bufferedAmount` is
 //!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
 //!   is full instead of letting memory grow.
 //! - **Made ahead while joining**: a node calls [`prewarm`] while its signaling socket
@@ -32,7 +33,7 @@
 //!   lazily: [`WebConnection::rtt_ms`] returns the last value and starts a new read when it
 //!   is older than [`RTT_POLL_MS`]. Nothing is measured per message.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures_channel::mpsc;
@@ -158,13 +159,25 @@ struct Rtt {
 ///
 /// Each chunk goes to `send` as a view into the wasm memory: copying it into a JS
 /// `ArrayBuffer` first was slower (docs/BENCHMARKS.md, browser section, `sendView`).
-fn pump(queue: &mut SendQueue, dc: &RtcDataChannel) -> Result<(), TransportError> {
-    while dc.buffered_amount() < HIGH_WATER {
-        let Some(chunk) = queue.chunks.front() else {
-            break;
-        };
+/// `room` is a lower bound on what the browser's buffer takes before [`HIGH_WATER`]: its
+/// `bufferedAmount` only grows by our sends, so it is read only when the bound is spent
+/// (a read costs a call into the browser: ~3 µs, once per 1 KiB message before).
+fn pump(
+    queue: &mut SendQueue,
+    dc: &RtcDataChannel,
+    room: &Cell<u32>,
+) -> Result<(), TransportError> {
+    while let Some(chunk) = queue.chunks.front() {
+        let len = chunk.len() as u32;
+        if room.get() < len {
+            room.set(HIGH_WATER.saturating_sub(dc.buffered_amount()));
+            if room.get() == 0 {
+                break;
+            }
+        }
         dc.send_with_u8_array(chunk)
             .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
+        room.set(room.get().saturating_sub(len));
         queue.bytes -= chunk.len();
         queue.chunks.pop_front();
     }
@@ -180,6 +193,11 @@ pub struct WebConnection {
     dc: RtcDataChannel,
     state: Rc<RefCell<Negotiation>>,
     queue: Rc<RefCell<SendQueue>>,
+    /// Payload bytes per chunk for this remote: [`chunk::payload_for`] its SCTP
+    /// transport's `maxMessageSize`, read when the channel opens (before anything is sent).
+    chunk_payload: Rc<Cell<usize>>,
+    /// Bytes the browser's buffer surely takes before [`HIGH_WATER`] (see [`pump`]).
+    room: Rc<Cell<u32>>,
     rtt: Rc<RefCell<Rtt>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
@@ -222,6 +240,8 @@ impl WebConnection {
             dc,
             state: Rc::new(RefCell::new(Negotiation::default())),
             queue: Rc::new(RefCell::new(SendQueue::default())),
+            chunk_payload: Rc::new(Cell::new(chunk::CHUNK_PAYLOAD)),
+            room: Rc::new(Cell::new(0)),
             rtt: Rc::new(RefCell::new(Rtt::default())),
             events: tx,
             _callbacks: Vec::new(),
@@ -301,8 +321,8 @@ impl WebConnection {
             return Err(TransportError::NotOpen);
         }
         let mut queue = self.queue.borrow_mut();
-        queue.push_message(data, self.limits.max_queued)?;
-        pump(&mut queue, &self.dc)
+        queue.push_message(data, self.limits.max_queued, self.chunk_payload.get())?;
+        pump(&mut queue, &self.dc, &self.room)
     }
 
     /// Sends `bytes` as one raw data-channel message, bypassing chunking and the queue.
@@ -477,10 +497,18 @@ impl WebConnection {
             callbacks.push(cb);
         }
 
-        // Data channel.
+        // Data channel. Once it is open the SCTP transport is up and its `maxMessageSize`
+        // (the smaller of both sides' limits) final: the chunk size is read then.
         {
             let tx = self.events.clone();
+            let (pc, payload) = (self.pc.clone(), self.chunk_payload.clone());
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                let max = Reflect::get(&pc, &JsValue::from_str("sctp"))
+                    .ok()
+                    .filter(|sctp| sctp.is_object())
+                    .and_then(|sctp| Reflect::get(&sctp, &JsValue::from_str("maxMessageSize")).ok())
+                    .and_then(|m| m.as_f64());
+                payload.set(chunk::payload_for(max));
                 let _ = tx.unbounded_send(ConnEvent::Open);
             });
             self.dc.set_onopen(Some(cb.as_ref().unchecked_ref()));
@@ -491,17 +519,17 @@ impl WebConnection {
             let mut reassembler = chunk::Reassembler::new(self.limits.max_message);
             let mut corrupt = false;
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
-                let Ok(ev) = ev.dyn_into::<MessageEvent>() else {
-                    return;
-                };
                 if corrupt {
                     return; // already reported; the rest of the stream is meaningless
                 }
-                let data = ev.data();
-                let result = match data.as_string() {
+                // Only the channel calls this, always with a `MessageEvent` (unchecked: an
+                // `instanceof` per chunk saved).
+                let data = ev.unchecked_into::<MessageEvent>().data();
+                let result = if data.is_string() {
                     // Text frames are not part of the protocol.
-                    Some(_) => Err("text frame on a binary channel".to_string()),
-                    None => push_chunk(&mut reassembler, &Uint8Array::new(&data)),
+                    Err("text frame on a binary channel".to_string())
+                } else {
+                    push_chunk(&mut reassembler, &Uint8Array::new(&data))
                 };
                 match result {
                     Ok(Some(message)) => {
@@ -519,11 +547,11 @@ impl WebConnection {
         }
         {
             let dc = self.dc.clone();
-            let queue = self.queue.clone();
+            let (queue, room) = (self.queue.clone(), self.room.clone());
             let state = self.state.clone();
             let tx = self.events.clone();
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
-                if let Err(e) = pump(&mut queue.borrow_mut(), &dc) {
+                if let Err(e) = pump(&mut queue.borrow_mut(), &dc, &room) {
                     close_once(&state, &tx, &format!("send failed: {e}"));
                 }
             });
