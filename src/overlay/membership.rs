@@ -90,6 +90,9 @@ pub(super) struct Membership {
     /// Current backoff; 0 means "the configured initial value".
     backoff: u64,
     last_bootstrap: Option<u64>,
+    /// How many peers the server's latest sample named: the room has at least that many
+    /// others (see [`Overlay::repair`]).
+    room_hint: usize,
     /// No low-priority repair before this time: our JOIN's walks are still landing.
     settle_until: u64,
     /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
@@ -140,8 +143,24 @@ impl Overlay {
         for c in &fresh {
             self.add_passive(*c, Vec::new());
         }
+        self.membership.room_hint = fresh.len();
+        let active = self.membership.active.len();
+        if active > 0 && active < self.config.active_view_capacity {
+            // A fresh sample asked for while we have neighbours (see `repair`): we may
+            // be in a component of our own, so link up with a peer we are not linked to
+            // (high priority: one link merges two components).
+            let unlinked: Vec<PeerId> = fresh
+                .iter()
+                .copied()
+                .filter(|c| !self.conns.contains_key(c))
+                .collect();
+            if !unlinked.is_empty() {
+                let pick = unlinked[self.rand_below(unlinked.len())];
+                self.connect(pick, Intent::Neighbor(Priority::High));
+            }
+        }
         self.membership.join_contacts = fresh;
-        if self.membership.active.is_empty() {
+        if active == 0 {
             self.try_join_contact();
         }
     }
@@ -547,6 +566,14 @@ impl Overlay {
             return;
         }
         let candidates = self.repair_candidates();
+        if candidates.is_empty() && self.server_up && self.conns.len() < self.membership.room_hint {
+            // Everyone we know is linked to us and we still have room, yet the server
+            // named more peers than that (attempts to them failed): they may have formed
+            // a component of their own, which nothing inside ours can reach. Only the
+            // server knows the whole room: ask it for a fresh sample.
+            self.request_bootstrap();
+            return;
+        }
         let routed: Vec<(PeerId, Vec<PeerId>)> = candidates
             .iter()
             .filter_map(|p| {
@@ -555,10 +582,13 @@ impl Overlay {
             })
             .collect();
         if routed.is_empty() {
-            if active * 2 > cap {
+            if active * 2 > cap && !self.server_up {
                 // No route to ask through, and most of the view is there: rather than
                 // spend a connection on asking (peers are mostly full, so it would mostly
                 // be refused), wait for shuffles and walks to bring routed candidates.
+                // Not with the server up: shuffles never bring routes into another
+                // component, so a peer that only the server named may be the one link
+                // that merges two (a refusal backs off as usual).
                 return;
             }
             // No route to ask through: connect and ask on the connection.
