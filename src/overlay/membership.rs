@@ -44,6 +44,12 @@
 //!   RTCPeerConnection), may start source routes at a DHT link, backs off at most 8 s
 //!   after refusals, and with the server down insists (high priority) when a routed query
 //!   finds no room.
+//! - **Components.** Shuffles never bring a peer of another component into the passive
+//!   view, so two components (newcomers that joined at once and could not reach the rest
+//!   of the room) would stay apart. With the server up, a peer with room and no candidate
+//!   it can ask over the overlay connects to a route-less one (a peer the server named);
+//!   one whose every known peer is already linked, while the server's last sample named
+//!   more, asks for a fresh sample and links to a contact it is not linked to.
 //!
 //! Two departures from the paper, both forced by WebRTC. A connection is expensive (an
 //! offer/answer exchange and ICE), so the shuffle reply travels back along the walk's path
