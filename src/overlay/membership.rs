@@ -49,7 +49,7 @@
 //!   of the room) would stay apart. With the server up, a peer with room and no candidate
 //!   it can ask over the overlay connects to a route-less one (a peer the server named);
 //!   one whose every known peer is already linked, while the server's last sample named
-//!   more, asks for a fresh sample and links to a contact it is not linked to.
+//!   more, asks for a fresh sample (whose peers the first rule then tries).
 //!
 //! Two departures from the paper, both forced by WebRTC. A connection is expensive (an
 //! offer/answer exchange and ICE), so the shuffle reply travels back along the walk's path
@@ -150,23 +150,8 @@ impl Overlay {
             self.add_passive(*c, Vec::new());
         }
         self.membership.room_hint = fresh.len();
-        let active = self.membership.active.len();
-        if active > 0 && active < self.config.active_view_capacity {
-            // A fresh sample asked for while we have neighbours (see `repair`): we may
-            // be in a component of our own, so link up with a peer we are not linked to
-            // (high priority: one link merges two components).
-            let unlinked: Vec<PeerId> = fresh
-                .iter()
-                .copied()
-                .filter(|c| !self.conns.contains_key(c))
-                .collect();
-            if !unlinked.is_empty() {
-                let pick = unlinked[self.rand_below(unlinked.len())];
-                self.connect(pick, Intent::Neighbor(Priority::High));
-            }
-        }
         self.membership.join_contacts = fresh;
-        if active == 0 {
+        if self.membership.active.is_empty() {
             self.try_join_contact();
         }
     }
