@@ -47,9 +47,10 @@
 //! - **Components.** Shuffles never bring a peer of another component into the passive
 //!   view, so two components (newcomers that joined at once and could not reach the rest
 //!   of the room) would stay apart. With the server up, a peer with room and no candidate
-//!   it can ask over the overlay connects to a route-less one (a peer the server named);
-//!   one whose every known peer is already linked, while the server's last sample named
-//!   more, asks for a fresh sample (whose peers the first rule then tries).
+//!   it can ask over the overlay waits ~14 s for shuffles, then connects to a route-less
+//!   one (a peer the server named); one whose every known peer is already linked, while
+//!   the server's last sample named more, asks for a fresh sample (whose peers the first
+//!   rule then tries).
 //!
 //! Two departures from the paper, both forced by WebRTC. A connection is expensive (an
 //! offer/answer exchange and ICE), so the shuffle reply travels back along the walk's path
@@ -573,14 +574,20 @@ impl Overlay {
             })
             .collect();
         if routed.is_empty() {
-            if active * 2 > cap && !self.server_up {
-                // No route to ask through, and most of the view is there: rather than
-                // spend a connection on asking (peers are mostly full, so it would mostly
-                // be refused), wait for shuffles and walks to bring routed candidates.
-                // Not with the server up: shuffles never bring routes into another
-                // component, so a peer that only the server named may be the one link
-                // that merges two (a refusal backs off as usual).
-                return;
+            // No route to ask through, and most of the view is there: rather than spend
+            // a connection on asking (peers are mostly full, so it would mostly be
+            // refused), wait for shuffles and walks to bring routed candidates. With the
+            // server up, only for a while (backing off as after refusals, ~14 s):
+            // shuffles never bring routes into another component, so a peer only the
+            // server named may be the one link that merges two.
+            if active * 2 > cap {
+                if !self.server_up {
+                    return;
+                }
+                if self.membership.backoff < 4 * self.config.repair_backoff_ms {
+                    self.note_refusal();
+                    return;
+                }
             }
             // No route to ask through: connect and ask on the connection.
             let picks = self.sample(candidates, parallel - pending);
