@@ -47,7 +47,7 @@
 //! - **Components.** Shuffles never bring a peer of another component into the passive
 //!   view, so two components (newcomers that joined at once and could not reach the rest
 //!   of the room) would stay apart. With the server up, a peer with room and no candidate
-//!   it can ask over the overlay waits ~14 s for shuffles, then connects to a route-less
+//!   it can ask over the overlay waits 15 s for shuffles, then connects to a route-less
 //!   one (a peer the server named); one whose every known peer is already linked, while
 //!   the server's last sample named more, asks for a fresh sample (whose peers the first
 //!   rule then tries).
@@ -70,6 +70,11 @@ pub const QUERY_TIMEOUT_MS: u64 = 3_000;
 /// neighbours before it looks for more itself, in ms (a walk is at most a dozen hops, then
 /// one connection).
 pub const JOIN_SETTLE_MS: u64 = 3_000;
+
+/// How long a peer with most of its active view waits for shuffles to bring candidates
+/// it can ask over the overlay before, with the server up, it connects to one only the
+/// server named, in ms (a shuffle round and a half).
+pub const UNROUTED_WAIT_MS: u64 = 15_000;
 
 /// Fewest active neighbours a peer is content with (when its capacity allows): below it,
 /// a peer keeps looking for neighbours, also among its open DHT links. One neighbour is
@@ -102,6 +107,8 @@ pub(super) struct Membership {
     room_hint: usize,
     /// No low-priority repair before this time: our JOIN's walks are still landing.
     settle_until: u64,
+    /// Since when repair has found no candidate to ask over the overlay.
+    unrouted_since: Option<u64>,
     /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
     queries: crate::collections::BTreeMap<PeerId, u64>,
     /// NEIGHBOR requests sent over open DHT links (to make the link an active-view link),
@@ -577,15 +584,12 @@ impl Overlay {
             // No route to ask through, and most of the view is there: rather than spend
             // a connection on asking (peers are mostly full, so it would mostly be
             // refused), wait for shuffles and walks to bring routed candidates. With the
-            // server up, only for a while (backing off as after refusals, ~14 s):
-            // shuffles never bring routes into another component, so a peer only the
-            // server named may be the one link that merges two.
+            // server up, only for [`UNROUTED_WAIT_MS`]: shuffles never bring routes into
+            // another component, so a peer only the server named may be the one link
+            // that merges two.
             if active * 2 > cap {
-                if !self.server_up {
-                    return;
-                }
-                if self.membership.backoff < 4 * self.config.repair_backoff_ms {
-                    self.note_refusal();
+                let since = *self.membership.unrouted_since.get_or_insert(self.now);
+                if !self.server_up || self.now < since + UNROUTED_WAIT_MS {
                     return;
                 }
             }
@@ -598,6 +602,7 @@ impl Overlay {
             }
             return;
         }
+        self.membership.unrouted_since = None;
         let n = REPAIR_QUERIES.max(2 * parallel);
         let picks = self.sample((0..routed.len()).collect::<Vec<_>>(), n);
         for i in picks {
