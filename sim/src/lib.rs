@@ -230,6 +230,8 @@ pub struct Sim {
     index: HashMap<PeerId, usize>,
     links: HashMap<(usize, usize), Link>,
     attempts: HashMap<(usize, usize), u64>,
+    /// Pairs between which no connection can be made (see [`Sim::block`]).
+    blocked: BTreeSet<(usize, usize)>,
     next_attempt: u64,
     room: Vec<usize>,
     room_pos: Vec<Option<usize>>,
@@ -282,6 +284,7 @@ impl Sim {
             index,
             links: HashMap::new(),
             attempts: HashMap::new(),
+            blocked: BTreeSet::new(),
             next_attempt: 1,
             room: Vec::new(),
             room_pos: vec![None; n],
@@ -775,7 +778,9 @@ impl Sim {
                 self.input(i, Input::SendSignal { envelope: answer });
             }
             SignalPayload::Answer { .. } => {
-                if self.attempts.get(&(i, from)) == Some(&envelope.attempt) {
+                if self.attempts.get(&(i, from)) == Some(&envelope.attempt)
+                    && !self.blocked.contains(&key(i, from))
+                {
                     let at = self.now + self.cfg.ice_ms + self.latency(i, from);
                     self.push(
                         at,
@@ -853,6 +858,18 @@ impl Sim {
         self.close(a, b);
         let peer = self.peer_id(b);
         self.input(a, Input::ConnectionDown { peer });
+    }
+
+    /// From now on connections between `a` and `b` cannot be made (ICE fails, or a page
+    /// too busy to finish a handshake in time): attempts die at the transport's deadline.
+    /// Links already open stay open.
+    pub fn block(&mut self, a: usize, b: usize) {
+        self.blocked.insert(key(a, b));
+    }
+
+    /// Undoes [`Sim::block`].
+    pub fn unblock(&mut self, a: usize, b: usize) {
+        self.blocked.remove(&key(a, b));
     }
 
     /// Crashes peer `i`: it stops silently.

@@ -20,7 +20,8 @@
 //! The signaling session stays open while the node runs — it costs the server one idle
 //! WebSocket, pinged every `server_ping_ms` — but nothing depends on it: when it closes,
 //! the overlay is told (`ServerDown`) and signals go through the overlay instead. A new
-//! session is opened only when the overlay asks for a re-bootstrap because it is isolated.
+//! session is opened only when the overlay asks for a re-bootstrap: because it is isolated,
+//! or because it may be in a component of its own (see `membership.rs`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -901,7 +902,9 @@ impl<P: Platform> Shared<P> {
         }
     }
 
-    /// The overlay is isolated: open a new signaling session for a fresh sample.
+    /// The overlay wants a fresh sample of the room (it is isolated, or may be in a
+    /// component of its own): open a new signaling session. The current one, if any,
+    /// carries signals until the new one is joined and takes its place.
     fn bootstrap(self: &Rc<Self>) {
         let (urls, identity, room, timeout) = {
             let mut s = self.state.borrow_mut();
@@ -916,7 +919,6 @@ impl<P: Platform> Shared<P> {
                 s.config.join_timeout_ms,
             )
         };
-        self.drop_server();
         let weak = Rc::downgrade(self);
         P::spawn_local(async move {
             let result = P::join_server(urls, identity, room, timeout).await;

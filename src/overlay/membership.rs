@@ -44,6 +44,13 @@
 //!   RTCPeerConnection), may start source routes at a DHT link, backs off at most 8 s
 //!   after refusals, and with the server down insists (high priority) when a routed query
 //!   finds no room.
+//! - **Components.** Shuffles never bring a peer of another component into the passive
+//!   view, so two components (newcomers that joined at once and could not reach the rest
+//!   of the room) would stay apart. With the server up, a peer with room and no candidate
+//!   it can ask over the overlay waits 15 s for shuffles, then connects to a route-less
+//!   one (a peer the server named); one whose every known peer is already linked, while
+//!   the server's last sample named more, asks for a fresh sample (whose peers the first
+//!   rule then tries).
 //!
 //! Two departures from the paper, both forced by WebRTC. A connection is expensive (an
 //! offer/answer exchange and ICE), so the shuffle reply travels back along the walk's path
@@ -63,6 +70,11 @@ pub const QUERY_TIMEOUT_MS: u64 = 3_000;
 /// neighbours before it looks for more itself, in ms (a walk is at most a dozen hops, then
 /// one connection).
 pub const JOIN_SETTLE_MS: u64 = 3_000;
+
+/// How long a peer with most of its active view waits for shuffles to bring candidates
+/// it can ask over the overlay before, with the server up, it connects to one only the
+/// server named, in ms (a shuffle round and a half).
+pub const UNROUTED_WAIT_MS: u64 = 15_000;
 
 /// Fewest active neighbours a peer is content with (when its capacity allows): below it,
 /// a peer keeps looking for neighbours, also among its open DHT links. One neighbour is
@@ -90,8 +102,13 @@ pub(super) struct Membership {
     /// Current backoff; 0 means "the configured initial value".
     backoff: u64,
     last_bootstrap: Option<u64>,
+    /// How many peers the server's latest sample named: the room has at least that many
+    /// others (see [`Overlay::repair`]).
+    room_hint: usize,
     /// No low-priority repair before this time: our JOIN's walks are still landing.
     settle_until: u64,
+    /// Since when repair has found no candidate to ask over the overlay.
+    unrouted_since: Option<u64>,
     /// Routed NEIGHBOR queries in flight, by peer, with the time they were sent.
     queries: crate::collections::BTreeMap<PeerId, u64>,
     /// NEIGHBOR requests sent over open DHT links (to make the link an active-view link),
@@ -140,6 +157,7 @@ impl Overlay {
         for c in &fresh {
             self.add_passive(*c, Vec::new());
         }
+        self.membership.room_hint = fresh.len();
         self.membership.join_contacts = fresh;
         if self.membership.active.is_empty() {
             self.try_join_contact();
@@ -547,6 +565,14 @@ impl Overlay {
             return;
         }
         let candidates = self.repair_candidates();
+        if candidates.is_empty() && self.server_up && self.conns.len() < self.membership.room_hint {
+            // Everyone we know is linked to us and we still have room, yet the server
+            // named more peers than that (attempts to them failed): they may have formed
+            // a component of their own, which nothing inside ours can reach. Only the
+            // server knows the whole room: ask it for a fresh sample.
+            self.request_bootstrap();
+            return;
+        }
         let routed: Vec<(PeerId, Vec<PeerId>)> = candidates
             .iter()
             .filter_map(|p| {
@@ -555,11 +581,17 @@ impl Overlay {
             })
             .collect();
         if routed.is_empty() {
+            // No route to ask through, and most of the view is there: rather than spend
+            // a connection on asking (peers are mostly full, so it would mostly be
+            // refused), wait for shuffles and walks to bring routed candidates. With the
+            // server up, only for [`UNROUTED_WAIT_MS`]: shuffles never bring routes into
+            // another component, so a peer only the server named may be the one link
+            // that merges two.
             if active * 2 > cap {
-                // No route to ask through, and most of the view is there: rather than
-                // spend a connection on asking (peers are mostly full, so it would mostly
-                // be refused), wait for shuffles and walks to bring routed candidates.
-                return;
+                let since = *self.membership.unrouted_since.get_or_insert(self.now);
+                if !self.server_up || self.now < since + UNROUTED_WAIT_MS {
+                    return;
+                }
             }
             // No route to ask through: connect and ask on the connection.
             let picks = self.sample(candidates, parallel - pending);
@@ -570,6 +602,7 @@ impl Overlay {
             }
             return;
         }
+        self.membership.unrouted_since = None;
         let n = REPAIR_QUERIES.max(2 * parallel);
         let picks = self.sample((0..routed.len()).collect::<Vec<_>>(), n);
         for i in picks {

@@ -512,3 +512,73 @@ fn a_peer_of_another_wire_version_is_dropped_reported_once_and_not_redialled() {
     assert!(a.active_view().is_empty());
     assert!(!a.connections().any(|p| p == old));
 }
+
+/// `b` joins through `a` with the server's sample `contacts` (which names `a`), then runs
+/// for `ms` with every other attempt failing at once; returns whether it asked the server
+/// for a fresh sample.
+fn asks_for_a_fresh_sample(contacts: Vec<PeerId>, ms: u64) -> bool {
+    let mut a = Overlay::new(me(), Config::default(), 1);
+    let mut b = Overlay::new(pool()[0].clone(), Config::default(), 2);
+    let (ia, ib) = (a.peer_id(), b.peer_id());
+    a.handle(0, Input::Join { contacts: vec![] });
+    let mut queue: Vec<(bool, Output)> = b
+        .handle(0, Input::Join { contacts })
+        .into_iter()
+        .map(|o| (false, o))
+        .collect();
+    let mut asked = false;
+    for step in 0..=ms / 100 {
+        let now = step * 100;
+        while let Some((from_a, o)) = queue.pop() {
+            let (me, other, to_other) = if from_a {
+                (&mut a, &mut b, ib)
+            } else {
+                (&mut b, &mut a, ia)
+            };
+            let (back, out) = match o {
+                Output::Send { to, frame } if to == to_other => {
+                    let from = me.peer_id();
+                    (
+                        !from_a,
+                        other.handle(now, Input::Frame { from, bytes: frame }),
+                    )
+                }
+                Output::Connect { peer, .. } if peer == to_other => {
+                    let from = me.peer_id();
+                    queue.extend(
+                        other
+                            .handle(now, Input::ConnectionUp { peer: from })
+                            .into_iter()
+                            .map(|o| (!from_a, o)),
+                    );
+                    (from_a, me.handle(now, Input::ConnectionUp { peer }))
+                }
+                Output::Connect { peer, .. } => {
+                    (from_a, me.handle(now, Input::ConnectionDown { peer }))
+                }
+                Output::RequestBootstrap => {
+                    asked |= !from_a;
+                    continue;
+                }
+                _ => continue,
+            };
+            queue.extend(out.into_iter().map(|o| (back, o)));
+        }
+        queue.extend(a.handle(now, Input::Timer).into_iter().map(|o| (true, o)));
+        queue.extend(b.handle(now, Input::Timer).into_iter().map(|o| (false, o)));
+    }
+    assert_eq!(b.active_view(), &[ia], "b keeps its one neighbour");
+    asked
+}
+
+#[test]
+fn a_peer_that_lost_the_peers_the_server_named_asks_it_for_a_fresh_sample() {
+    let a = me().peer_id();
+    let gone = pool()[1].peer_id();
+    // The server named `a` and `gone`; `gone` cannot be reached, so all `b` knows is its
+    // one neighbour, with room for more: the rest of the room may be a component of its
+    // own, which only the server can tell `b` about.
+    assert!(asks_for_a_fresh_sample(vec![gone, a], 20_000));
+    // A room of two: `b` knows everyone the server named, so it does not ask.
+    assert!(!asks_for_a_fresh_sample(vec![a], 60_000));
+}
