@@ -562,6 +562,10 @@ pub struct DhtFrame {
     pub exact: bool,
     /// The source then every relay so far (the last one is the sender of this frame).
     pub path: Vec<PeerId>,
+    /// An answer's way back: the hops its query took, reversed (the target last), still
+    /// to go. Each peer forwards to the last of them it holds an open link to, else
+    /// greedily; empty for a query.
+    pub route: Vec<PeerId>,
     /// Hops so far that did not get closer to an exact target (at most [`MAX_DETOURS`]).
     pub detours: u8,
     /// What is carried.
@@ -661,6 +665,7 @@ impl DhtFrame {
             bound("record value", r.value.len(), MAX_RECORD_VALUE)
         }
         bound("dht path", self.path.len(), MAX_DHT_PATH)?;
+        bound("dht path", self.route.len(), MAX_DHT_PATH)?;
         match &self.body {
             DhtBody::Direct { payload, .. }
             | DhtBody::Request { payload, .. }
@@ -958,6 +963,19 @@ impl Overlay {
         (Key::of_peer(&best).distance(target) < *than).then_some(best)
     }
 
+    /// The next hop of an answer going back along its query's path: the last peer of
+    /// `route` we hold an open link to (off `avoid`), which takes the route after it.
+    /// `None` if none is linked: greedy routing takes over, and a peer further on may
+    /// meet the route again.
+    fn route_hop(&self, route: &mut Vec<PeerId>, avoid: &[PeerId]) -> Option<PeerId> {
+        let i = route
+            .iter()
+            .rposition(|p| !avoid.contains(p) && self.conns.get(p) == Some(&Conn::Active))?;
+        let next = route[i];
+        route.drain(..=i);
+        Some(next)
+    }
+
     /// Where a frame for an exact target goes when no link is closer (greedy routing
     /// stalled here, usually for want of a link in one slot): the closest link off the
     /// frame's path, whose own links may be closer. At most [`MAX_DETOURS`] per frame.
@@ -1172,25 +1190,43 @@ impl Overlay {
         body: DhtBody,
         avoid: &[PeerId],
     ) -> Option<PeerId> {
+        self.dht_send_frame(target, exact, Vec::new(), body, avoid)
+    }
+
+    /// Answers a frame that came along `path` (its source first): back along that path,
+    /// which just worked, rather than greedily. A newcomer is reachable by greedy routing
+    /// only once its deepest links are up, so its answers were lost (most of the lookup
+    /// misses left at 10,000 peers under churn).
+    fn dht_answer(&mut self, path: &[PeerId], body: DhtBody) {
+        let route: Vec<PeerId> = path.iter().rev().copied().collect();
+        self.dht_send_frame(Key::of_peer(&path[0]), true, route, body, &[]);
+    }
+
+    fn dht_send_frame(
+        &mut self,
+        target: Key,
+        exact: bool,
+        mut route: Vec<PeerId>,
+        body: DhtBody,
+        avoid: &[PeerId],
+    ) -> Option<PeerId> {
         let me = self.me;
-        let frame = DhtFrame {
-            target,
-            exact,
-            path: vec![me],
-            detours: 0,
-            body,
-        };
         let here = self.dht.me.distance(&target);
         // An exact target we are linked to takes the frame directly.
         let direct = PeerId::from_bytes(target.0);
-        let mut frame = frame;
-        let mut next = if exact
-            && !avoid.contains(&direct)
-            && self.conns.get(&direct) == Some(&Conn::Active)
-        {
-            Some(direct)
-        } else {
-            self.next_hop(&target, &here, avoid)
+        let linked =
+            exact && !avoid.contains(&direct) && self.conns.get(&direct) == Some(&Conn::Active);
+        let mut next = self
+            .route_hop(&mut route, avoid)
+            .or(linked.then_some(direct))
+            .or_else(|| self.next_hop(&target, &here, avoid));
+        let mut frame = DhtFrame {
+            target,
+            exact,
+            path: vec![me],
+            route,
+            detours: 0,
+            body,
         };
         if next.is_none() && exact && target != self.dht.me {
             next = self.detour_hop(&target, avoid);
@@ -1236,11 +1272,11 @@ impl Overlay {
         }
         let here = me_key.distance(&frame.target);
         let direct = PeerId::from_bytes(frame.target.0);
-        let mut next = if frame.exact && self.conns.get(&direct) == Some(&Conn::Active) {
-            Some(direct)
-        } else {
-            self.next_hop(&frame.target, &here, &frame.path)
-        };
+        let linked = frame.exact && self.conns.get(&direct) == Some(&Conn::Active);
+        let mut next = self
+            .route_hop(&mut frame.route, &frame.path)
+            .or(linked.then_some(direct))
+            .or_else(|| self.next_hop(&frame.target, &here, &frame.path));
         let detour = next.is_none() && frame.exact && frame.detours < MAX_DETOURS;
         if detour {
             next = self.detour_hop(&frame.target, &frame.path);
@@ -1257,13 +1293,7 @@ impl Overlay {
                 // No closer link: the exact target is gone or unknown here.
                 self.dht.stats.stalls += 1;
                 if let Some(rpc) = request_rpc(&frame.body) {
-                    let source = frame.path[0];
-                    self.dht_send(
-                        Key::of_peer(&source),
-                        true,
-                        DhtBody::Unreachable { rpc },
-                        &[],
-                    );
+                    self.dht_answer(&frame.path, DhtBody::Unreachable { rpc });
                 }
             }
         }
@@ -1291,7 +1321,6 @@ impl Overlay {
     fn dht_deliver(&mut self, frame: DhtFrame) {
         let source = frame.path[0];
         let hops = (frame.path.len() as u8).saturating_sub(1) + u8::from(source != self.me);
-        let back = Key::of_peer(&source);
         let now = self.now;
         match frame.body {
             DhtBody::LinkHello | DhtBody::LinkSpare => {}
@@ -1305,7 +1334,7 @@ impl Overlay {
                         hops,
                     }));
                 }
-                self.dht_send(back, true, DhtBody::Ack { rpc, hops }, &[]);
+                self.dht_answer(&frame.path, DhtBody::Ack { rpc, hops });
             }
             DhtBody::Request { rpc, payload } => {
                 let (first, hops) = self.dht_seen(source, rpc, hops);
@@ -1316,7 +1345,7 @@ impl Overlay {
                         payload,
                     }));
                 }
-                self.dht_send(back, true, DhtBody::Ack { rpc, hops }, &[]);
+                self.dht_answer(&frame.path, DhtBody::Ack { rpc, hops });
             }
             DhtBody::Ack { rpc, hops } => {
                 let response_wait = self.config.dht.response_timeout_ms;
@@ -1381,7 +1410,7 @@ impl Overlay {
                     record,
                     hops,
                 };
-                self.dht_send(back, true, body, &[]);
+                self.dht_answer(&frame.path, body);
             }
             DhtBody::Nodes {
                 rpc,
@@ -1395,7 +1424,7 @@ impl Overlay {
                 age_ms,
             } => {
                 let refused = self.store_record(record, age_ms).err();
-                self.dht_send(back, true, DhtBody::Stored { rpc, refused }, &[]);
+                self.dht_answer(&frame.path, DhtBody::Stored { rpc, refused });
             }
             DhtBody::Stored { rpc, refused } => {
                 if let Some(Pending {
@@ -2285,6 +2314,7 @@ impl Overlay {
             target: Key::of_peer(&spare),
             exact: true,
             path: vec![self.me],
+            route: Vec::new(),
             detours: 0,
             body: DhtBody::LinkSpare,
         };
@@ -2347,6 +2377,7 @@ impl Overlay {
             target: Key::of_peer(&peer),
             exact: true,
             path: vec![self.me],
+            route: Vec::new(),
             detours: 0,
             body: DhtBody::LinkHello,
         };
