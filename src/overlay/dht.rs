@@ -744,7 +744,8 @@ enum Probe {
 enum OpKind {
     Lookup,
     Refresh,
-    Get,
+    /// `true`: widened to twice the replicas, the closest having answered without it.
+    Get(bool),
     Put {
         name: Vec<u8>,
         value: Vec<u8>,
@@ -1062,7 +1063,7 @@ impl Overlay {
             Command::Lookup { id, key } => self.start_op(Some(id), OpKind::Lookup, key, deadline),
             Command::Get { id, writer, name } => self.start_op(
                 Some(id),
-                OpKind::Get,
+                OpKind::Get(false),
                 Key::for_record(&writer, &name),
                 deadline,
             ),
@@ -1581,7 +1582,7 @@ impl Overlay {
     fn op_wants_value(&self, op: u64) -> bool {
         matches!(
             self.dht.ops.get(&op).map(|o| &o.kind),
-            Some(OpKind::Get | OpKind::Put { .. })
+            Some(OpKind::Get(_) | OpKind::Put { .. })
         )
     }
 
@@ -1642,7 +1643,8 @@ impl Overlay {
             self.config.dht.replicas.clamp(1, MAX_K),
         );
         match self.dht.ops.get(&op).map(|o| &o.kind) {
-            Some(OpKind::Get | OpKind::Put { .. } | OpKind::Republish(..)) => r,
+            Some(OpKind::Get(true)) => 2 * r,
+            Some(OpKind::Get(false) | OpKind::Put { .. } | OpKind::Republish(..)) => r,
             _ => k,
         }
     }
@@ -1723,6 +1725,16 @@ impl Overlay {
     }
 
     fn finish(&mut self, op: u64) {
+        // A get whose closest peers all answered without the record asks as many again
+        // beyond them: a put that missed some of the true closest (churn, a failed query)
+        // left replicas there.
+        let now = self.now;
+        if let Some(o) = self.dht.ops.get_mut(&op) {
+            if matches!(o.kind, OpKind::Get(false)) && o.found.is_none() && now < o.deadline {
+                o.kind = OpKind::Get(true);
+                return self.advance(op);
+            }
+        }
         let k = self.op_width(op);
         let Some(o) = self.dht.ops.remove(&op) else {
             return;
@@ -1759,7 +1771,7 @@ impl Overlay {
                     hops: o.hops,
                 },
             ),
-            OpKind::Get => match o.found {
+            OpKind::Get(_) => match o.found {
                 Some(record) => done(
                     self,
                     DhtEvent::GetDone {

@@ -966,3 +966,66 @@ fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
     );
     assert_eq!(dht_sends(&out)[0].0, near);
 }
+
+#[test]
+fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
+    let mut o = overlay(Mode::Hybrid);
+    let link = Identity::from_secret_bytes([2; 32]).peer_id();
+    o.handle(1, Input::ConnectionUp { peer: link });
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    o.dht.learn(link, 1, k, stale, true);
+    let me = o.peer_id();
+    let record = Record::sign(&writer(), b"n".to_vec(), 1, 60_000, b"v".to_vec());
+    let key = record.key();
+    // Twenty peers near the key, nearest first; only the 18th holds the record (a put
+    // under churn missed some of the true closest, so a replica sits further out).
+    let near: Vec<PeerId> = (0..20).map(|i| peer_in_bucket(&key, 40 - i, 1)).collect();
+    let holder = near[17];
+    let mut queried = Vec::new();
+    let mut frames = o.handle(
+        2,
+        Input::Dht(Command::Get {
+            id: 9,
+            writer: writer().peer_id(),
+            name: b"n".to_vec(),
+        }),
+    );
+    let mut got = Vec::new();
+    for now in 3..60 {
+        got.extend(dht_events(&frames));
+        let mut next = Vec::new();
+        for (to, f) in dht_sends(&frames) {
+            let DhtBody::Find { rpc, .. } = f.body else {
+                continue;
+            };
+            assert_eq!(to, link);
+            // Every peer answers with the twenty (we asked the link first ourselves).
+            let from = PeerId::from_bytes(f.target.0);
+            queried.push(from);
+            let answer = DhtFrame {
+                target: Key::of_peer(&me),
+                exact: true,
+                path: vec![from, link],
+                route: Vec::new(),
+                detours: 0,
+                body: DhtBody::Nodes {
+                    rpc,
+                    peers: near.clone(),
+                    record: (from == holder).then(|| record.clone()),
+                    hops: 1,
+                },
+            };
+            let bytes = wire::encode(&Message::Dht(Box::new(answer))).unwrap();
+            next.extend(o.handle(now, Input::Frame { from: link, bytes }));
+        }
+        if next.is_empty() {
+            break;
+        }
+        frames = next;
+    }
+    assert!(queried.contains(&holder), "{queried:?}");
+    assert!(
+        matches!(&got[..], [DhtEvent::GetDone { id: 9, record: r }] if *r == record),
+        "{got:?}"
+    );
+}
