@@ -45,7 +45,9 @@
 //!
 //! # What runs on top
 //! - **Direct messages** ([`Command::SendDirect`]) are routed to an exact peer id; the
-//!   recipient answers an [`DhtBody::Ack`] routed back, and the sender reports
+//!   recipient answers an [`DhtBody::Ack`] sent back along the message's own path
+//!   ([`DhtFrame::route`]; every answer travels so: a newcomer is reachable greedily only
+//!   once its deepest links are up), and the sender reports
 //!   [`DhtEvent::Delivered`] or [`DhtEvent::Failed`] (timeout, or a relay found no closer
 //!   link: unreachable). Where greedy routing stalls, a frame may take up to
 //!   [`MAX_DETOURS`] hops to the closest link off its path; a failed attempt is retried
@@ -65,7 +67,8 @@
 //!   wins, a record lives `ttl_ms`, and is stored at the [`DhtConfig::replicas`] (16 = 2k)
 //!   closest peers, which refuse bad signatures, older sequence numbers and oversized
 //!   values with a typed [`RecordError`]; puts and gets wait for that many answers, so a
-//!   get after a mass crash still meets a surviving replica. Holders and the writer
+//!   get after a mass crash still meets a surviving replica (and one that finds nothing
+//!   there asks as many again beyond them). Holders and the writer
 //!   republish every [`DhtConfig::republish_ms`].
 //! - **Leave** fails every command in flight with [`DhtError::NotJoined`] and forgets the
 //!   routing table, held records and links (only our own records stay, for a rejoin).
