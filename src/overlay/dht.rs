@@ -565,9 +565,9 @@ pub struct DhtFrame {
     pub exact: bool,
     /// The source then every relay so far (the last one is the sender of this frame).
     pub path: Vec<PeerId>,
-    /// An answer's way back: the hops its query took, reversed (the target last), still
-    /// to go. Each peer forwards to the last of them it holds an open link to, else
-    /// greedily; empty for a query.
+    /// An answer's way back: the path its query took (the target first), up to the hop
+    /// still to go. Each peer forwards to the first of them it holds an open link to
+    /// (and cuts the route there), else greedily; empty for a query.
     pub route: Vec<PeerId>,
     /// Hops so far that did not get closer to an exact target (at most [`MAX_DETOURS`]).
     pub detours: u8,
@@ -967,16 +967,16 @@ impl Overlay {
         (Key::of_peer(&best).distance(target) < *than).then_some(best)
     }
 
-    /// The next hop of an answer going back along its query's path: the last peer of
-    /// `route` we hold an open link to (off `avoid`), which takes the route after it.
-    /// `None` if none is linked: greedy routing takes over, and a peer further on may
-    /// meet the route again.
+    /// The next hop of an answer going back along its query's path (`route`, the target
+    /// first): the first peer of it we hold an open link to (off `avoid`), where the
+    /// route is cut. `None` if none is linked: greedy routing takes over, and a peer
+    /// further on may meet the route again.
     fn route_hop(&self, route: &mut Vec<PeerId>, avoid: &[PeerId]) -> Option<PeerId> {
         let i = route
             .iter()
-            .rposition(|p| !avoid.contains(p) && self.conns.get(p) == Some(&Conn::Active))?;
+            .position(|p| !avoid.contains(p) && self.conns.get(p) == Some(&Conn::Active))?;
         let next = route[i];
-        route.drain(..=i);
+        route.truncate(i);
         Some(next)
     }
 
@@ -1202,8 +1202,7 @@ impl Overlay {
     /// only once its deepest links are up, so its answers were lost (most of the lookup
     /// misses left at 10,000 peers under churn).
     fn dht_answer(&mut self, path: &[PeerId], body: DhtBody) {
-        let route: Vec<PeerId> = path.iter().rev().copied().collect();
-        self.dht_send_frame(Key::of_peer(&path[0]), true, route, body, &[]);
+        self.dht_send_frame(Key::of_peer(&path[0]), true, path.to_vec(), body, &[]);
     }
 
     fn dht_send_frame(

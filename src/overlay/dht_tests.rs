@@ -940,19 +940,19 @@ fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
         2,
         Input::Frame {
             from,
-            bytes: answer(vec![back, gone, asker]),
+            bytes: answer(vec![asker, gone, back]),
         },
     );
     let sent = dht_sends(&out);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].0, back);
-    assert_eq!(sent[0].1.route, vec![gone, asker]);
+    assert_eq!(sent[0].1.route, vec![asker, gone]);
     // A hop further on that we are linked to cuts the way short.
     let out = o.handle(
         3,
         Input::Frame {
             from,
-            bytes: answer(vec![gone, back, asker]),
+            bytes: answer(vec![asker, back, gone]),
         },
     );
     assert_eq!(dht_sends(&out)[0].0, back);
@@ -961,7 +961,7 @@ fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
         4,
         Input::Frame {
             from,
-            bytes: answer(vec![gone, asker]),
+            bytes: answer(vec![asker, gone]),
         },
     );
     assert_eq!(dht_sends(&out)[0].0, near);
