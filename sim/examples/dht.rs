@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p rhizome-sim --example dht -- [--peers 1000] [--churn-minutes 30]
-//!     [--records 200] [--seed 1] [--bits 1] [--alpha 3]
+//!     [--records 200] [--seed 1] [--bits 1] [--alpha 8]
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ fn parse_args() -> Args {
         records: 200,
         seed: 1,
         bits: 1,
-        alpha: 3,
+        alpha: rhizome::overlay::dht::DhtConfig::default().alpha,
         steady_seconds: 120,
     };
     let mut it = std::env::args().skip(1);
