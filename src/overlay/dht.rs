@@ -41,7 +41,8 @@
 //! churn (33 → 16–18 RTCPeerConnections per peer-hour at 1,000 peers under 2-hour-median
 //! churn, overlay included; `docs/BENCHMARKS.md`, "DHT"), which stays far from
 //! Chromium's ~500 per page. At 10,000 peers the budgets bind (refused inbound links,
-//! swaps at the 12-link budget) and churn cost 45 per peer-hour: not yet solved.
+//! swaps at the 12-link budget) and churn cost 45 per peer-hour: not yet solved (25–32 in
+//! later runs over 5- and 15-minute windows).
 //!
 //! # What runs on top
 //! - **Direct messages** ([`Command::SendDirect`]) are routed to an exact peer id; the
