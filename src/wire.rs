@@ -27,6 +27,7 @@
 //! |---|---|
 //! | 1 | first format |
 //! | 2 | DATA pieces, PRUNE naming the origin, DataAck with a list of ids, LEAVE (these went out as version 1 by mistake, so builds misread each other silently) |
+//! | 3 | DHT frames carry an answer's way back (`DhtFrame::route`) |
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +35,7 @@ use crate::id::{PeerId, Signature};
 use crate::signal::SignedEnvelope;
 
 /// Version of the frame format written by [`encode`].
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 /// Largest frame accepted or produced, in bytes (version byte included).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest broadcast payload, in bytes: a frame minus room for the gossip header.
@@ -581,7 +582,7 @@ mod tests {
                 ours: WIRE_VERSION
             }
         );
-        assert_eq!(err.to_string(), "wire version 1 is not ours (2)");
+        assert_eq!(err.to_string(), "wire version 1 is not ours (3)");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p rhizome-sim --example dht -- [--peers 1000] [--churn-minutes 30]
-//!     [--records 200] [--seed 1] [--bits 1] [--alpha 3]
+//!     [--records 200] [--seed 1] [--bits 1] [--alpha 8]
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ fn parse_args() -> Args {
         records: 200,
         seed: 1,
         bits: 1,
-        alpha: 3,
+        alpha: rhizome::overlay::dht::DhtConfig::default().alpha,
         steady_seconds: 120,
     };
     let mut it = std::env::args().skip(1);
@@ -539,6 +539,23 @@ fn main() {
             |(_, _, e)| matches!(e, Event::Dht(DhtEvent::PutDone { stored, .. }) if *stored >= replicas),
         )
         .count();
+    // Where each record's holders rank among the online peers by distance to its key.
+    let ranks = |sim: &Sim, key: &Key| -> Vec<usize> {
+        let all = sim.closest_online(key, sim.online().len());
+        all.iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                sim.index_of(p)
+                    .is_some_and(|i| sim.overlay(i).stored_record(key).is_some())
+            })
+            .map(|(r, _)| r)
+            .collect()
+    };
+    let keys: Vec<Key> = writers
+        .iter()
+        .map(|(w, name)| Key::for_record(w, name))
+        .collect();
+    let ranks_before: Vec<Vec<usize>> = keys.iter().map(|k| ranks(&sim, k)).collect();
     let mut order = sim.online();
     for i in (1..order.len()).rev() {
         let j = sim.rand_below(i + 1);
@@ -572,13 +589,24 @@ fn main() {
         sim.run_for(100);
     }
     sim.run_for(30_000);
-    let found = sim
-        .log
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, _, e)| matches!(e, Event::Dht(DhtEvent::GetDone { .. })))
-        .count();
+    let mut found = 0;
+    let mut missed = BTreeMap::new();
+    for (_, _, e) in sim.log.take().unwrap_or_default() {
+        match e {
+            Event::Dht(DhtEvent::GetDone { .. }) => found += 1,
+            Event::Dht(DhtEvent::Failed { id, error }) if id >= 1_000_000 => {
+                missed.insert((id - 1_000_000) as usize, error.to_string());
+            }
+            _ => {}
+        }
+    }
+    for (r, error) in &missed {
+        println!(
+            "  record {r} not read back ({error}): holders ranked {:?} among the online peers by distance before the crash, {:?} after",
+            ranks_before[*r],
+            ranks(&sim, &keys[*r])
+        );
+    }
     println!(
         "records: {} put ({stored} stored on all {replicas} replicas); after 50% of peers crashed, {replicated} still held by a live peer, {found} / {} read back ({:.1}%)",
         args.records,

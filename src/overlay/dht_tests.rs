@@ -255,6 +255,7 @@ fn dht_frames_round_trip_and_over_long_paths_are_refused() {
         target: Key::of_peer(&p),
         exact: true,
         path: vec![p; 3],
+        route: Vec::new(),
         detours: 0,
         body: DhtBody::Store {
             rpc: 1,
@@ -471,13 +472,15 @@ mod fuzz {
             any::<[u8; 32]>().prop_map(Key),
             any::<bool>(),
             prop::collection::vec(arb_peer(), 1..=MAX_DHT_PATH),
+            prop::collection::vec(arb_peer(), 0..=MAX_DHT_PATH),
             any::<u8>(),
             arb_body(),
         )
-            .prop_map(|(target, exact, path, detours, body)| DhtFrame {
+            .prop_map(|(target, exact, path, route, detours, body)| DhtFrame {
                 target,
                 exact,
                 path,
+                route,
                 detours,
                 body,
             })
@@ -489,6 +492,7 @@ mod fuzz {
             target: Key([0; 32]),
             exact: false,
             path: vec![],
+            route: vec![],
             detours: 0,
             body: DhtBody::LinkHello,
         };
@@ -559,6 +563,7 @@ fn accept_link(o: &mut Overlay, now: u64, peer: PeerId) {
         target: Key::of_peer(&o.peer_id()),
         exact: true,
         path: vec![peer],
+        route: Vec::new(),
         detours: 0,
         body: DhtBody::LinkHello,
     };
@@ -571,6 +576,7 @@ fn link_spare(o: &mut Overlay, now: u64, from: PeerId) -> Vec<Output> {
         target: Key::of_peer(&o.peer_id()),
         exact: true,
         path: vec![from],
+        route: Vec::new(),
         detours: 0,
         body: DhtBody::LinkSpare,
     };
@@ -851,4 +857,175 @@ fn a_lookup_asks_the_closest_candidate_again_by_another_route_when_its_query_tim
     let (hop2, _, rpc2, _) = again.expect("asked again after its query timed out");
     assert_eq!(rpc1, rpc2, "the same query, retried");
     assert_ne!(hop1, hop2, "through another first hop");
+}
+
+/// The DHT frames in `out`: (next hop, frame).
+fn dht_sends(out: &[Output]) -> Vec<(PeerId, DhtFrame)> {
+    out.iter()
+        .filter_map(|x| match x {
+            Output::Send { to, frame } => match wire::decode(frame) {
+                Ok(Message::Dht(f)) => Some((*to, *f)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_newcomers_lookup_answer_goes_back_the_way_its_query_came() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = o.peer_id();
+    // A newcomer whose query reached us through `via`; we also hold a link to `near`,
+    // much closer to the newcomer, which greedy routing would take, though `near` may
+    // not know the newcomer yet (its deepest links come last).
+    let newcomer = Identity::from_secret_bytes([40; 32]).peer_id();
+    let nk = Key::of_peer(&newcomer);
+    let (via, near) = (peer_in_bucket(&nk, 0, 1), peer_in_bucket(&nk, 30, 1));
+    for p in [via, near] {
+        accept_link(&mut o, 1, p);
+    }
+    let find = DhtFrame {
+        target: Key::of_peer(&me),
+        exact: false,
+        path: vec![newcomer, via],
+        route: Vec::new(),
+        detours: 0,
+        body: DhtBody::Find {
+            rpc: 5,
+            key: Key::of_peer(&me),
+            value: false,
+        },
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(find))).unwrap();
+    let out = o.handle(2, Input::Frame { from: via, bytes });
+    let answers: Vec<(PeerId, DhtFrame)> = dht_sends(&out)
+        .into_iter()
+        .filter(|(_, f)| matches!(f.body, DhtBody::Nodes { rpc: 5, .. }))
+        .collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let (hop, frame) = &answers[0];
+    assert_eq!(*hop, via, "the answer retraces the query's path");
+    assert_eq!(frame.route, vec![newcomer]);
+    assert_eq!(frame.target, nk);
+}
+
+#[test]
+fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
+    let mut o = overlay(Mode::Hybrid);
+    let asker = Identity::from_secret_bytes([40; 32]).peer_id();
+    let ak = Key::of_peer(&asker);
+    let (from, back, near) = (
+        peer_in_bucket(&ak, 0, 1),
+        peer_in_bucket(&ak, 1, 1),
+        peer_in_bucket(&ak, 30, 1),
+    );
+    for p in [from, back, near] {
+        accept_link(&mut o, 1, p);
+    }
+    let answer = |route: Vec<PeerId>| {
+        let frame = DhtFrame {
+            target: ak,
+            exact: true,
+            path: vec![peer_in_bucket(&ak, 2, 9), from],
+            route,
+            detours: 0,
+            body: DhtBody::Ack { rpc: 3, hops: 4 },
+        };
+        wire::encode(&Message::Dht(Box::new(frame))).unwrap()
+    };
+    // Along the way back, though `near` is closer to the asker.
+    let gone = peer_in_bucket(&ak, 3, 1);
+    let out = o.handle(
+        2,
+        Input::Frame {
+            from,
+            bytes: answer(vec![asker, gone, back]),
+        },
+    );
+    let sent = dht_sends(&out);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, back);
+    assert_eq!(sent[0].1.route, vec![asker, gone]);
+    // A hop further on that we are linked to cuts the way short.
+    let out = o.handle(
+        3,
+        Input::Frame {
+            from,
+            bytes: answer(vec![asker, back, gone]),
+        },
+    );
+    assert_eq!(dht_sends(&out)[0].0, back);
+    // No hop of the way back is linked here: greedy routing takes over.
+    let out = o.handle(
+        4,
+        Input::Frame {
+            from,
+            bytes: answer(vec![asker, gone]),
+        },
+    );
+    assert_eq!(dht_sends(&out)[0].0, near);
+}
+
+#[test]
+fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
+    let mut o = overlay(Mode::Hybrid);
+    let link = Identity::from_secret_bytes([2; 32]).peer_id();
+    o.handle(1, Input::ConnectionUp { peer: link });
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    o.dht.learn(link, 1, k, stale, true);
+    let me = o.peer_id();
+    let record = Record::sign(&writer(), b"n".to_vec(), 1, 60_000, b"v".to_vec());
+    let key = record.key();
+    // Twenty peers near the key, nearest first; only the 18th holds the record (a put
+    // under churn missed some of the true closest, so a replica sits further out).
+    let near: Vec<PeerId> = (0..20).map(|i| peer_in_bucket(&key, 40 - i, 1)).collect();
+    let holder = near[17];
+    let mut queried = Vec::new();
+    let mut frames = o.handle(
+        2,
+        Input::Dht(Command::Get {
+            id: 9,
+            writer: writer().peer_id(),
+            name: b"n".to_vec(),
+        }),
+    );
+    let mut got = Vec::new();
+    for now in 3..60 {
+        got.extend(dht_events(&frames));
+        let mut next = Vec::new();
+        for (to, f) in dht_sends(&frames) {
+            let DhtBody::Find { rpc, .. } = f.body else {
+                continue;
+            };
+            assert_eq!(to, link);
+            // Every peer answers with the twenty (we asked the link first ourselves).
+            let from = PeerId::from_bytes(f.target.0);
+            queried.push(from);
+            let answer = DhtFrame {
+                target: Key::of_peer(&me),
+                exact: true,
+                path: vec![from, link],
+                route: Vec::new(),
+                detours: 0,
+                body: DhtBody::Nodes {
+                    rpc,
+                    peers: near.clone(),
+                    record: (from == holder).then(|| record.clone()),
+                    hops: 1,
+                },
+            };
+            let bytes = wire::encode(&Message::Dht(Box::new(answer))).unwrap();
+            next.extend(o.handle(now, Input::Frame { from: link, bytes }));
+        }
+        if next.is_empty() {
+            break;
+        }
+        frames = next;
+    }
+    assert!(queried.contains(&holder), "{queried:?}");
+    assert!(
+        matches!(&got[..], [DhtEvent::GetDone { id: 9, record: r }] if *r == record),
+        "{got:?}"
+    );
 }
