@@ -641,14 +641,17 @@ async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
     // a freshly formed, deliberately sparse overlay may still dead-end (`Unreachable`).
     // Either way the test picks another unconnected pair, up to three times; a routed
     // delivery must happen in one of them.
+    // (The first unconnected pair in node order would be the same pair every time: pairs
+    // already tried are skipped, and the overlay gets a second to change between tries.)
     let mut routed = None;
+    let mut tried: Vec<(usize, usize)> = Vec::new();
     for attempt in 0..3u8 {
         let mut pair = None;
         eventually(10_000, "two peers share no connection", || {
             pair = nodes.iter().enumerate().find_map(|(i, a)| {
-                let j = nodes
-                    .iter()
-                    .position(|b| b.id() != a.id() && unconnected(a, b))?;
+                let j = nodes.iter().enumerate().position(|(j, b)| {
+                    b.id() != a.id() && unconnected(a, b) && !tried.contains(&(i, j))
+                })?;
                 Some((i, j))
             });
             pair.map(|_| ())
@@ -656,6 +659,7 @@ async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
         })
         .await;
         let (i, j) = pair.expect("found above");
+        tried.push((i, j));
         let (sender, receiver) = (&nodes[i], &nodes[j]);
         let text = format!("routed to you, attempt {attempt}").into_bytes();
         let started = now_ms();
@@ -664,10 +668,15 @@ async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
                 routed = Some((i, j, text, hops, now_ms() - started));
                 break;
             }
-            outcome => web_sys::console::log_1(
-                &format!("attempt {attempt}: {outcome:?} (the pair connected, or no route yet)")
+            outcome => {
+                web_sys::console::log_1(
+                    &format!(
+                        "attempt {attempt} ({i} -> {j}): {outcome:?} (the pair connected, or no route yet)"
+                    )
                     .into(),
-            ),
+                );
+                TimeoutFuture::new(1_000).await;
+            }
         }
     }
     let (i, j, text, hops, took) = routed.expect("a routed message is acknowledged");
