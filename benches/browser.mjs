@@ -432,7 +432,7 @@ const pairTable = (title, s, unit, d, cpu, cpuUnit) => {
   lines.push(title, '');
   lines.push(`| library | median ${unit} | × raw | browser CPU ${cpuUnit} | CPU × raw |`, '|---|---:|---:|---:|---:|');
   const name = {
-    raw: 'raw RTCDataChannel (1 MiB high water, as rhizome\'s transport)',
+    raw: 'raw RTCDataChannel (1 MiB high water)',
     'raw-64k': 'raw RTCDataChannel (64 KiB high water, as simple-peer)',
     'raw-16k': 'raw RTCDataChannel, each message sent as 16 KiB pieces (rhizome\'s chunk size before 64 KiB chunks)',
     'simple-peer': 'simple-peer (stream `write`/`drain`)',

@@ -19,7 +19,8 @@ import { Peer } from 'peerjs';
 
 const CFG = window.BENCH_CONFIG;
 const ICE = { iceServers: [] };
-/** Backpressure of every sender that uses a data channel directly (as rhizome's transport). */
+/** Backpressure of every sender that uses a data channel directly (rhizome's transport had
+ * it until 2026-11-26; it now hands the browser at most 256 KiB, refilling at 64 KiB). */
 const HIGH = 1024 * 1024;
 const LOW = 256 * 1024;
 
@@ -298,8 +299,8 @@ async function simpleJoin(make, t0) {
 
 async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
   if (lib === 'raw' || lib === 'raw-64k' || lib === 'raw-16k') {
-    // raw: the same backpressure as rhizome's transport (1 MiB high water, refill at
-    // 256 KiB); raw-64k: simple-peer's (64 KiB), as a second reference; raw-16k: like raw,
+    // raw: 1 MiB high water, refill at 256 KiB (rhizome's transport until 2026-11-26);
+    // raw-64k: simple-peer's (64 KiB), as a second reference; raw-16k: like raw,
     // each message sent as 16 KiB pieces, as rhizome's transport chunks toward a peer whose
     // SCTP limit is unknown or small (chunk.rs; 64 KiB between browsers).
     const high = lib === 'raw-64k' ? 64 * 1024 : HIGH;

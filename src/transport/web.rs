@@ -56,10 +56,12 @@ use super::{describe_js_error, ConnEvent, ConnLimits, IceServer, TransportError}
 
 /// `bufferedAmount` up to which queued chunks are handed to the browser. Above it, chunks
 /// wait in our queue until the browser fires `bufferedamountlow`: Chromium kills a
-/// channel whose buffer reaches 16 MiB, so we never get near.
-pub const HIGH_WATER: u32 = 1024 * 1024;
+/// channel whose buffer reaches 16 MiB, so we never get near. 256 KiB (four 64 KiB
+/// chunks): with 1 MiB a 64 MiB transfer cost ~9 % more browser CPU per MiB and ran
+/// slower (same-session A/B, docs/BENCHMARKS.md "Browser"), the 1 KiB rate unchanged.
+pub const HIGH_WATER: u32 = 256 * 1024;
 /// `bufferedAmountLowThreshold`: when the browser's buffer drains below this, we refill.
-pub const LOW_WATER: u32 = 256 * 1024;
+pub const LOW_WATER: u32 = 64 * 1024;
 
 /// A connection's round-trip time is read from `getStats()` at most this often.
 pub const RTT_POLL_MS: f64 = 2_000.0;
@@ -147,6 +149,15 @@ struct Negotiation {
 }
 
 /// The last round-trip time read from `getStats()`.
+/// What [`pump`] knows of the browser's send buffer without asking it.
+#[derive(Default)]
+struct Room {
+    /// Bytes the buffer surely takes before [`HIGH_WATER`].
+    bound: Cell<u32>,
+    /// The buffer was at [`HIGH_WATER`] when last read: wait for `bufferedamountlow`.
+    full: Cell<bool>,
+}
+
 #[derive(Default)]
 struct Rtt {
     ms: Option<f64>,
@@ -161,23 +172,26 @@ struct Rtt {
 /// `ArrayBuffer` first was slower (docs/BENCHMARKS.md, browser section, `sendView`).
 /// `room` is a lower bound on what the browser's buffer takes before [`HIGH_WATER`]: its
 /// `bufferedAmount` only grows by our sends, so it is read only when the bound is spent
-/// (a read costs a call into the browser: ~3 µs, once per 1 KiB message before).
-fn pump(
-    queue: &mut SendQueue,
-    dc: &RtcDataChannel,
-    room: &Cell<u32>,
-) -> Result<(), TransportError> {
+/// (a read costs a call into the browser: ~3 µs, once per 1 KiB message before), and not
+/// at all while the buffer is known full: then only `bufferedamountlow` (which clears
+/// [`Room::full`]) resumes sending — the buffer is above [`LOW_WATER`], so it will fire.
+fn pump(queue: &mut SendQueue, dc: &RtcDataChannel, room: &Room) -> Result<(), TransportError> {
     while let Some(chunk) = queue.chunks.front() {
         let len = chunk.len() as u32;
-        if room.get() < len {
-            room.set(HIGH_WATER.saturating_sub(dc.buffered_amount()));
-            if room.get() == 0 {
+        if room.bound.get() < len {
+            if room.full.get() {
+                break;
+            }
+            room.bound
+                .set(HIGH_WATER.saturating_sub(dc.buffered_amount()));
+            if room.bound.get() == 0 {
+                room.full.set(true);
                 break;
             }
         }
         dc.send_with_u8_array(chunk)
             .map_err(|e| TransportError::Browser(describe_js_error(&e)))?;
-        room.set(room.get().saturating_sub(len));
+        room.bound.set(room.bound.get().saturating_sub(len));
         queue.bytes -= chunk.len();
         queue.chunks.pop_front();
     }
@@ -196,8 +210,8 @@ pub struct WebConnection {
     /// Payload bytes per chunk for this remote: [`chunk::payload_for`] its SCTP
     /// transport's `maxMessageSize`, read when the channel opens (before anything is sent).
     chunk_payload: Rc<Cell<usize>>,
-    /// Bytes the browser's buffer surely takes before [`HIGH_WATER`] (see [`pump`]).
-    room: Rc<Cell<u32>>,
+    /// What we know of the browser's buffer (see [`pump`]).
+    room: Rc<Room>,
     rtt: Rc<RefCell<Rtt>>,
     events: mpsc::UnboundedSender<ConnEvent>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
@@ -241,7 +255,7 @@ impl WebConnection {
             state: Rc::new(RefCell::new(Negotiation::default())),
             queue: Rc::new(RefCell::new(SendQueue::default())),
             chunk_payload: Rc::new(Cell::new(chunk::CHUNK_PAYLOAD)),
-            room: Rc::new(Cell::new(0)),
+            room: Rc::new(Room::default()),
             rtt: Rc::new(RefCell::new(Rtt::default())),
             events: tx,
             _callbacks: Vec::new(),
@@ -551,6 +565,7 @@ impl WebConnection {
             let state = self.state.clone();
             let tx = self.events.clone();
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
+                room.full.set(false);
                 if let Err(e) = pump(&mut queue.borrow_mut(), &dc, &room) {
                     close_once(&state, &tx, &format!("send failed: {e}"));
                 }
