@@ -370,8 +370,10 @@ async fn a_burst_of_small_messages_arrives_in_order_without_a_buffer_level_read_
         let m = next_message(&mut seen_a).await;
         assert_eq!(m[..4], i.to_be_bytes(), "message {i} in order");
     }
-    // 500 KiB fit under the 1 MiB high-water mark: one read says so. The pump read it
-    // before and after every chunk before (1,000 reads).
+    // 500 KiB is more than the 256 KiB high water: one read hands over the first 256 KiB,
+    // the next finds the buffer full, and the pump then waits for `bufferedamountlow`
+    // without reading; each refill reads once. It read before and after every chunk at
+    // first (1,000 reads), and later re-read a full buffer on every send (246 reads).
     assert!(
         reads <= 5.0,
         "bufferedAmount read {reads} times for 500 messages"
