@@ -58,14 +58,9 @@ pub enum ChunkError {
     },
 }
 
-/// Splits `message` into chunks of [`CHUNK_PAYLOAD`] ready to send, in order. An empty
-/// message is one chunk.
-pub fn split(message: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    split_by(message, CHUNK_PAYLOAD)
-}
-
-/// [`split`] with `payload` bytes (at least 1) per chunk.
-pub fn split_by(message: &[u8], payload: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+/// Splits `message` into chunks of `payload` bytes (at least 1; [`CHUNK_PAYLOAD`] or
+/// [`payload_for`] the remote) ready to send, in order. An empty message is one chunk.
+pub fn split(message: &[u8], payload: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
     let payload = payload.max(1);
     let n = message.len().div_ceil(payload).max(1);
     (0..n).map(move |i| {
@@ -103,7 +98,7 @@ impl SendQueue {
         if self.bytes + message.len() > max_queued {
             return Err(super::TransportError::Backpressure);
         }
-        for c in split_by(message, payload) {
+        for c in split(message, payload) {
             self.push_raw(c);
         }
         Ok(())
@@ -197,7 +192,7 @@ mod tests {
     fn roundtrip(message: &[u8]) -> Vec<u8> {
         let mut r = Reassembler::new(8 << 20);
         let mut out = None;
-        for c in split(message) {
+        for c in split(message, CHUNK_PAYLOAD) {
             assert!(c.len() <= CHUNK_PAYLOAD + 1);
             assert!(out.is_none(), "nothing completes before the last chunk");
             out = r.push(&c).unwrap();
@@ -224,7 +219,7 @@ mod tests {
     fn a_message_over_the_limit_is_refused_and_the_next_one_still_arrives() {
         let mut r = Reassembler::new(3 * CHUNK_PAYLOAD);
         let big = vec![1u8; 4 * CHUNK_PAYLOAD];
-        let result: Result<Vec<_>, _> = split(&big).map(|c| r.push(&c)).collect();
+        let result: Result<Vec<_>, _> = split(&big, CHUNK_PAYLOAD).map(|c| r.push(&c)).collect();
         assert_eq!(
             result,
             Err(ChunkError::TooLarge {
@@ -276,7 +271,7 @@ mod tests {
         let mut r = Reassembler::new(8 << 20);
         let mut out = None;
         let big = payload_for(Some(262_144.0));
-        let chunks: Vec<_> = split_by(&m, big).collect();
+        let chunks: Vec<_> = split(&m, big).collect();
         assert_eq!(chunks.len(), m.len().div_ceil(big));
         for c in &chunks {
             assert!(c.len() <= MAX_CHUNK);
