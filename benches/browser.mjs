@@ -206,6 +206,11 @@ async function profiled(fn, args, timeoutMs) {
     await cdp.send('Profiler.start');
     const result = await call(page, fn, args, timeoutMs);
     const { profile } = await cdp.send('Profiler.stop');
+    // BENCH_PROFILE_RAW=dir keeps each .cpuprofile (Chrome DevTools opens them).
+    if (process.env.BENCH_PROFILE_RAW) {
+      mkdirSync(process.env.BENCH_PROFILE_RAW, { recursive: true });
+      writeFileSync(join(process.env.BENCH_PROFILE_RAW, `${fn}-${args[0]}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+    }
     const dt = profile.timeDeltas;
     const self = new Map();
     const byId = new Map(profile.nodes.map((n) => [n.id, n]));
@@ -220,15 +225,19 @@ async function profiled(fn, args, timeoutMs) {
     // Where the heaviest frames are called from (url:line and the caller's name).
     const parent = new Map();
     for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n);
+    // BENCH_PROFILE_DEPTH=n names n callers of each site (1 by default).
+    const depth = Number(process.env.BENCH_PROFILE_DEPTH ?? 1);
+    const short = (name) => (name || '?').replace(/::h[0-9a-f]{16}$/, '').slice(0, 90);
     const sites = new Map();
     profile.samples.forEach((id, i) => {
       const node = byId.get(id);
       const cf = node.callFrame;
-      const key = `${cf.functionName || '(anonymous)'} @ ${cf.url.split('/').pop()}:${cf.lineNumber} ← ${parent.get(id)?.callFrame.functionName || '?'}`;
+      let key = `${cf.functionName || '(anonymous)'} @ ${cf.url.split('/').pop()}:${cf.lineNumber}`;
+      for (let p = parent.get(id), k = 0; k < depth; p = p && parent.get(p.id), k++) key += ` ← ${short(p?.callFrame.functionName)}`;
       sites.set(key, (sites.get(key) ?? 0) + (dt[i] ?? 0));
     });
     const topSites = [...sites.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15)
-      .map(([site, us]) => ({ site: site.slice(0, 160), ms: Math.round(us / 100) / 10 }));
+      .map(([site, us]) => ({ site: site.slice(0, 160 * depth), ms: Math.round(us / 100) / 10 }));
     const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)
       .map(([name, us]) => ({ name: name.slice(0, 120), ms: Math.round(us / 100) / 10, share: Math.round((us / total) * 1000) / 10 }));
     return { result, totalMs: Math.round(total / 1000), top, topSites };
@@ -265,7 +274,7 @@ if (PROFILE) {
     out[key] = await profiled(fn, args, 130_000);
     log(key, JSON.stringify(Array.isArray(out[key].result) ? out[key].result.map(short) : short(out[key].result)));
     for (const t of out[key].top.slice(0, 20)) log(`  ${String(t.share).padStart(5)} %  ${String(t.ms).padStart(8)} ms  ${t.name}`);
-    for (const t of out[key].topSites.slice(0, 8)) log(`  site ${String(t.ms).padStart(8)} ms  ${t.site}`);
+    for (const t of out[key].topSites.slice(0, Number(process.env.BENCH_PROFILE_SITES ?? 8))) log(`  site ${String(t.ms).padStart(8)} ms  ${t.site}`);
   }
   mkdirSync(join(root, 'results'), { recursive: true });
   writeFileSync(join(root, 'results', 'profile.json'), JSON.stringify({ date: new Date().toISOString(), ...out }, null, 2) + '\n');

@@ -28,6 +28,7 @@
 //! | 1 | first format |
 //! | 2 | DATA pieces, PRUNE naming the origin, DataAck with a list of ids, LEAVE (these went out as version 1 by mistake, so builds misread each other silently) |
 //! | 3 | DHT frames carry an answer's way back (`DhtFrame::route`) |
+//! | 4 | `Data` carries the sender's count of unacknowledged messages (`unacked`), so the receiver can batch its acknowledgements |
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,7 @@ use crate::id::{PeerId, Signature};
 use crate::signal::SignedEnvelope;
 
 /// Version of the frame format written by [`encode`].
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 /// Largest frame accepted or produced, in bytes (version byte included).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest broadcast payload, in bytes: a frame minus room for the gossip header.
@@ -270,6 +271,11 @@ pub enum Message {
         part: u32,
         /// How many pieces the message has (1 to [`MAX_DATA_PARTS`]).
         parts: u32,
+        /// How many of the sender's messages to this peer were waiting for their
+        /// acknowledgement when this piece was sent, this one included: the receiver may
+        /// hold its acknowledgement back while fewer than half of them have arrived
+        /// (more are on their way; see `overlay::direct`). 1 (or 0) asks for it at once.
+        unacked: u32,
         /// The application's bytes (one byte string on the wire).
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
@@ -510,6 +516,7 @@ mod tests {
                     id,
                     part: 0,
                     parts: 1,
+                    unacked: 1,
                     payload,
                 }
             }),
@@ -582,7 +589,10 @@ mod tests {
                 ours: WIRE_VERSION
             }
         );
-        assert_eq!(err.to_string(), "wire version 1 is not ours (3)");
+        assert_eq!(
+            err.to_string(),
+            format!("wire version 1 is not ours ({WIRE_VERSION})")
+        );
     }
 
     #[test]
@@ -627,6 +637,7 @@ mod tests {
             id: u64::MAX,
             part: MAX_DATA_PARTS - 1,
             parts: MAX_DATA_PARTS,
+            unacked: u32::MAX,
             payload: vec![7; MAX_DATA_PIECE],
         };
         let frame = encode(&big).unwrap();
@@ -662,6 +673,7 @@ mod tests {
             id: 1,
             part,
             parts,
+            unacked: 1,
             payload: vec![0; len],
         };
         for bad in [
@@ -696,6 +708,7 @@ mod tests {
             id: 7,
             part: 0,
             parts: 1,
+            unacked: 3,
             payload: (0..3000).map(|i| i as u8).collect(),
         };
         let mut expected = vec![WIRE_VERSION];

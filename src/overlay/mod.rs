@@ -562,7 +562,7 @@ impl Overlay {
             Input::Broadcast { payload } => self.on_broadcast_command(payload),
             Input::Leave => {
                 // Messages already reported to the application are acknowledged first.
-                self.flush_acks();
+                self.flush_acks(true);
                 self.on_leave_command();
                 self.expire_sends(true);
             }
@@ -658,8 +658,9 @@ impl Overlay {
                 id,
                 part,
                 parts,
+                unacked,
                 payload,
-            } => self.on_data(from, id, part, parts, payload),
+            } => self.on_data(from, id, (part, parts), unacked, payload),
             Message::DataAck { ids } => self.on_data_acks(from, ids),
         }
     }
@@ -719,7 +720,7 @@ impl Overlay {
                     self.set_timer(self.now + base - base / 10 + jitter, TimerKind::Shuffle);
                 }
                 TimerKind::Graft(id) => self.on_graft_timer(id),
-                TimerKind::AckFlush => self.flush_acks(),
+                TimerKind::AckFlush => self.flush_acks(false),
             }
         }
     }
