@@ -780,6 +780,31 @@ impl RhizomeNode {
         })
     }
 
+    /// Bytes sent to `peerId` over this node's connection with it that have not left yet:
+    /// this node's queue plus the data channel's buffer; 0 without a connection (routed
+    /// messages queue on other peers' connections). With `drained`, the backpressure
+    /// signal for streaming: send while this is under a limit of your choice (above
+    /// 256 KiB, the data channel's own share), then `await node.drained(peerId)`.
+    #[wasm_bindgen(js_name = bufferedAmount)]
+    pub fn buffered_amount(
+        &self,
+        #[wasm_bindgen(js_name = peerId)] peer_id: &str,
+    ) -> Result<f64, JsValue> {
+        Ok(self.node.buffered_amount(parse_peer(peer_id)?) as f64)
+    }
+
+    /// Resolves once nothing sent to `peerId` waits in this node's own queue: all of it
+    /// is with the data channel, whose buffer holds at most 256 KiB. At once when the
+    /// queue is empty or there is no connection; also when the connection goes.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn drained(&self, #[wasm_bindgen(js_name = peerId)] peer_id: &str) -> Promise {
+        let waiting = parse_peer(peer_id).map(|p| self.node.drained(p));
+        promise(async move {
+            waiting?.await;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Sends a request to the peer `peerId` and resolves with its response (the peer gets a
     /// `request` event and calls `respond`). Requests are routed through the DHT, so they
     /// need mode `"hybrid"` or `"structured"` (else code `mode`) and carry at most 61,440

@@ -414,6 +414,28 @@ impl Node {
             .ok_or(NodeError::Overlay(overlay::OverlayError::NotJoined))
     }
 
+    /// Bytes sent to `peer` over this node's connection with it that have not left yet:
+    /// the transport's queue plus the WebRTC stack's buffer; 0 without a connection
+    /// (messages routed through other peers queue on theirs). With [`Node::drained`], the
+    /// backpressure signal for streaming: send while this is under a limit of your
+    /// choice, then wait.
+    pub fn buffered_amount(&self, peer: PeerId) -> usize {
+        self.shared.buffered_amount(peer)
+    }
+
+    /// Resolves once nothing sent to `peer` waits in this node's own queue for its
+    /// connection: everything is with the WebRTC stack, whose buffer holds at most the
+    /// transport's high water mark (256 KiB in a browser, 1 MiB natively). At once when the queue is empty or there is no connection (it also
+    /// resolves if the connection goes).
+    pub fn drained(&self, peer: PeerId) -> impl std::future::Future<Output = ()> + 'static {
+        let waiter = self.shared.drain_waiter(peer);
+        async move {
+            if let Some(rx) = waiter {
+                let _ = rx.await;
+            }
+        }
+    }
+
     /// Sends `data` to the peer `to`, anywhere in the room, and resolves with the hops it
     /// took once `to` acknowledged it.
     ///

@@ -786,6 +786,80 @@ async fn a_5_mib_message_sent_to_a_peer_arrives_intact() {
     leave_all(&nodes).await;
 }
 
+/// `fut`, or a panic naming `what` after `ms`.
+async fn within<T>(ms: u32, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    use futures_util::future::{select, Either};
+    match select(Box::pin(fut), TimeoutFuture::new(ms)).await {
+        Either::Left((out, _)) => out,
+        Either::Right(_) => panic!("{what}: not within {ms} ms"),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_sender_that_waits_for_drained_streams_8_mib_with_its_queue_bounded() {
+    use rhizome::transport::web::HIGH_WATER;
+    let nodes = start_nodes(&signaling_url(), &fresh_room(), 2).await;
+    eventually(30_000, "the pair is connected", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Streaming as an application would: send while under a limit, else wait.
+    const LIMIT: usize = 1 << 20;
+    const SIZE: usize = 60 * 1024;
+    // Room for one message past the limit and a few control frames (pings, acks).
+    let slack = SIZE + 4096;
+    let message = |i: u32| {
+        let mut m = vec![(i % 251) as u8; SIZE];
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        m
+    };
+    let count = (8 << 20) / SIZE as u32;
+    let (mut most, mut waits) = (0, 0);
+    let mut sends = Vec::new();
+    for i in 0..count {
+        if a.node.buffered_amount(b.id()) > LIMIT {
+            within(10_000, "drained", a.node.drained(b.id())).await;
+            waits += 1;
+            // Nothing waits in the node's queue now: only the data channel's share.
+            let left = a.node.buffered_amount(b.id());
+            assert!(
+                left <= HIGH_WATER as usize + 4096,
+                "{left} bytes after drained"
+            );
+        }
+        sends.push(a.node.send(b.id(), message(i)));
+        most = most.max(a.node.buffered_amount(b.id()));
+    }
+    assert!(waits > 0, "8 MiB sent at once fill more than 1 MiB");
+    assert!(most <= LIMIT + slack, "at most {most} bytes were queued");
+    for s in sends {
+        within(20_000, "acknowledged", s)
+            .await
+            .expect("every message is acknowledged");
+    }
+    let got: Vec<Vec<u8>> = b
+        .messages_from(a.id())
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert!(
+        got == (0..count).map(message).collect::<Vec<_>>(),
+        "all arrive, in order"
+    );
+    // With nothing queued, or no connection at all, `drained` resolves at once.
+    within(1_000, "drained when idle", a.node.drained(b.id())).await;
+    let stranger = PeerId::from_bytes([9; 32]);
+    assert_eq!(a.node.buffered_amount(stranger), 0);
+    within(
+        1_000,
+        "drained without a connection",
+        a.node.drained(stranger),
+    )
+    .await;
+    leave_all(&nodes).await;
+}
+
 #[wasm_bindgen_test]
 async fn sending_to_an_unknown_or_departed_peer_fails_with_a_typed_error_instead_of_hanging() {
     use rhizome::node::SendError;
@@ -932,6 +1006,15 @@ async fn oversized_or_misaddressed_messages_and_a_bad_mode_are_refused_with_thei
             .as_deref(),
         Some("bad-data")
     );
+    // The backpressure calls refuse a bad id the same way, and know no stranger.
+    let refused = hybrid.buffered_amount("nope").expect_err("refused");
+    assert_eq!(code_of(&refused), "bad-peer-id");
+    let refused = JsFuture::from(hybrid.drained("nope")).await.err();
+    assert_eq!(refused.map(|e| code_of(&e)).as_deref(), Some("bad-peer-id"));
+    assert_eq!(hybrid.buffered_amount(&stranger).ok(), Some(0.0));
+    JsFuture::from(hybrid.drained(&stranger))
+        .await
+        .expect("nothing queued: at once");
     let huge = js_sys::Uint8Array::new_with_length(16 * 1024 * 1024 + 1);
     assert_eq!(
         send(&hybrid, stranger.clone(), huge.into())

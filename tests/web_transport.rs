@@ -116,6 +116,7 @@ impl Peer {
                     ConnEvent::Message(m) => {
                         let _ = me.seen.unbounded_send(Seen::Message(remote, m));
                     }
+                    ConnEvent::Drained => {}
                     ConnEvent::Corrupt(why) => {
                         let _ = me.seen.unbounded_send(Seen::Corrupt(remote, why));
                     }

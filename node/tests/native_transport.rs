@@ -306,6 +306,23 @@ async fn a_five_mib_message_arrives_intact_and_in_order_with_small_ones_around_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_armed_queue_reports_drained_once_everything_is_with_webrtc_rs() {
+    let server = Server::start().await;
+    let (mut a, mut b) = pair(&server, "drain", ConnLimits::default()).await;
+    assert!(a.conn.arm_drained(), "nothing is queued yet");
+    let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i >> 9) as u8).collect();
+    a.conn.send(&big).unwrap();
+    // Past webrtc-rs's 1 MiB high water, the rest waits in our queue.
+    assert!(!a.conn.arm_drained(), "4 MiB wait in the queue");
+    match a.next().await {
+        ConnEvent::Drained => {}
+        other => panic!("expected Drained, got {other:?}"),
+    }
+    assert!(a.conn.arm_drained(), "empty once drained");
+    assert!(b.message().await == big, "the message is intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_send_queue_refuses_without_losing_what_it_accepted() {
     let server = Server::start().await;
     let limits = ConnLimits {

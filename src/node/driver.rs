@@ -64,6 +64,9 @@ pub(super) struct Conn<P: Platform> {
     /// Bytes handed to this connection and received on it.
     bytes_sent: u64,
     bytes_received: u64,
+    /// `Node::drained` callers waiting for the transport's queue to empty (resolved on
+    /// `ConnEvent::Drained`, or by being dropped with the connection).
+    drain_waiters: Vec<oneshot::Sender<()>>,
 }
 
 /// Who waits for the outcome of a direct message or a request.
@@ -572,6 +575,29 @@ impl<P: Platform> Shared<P> {
     /// Hands a direct message to the overlay at once (so messages leave in call order)
     /// and returns where its outcome will come. Refuses with `backpressure` when
     /// [`MAX_SENDS_IN_FLIGHT`] wait already or the connection's send queue cannot take it.
+    /// Bytes accepted for `peer` and not yet sent: the transport's queue and the WebRTC
+    /// stack's buffer (0 without a connection).
+    pub(super) fn buffered_amount(&self, peer: PeerId) -> usize {
+        let s = self.state.borrow();
+        let conn = s.conns.get(&peer).and_then(|c| c.conn.as_ref());
+        conn.map_or(0, |c| c.buffered_amount())
+    }
+
+    /// Where to wait for the transport's queue toward `peer` to empty; `None` when it is
+    /// empty already (or there is no connection: nothing is queued).
+    pub(super) fn drain_waiter(&self, peer: PeerId) -> Option<oneshot::Receiver<()>> {
+        let mut s = self.state.borrow_mut();
+        let c = s.conns.get_mut(&peer)?;
+        if c.conn.as_ref()?.arm_drained() {
+            return None;
+        }
+        // Callers that stopped waiting leave no sender behind.
+        c.drain_waiters.retain(|tx| !tx.is_canceled());
+        let (tx, rx) = oneshot::channel();
+        c.drain_waiters.push(tx);
+        Some(rx)
+    }
+
     pub(super) fn start_send(
         self: &Rc<Self>,
         to: PeerId,
@@ -619,6 +645,7 @@ impl<P: Platform> Shared<P> {
                     open: false,
                     bytes_sent: 0,
                     bytes_received: 0,
+                    drain_waiters: Vec::new(),
                 },
             );
             if let Some(old) = old.and_then(|c| c.conn) {
@@ -1004,6 +1031,15 @@ async fn forward_events<P: Platform>(
                     }
                 }
                 shared.input(Input::Frame { from: peer, bytes })
+            }
+            ConnEvent::Drained => {
+                let waiters = match shared.state.borrow_mut().conns.get_mut(&peer) {
+                    Some(c) => std::mem::take(&mut c.drain_waiters),
+                    None => Vec::new(),
+                };
+                for tx in waiters {
+                    let _ = tx.send(());
+                }
             }
             ConnEvent::Corrupt(why) => {
                 shared.emit(NodeEvent::Error {

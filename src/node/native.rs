@@ -120,6 +120,10 @@ impl Connection for NativeConnection {
         NativeConnection::buffered_amount(self)
     }
 
+    fn arm_drained(&self) -> bool {
+        NativeConnection::arm_drained(self)
+    }
+
     fn rtt_ms(&self) -> Option<f64> {
         NativeConnection::rtt_ms(self)
     }

@@ -74,6 +74,9 @@ pub(crate) trait Connection: 'static {
     fn is_open(&self) -> bool;
     /// Bytes queued and not yet sent.
     fn buffered_amount(&self) -> usize;
+    /// Whether nothing waits in the transport's own queue; if something does, a
+    /// `ConnEvent::Drained` follows once it is all with the WebRTC stack.
+    fn arm_drained(&self) -> bool;
     /// Round-trip time to the peer in ms, as last measured; `None` until measured. Cheap:
     /// the transport re-measures in the background at most every 2 s, never per message.
     fn rtt_ms(&self) -> Option<f64>;

@@ -107,6 +107,10 @@ impl Connection for WebConnection {
         WebConnection::buffered_amount(self)
     }
 
+    fn arm_drained(&self) -> bool {
+        WebConnection::arm_drained(self)
+    }
+
     fn rtt_ms(&self) -> Option<f64> {
         WebConnection::rtt_ms(self)
     }

@@ -63,6 +63,10 @@ pub enum ConnEvent {
     Open,
     /// A whole message arrived (reassembled from its chunks).
     Message(Vec<u8>),
+    /// Our send queue emptied after `arm_drained` found it non-empty: everything
+    /// accepted by `send` is now with the WebRTC stack (whose own buffer holds at most
+    /// the transport's high water mark). At most one per arming.
+    Drained,
     /// The remote peer broke the framing; the caller should report and drop it.
     Corrupt(String),
     /// The connection is gone, for the reason given. No event follows.

@@ -68,7 +68,7 @@ use super::chunk::{self, SendQueue};
 use super::{ConnEvent, ConnLimits, IceServer, TransportError};
 
 /// Outstanding bytes in webrtc-rs up to which queued chunks are handed over; above it the
-/// writer waits for `OnBufferedAmountLow`. Same value as the browser transport's.
+/// writer waits for `OnBufferedAmountLow` (the browser transport's is 256 KiB).
 pub const HIGH_WATER: u32 = 1024 * 1024;
 /// Buffered-amount-low threshold: when webrtc-rs's buffer drains below this, we refill.
 pub const LOW_WATER: u32 = 256 * 1024;
@@ -175,6 +175,8 @@ struct Shared {
     queue: Mutex<SendQueue>,
     /// webrtc-rs's outstanding bytes as last seen by the writer.
     in_flight: AtomicUsize,
+    /// Someone waits for our queue to empty: report [`ConnEvent::Drained`] when it does.
+    drain_wanted: AtomicBool,
     wake_writer: Notify,
     buffered_low: Notify,
     negotiation_needed: Notify,
@@ -319,6 +321,7 @@ impl NativeConnection {
             open: AtomicBool::new(false),
             queue: Mutex::new(SendQueue::default()),
             in_flight: AtomicUsize::new(0),
+            drain_wanted: AtomicBool::new(false),
             wake_writer: Notify::new(),
             buffered_low: Notify::new(),
             negotiation_needed: Notify::new(),
@@ -412,6 +415,20 @@ impl NativeConnection {
     /// asynchronously, so that part can lag by one chunk).
     pub fn buffered_amount(&self) -> usize {
         lock(&self.shared.queue).bytes + self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether our queue is empty (everything accepted is with webrtc-rs, whose buffer
+    /// holds at most [`HIGH_WATER`]); if not, a [`ConnEvent::Drained`] follows once it is.
+    pub fn arm_drained(&self) -> bool {
+        // Armed before looking, so the writer emptying the queue meanwhile either sees
+        // the flag (and reports) or is seen here (and we answer now; a late report then
+        // finds nobody waiting, which is harmless).
+        self.shared.drain_wanted.store(true, Ordering::SeqCst);
+        let empty = lock(&self.shared.queue).bytes == 0;
+        if empty {
+            self.shared.drain_wanted.store(false, Ordering::SeqCst);
+        }
+        empty
     }
 
     /// The round-trip time to the peer in milliseconds, as last read from webrtc-rs's
@@ -771,9 +788,13 @@ async fn write_loop(dc: Arc<dyn DataChannel>, shared: Arc<Shared>) {
             }
             let len = chunk.len();
             let result = dc.send(BytesMut::from(&chunk[..])).await;
-            {
+            let emptied = {
                 let mut queue = lock(&shared.queue);
                 queue.bytes = queue.bytes.saturating_sub(len);
+                queue.bytes == 0
+            };
+            if emptied && shared.drain_wanted.swap(false, Ordering::SeqCst) {
+                shared.emit(ConnEvent::Drained);
             }
             shared.in_flight.fetch_add(len, Ordering::Relaxed);
             if let Err(e) = result {

@@ -156,6 +156,8 @@ struct Room {
     bound: Cell<u32>,
     /// The buffer was at [`HIGH_WATER`] when last read: wait for `bufferedamountlow`.
     full: Cell<bool>,
+    /// Someone waits for our queue to empty: report [`ConnEvent::Drained`] when it does.
+    drain_wanted: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -285,6 +287,14 @@ impl WebConnection {
         self.queue.borrow().bytes + self.dc.buffered_amount() as usize
     }
 
+    /// Whether our queue is empty (everything accepted is with the browser, whose buffer
+    /// holds at most [`HIGH_WATER`]); if not, a [`ConnEvent::Drained`] follows once it is.
+    pub fn arm_drained(&self) -> bool {
+        let empty = self.queue.borrow().bytes == 0;
+        self.room.drain_wanted.set(!empty);
+        empty
+    }
+
     /// The round-trip time to the peer in milliseconds, as last read from `getStats()`
     /// (the selected candidate pair's `currentRoundTripTime`); `None` until one read has
     /// succeeded. When the last read is older than [`RTT_POLL_MS`], this starts another
@@ -336,7 +346,11 @@ impl WebConnection {
         }
         let mut queue = self.queue.borrow_mut();
         queue.push_message(data, self.limits.max_queued, self.chunk_payload.get())?;
-        pump(&mut queue, &self.dc, &self.room)
+        pump(&mut queue, &self.dc, &self.room)?;
+        if queue.bytes == 0 && self.room.drain_wanted.replace(false) {
+            let _ = self.events.unbounded_send(ConnEvent::Drained);
+        }
+        Ok(())
     }
 
     /// Sends `bytes` as one raw data-channel message, bypassing chunking and the queue.
@@ -566,8 +580,11 @@ impl WebConnection {
             let tx = self.events.clone();
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
                 room.full.set(false);
-                if let Err(e) = pump(&mut queue.borrow_mut(), &dc, &room) {
+                let mut queue = queue.borrow_mut();
+                if let Err(e) = pump(&mut queue, &dc, &room) {
                     close_once(&state, &tx, &format!("send failed: {e}"));
+                } else if queue.bytes == 0 && room.drain_wanted.replace(false) {
+                    let _ = tx.unbounded_send(ConnEvent::Drained);
                 }
             });
             self.dc
