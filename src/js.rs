@@ -765,11 +765,14 @@ impl RhizomeNode {
     /// neighbour or DHT link, else routed through the DHT (in fragments above ~60 KiB).
     #[wasm_bindgen(unchecked_return_type = "Promise<SendResult>")]
     pub fn send(&self, #[wasm_bindgen(js_name = peerId)] peer_id: String, data: DataJs) -> Promise {
-        let node = self.node.clone();
+        // Handed to the node now, not when the promise's task first runs: so messages
+        // leave in call order, and `bufferedAmount` counts them right after the call.
+        let started = parse_peer(&peer_id)
+            .and_then(|to| Ok((to, data_bytes(data, "send")?)))
+            .map(|(to, bytes)| (to, self.node.send(to, bytes)));
         promise(async move {
-            let to = parse_peer(&peer_id)?;
-            let bytes = data_bytes(data, "send")?;
-            match node.send(to, bytes).await {
+            let (to, sending) = started?;
+            match sending.await {
                 Ok(hops) => {
                     let o = Object::new();
                     set(&o, "hops", &(hops as f64).into());
@@ -784,7 +787,7 @@ impl RhizomeNode {
     /// this node's queue plus the data channel's buffer; 0 without a connection (routed
     /// messages queue on other peers' connections). With `drained`, the backpressure
     /// signal for streaming: send while this is under a limit of your choice (above
-    /// 256 KiB, the data channel's own share), then `await node.drained(peerId)`.
+    /// ~320 KiB, the data channel's own share), then `await node.drained(peerId)`.
     #[wasm_bindgen(js_name = bufferedAmount)]
     pub fn buffered_amount(
         &self,
@@ -794,7 +797,8 @@ impl RhizomeNode {
     }
 
     /// Resolves once nothing sent to `peerId` waits in this node's own queue: all of it
-    /// is with the data channel, whose buffer holds at most 256 KiB. At once when the
+    /// is with the data channel, whose buffer holds at most ~320 KiB (its 256 KiB high
+    /// water and the chunk that crossed it). At once when the
     /// queue is empty or there is no connection; also when the connection goes.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn drained(&self, #[wasm_bindgen(js_name = peerId)] peer_id: &str) -> Promise {

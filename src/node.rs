@@ -425,8 +425,9 @@ impl Node {
 
     /// Resolves once nothing sent to `peer` waits in this node's own queue for its
     /// connection: everything is with the WebRTC stack, whose buffer holds at most the
-    /// transport's high water mark (256 KiB in a browser, 1 MiB natively). At once when the queue is empty or there is no connection (it also
-    /// resolves if the connection goes).
+    /// transport's high water mark (256 KiB in a browser, 1 MiB natively) and the chunk
+    /// that crossed it. At once when the queue is empty or there is no connection (it
+    /// also resolves if the connection goes).
     pub fn drained(&self, peer: PeerId) -> impl std::future::Future<Output = ()> + 'static {
         let waiter = self.shared.drain_waiter(peer);
         async move {
