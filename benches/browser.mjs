@@ -198,7 +198,8 @@ const short = (v) => Object.fromEntries(Object.entries(v).filter(([, x]) => type
 
 /** Runs `fn(args)` in a fresh page under the CPU profiler; returns self time by function. */
 async function profiled(fn, args, timeoutMs) {
-  const page = await freshPage();
+  // BENCH_PROFILE_DIR=www-x profiles the page built into target/bench/www-x.
+  const page = await freshPage(process.env.BENCH_PROFILE_DIR);
   const cdp = await context.newCDPSession(page);
   try {
     await cdp.send('Profiler.enable');

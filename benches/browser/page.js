@@ -297,7 +297,7 @@ async function simpleJoin(make, t0) {
 // `sender.drain()` resolves when we may go on. `receiver(fn)` calls fn(byteLength) per
 // message delivered. `close()`.
 
-async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
+async function openPair(lib, { window: windowBytes = 8 << 20, limit = 1 << 20 } = {}) {
   if (lib === 'raw' || lib === 'raw-64k' || lib === 'raw-16k') {
     // raw: 1 MiB high water, refill at 256 KiB (rhizome's transport until 2026-11-26);
     // raw-64k: simple-peer's (64 KiB), as a second reference; raw-16k: like raw,
@@ -349,11 +349,14 @@ async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
       close: () => { pa.destroy(); pb.destroy(); },
     };
   }
-  if (lib === 'rhizome' || lib === 'rhizome-broadcast') {
+  if (lib === 'rhizome' || lib === 'rhizome-drained' || lib === 'rhizome-broadcast') {
     // rhizome: `node.send(peerId, data)` to the neighbour (one unsigned Data frame over the
     // open channel, acknowledged by the receiver); the window of bytes in flight is
     // counted from those acknowledgements (the promise `send` returns), as an app would,
     // and kept under the node's 1,024 unacknowledged messages.
+    // rhizome-drained (BENCH_EVAL only): paced by the library's backpressure instead, as
+    // a streaming app with bounded memory would: send while `node.bufferedAmount(peer)` is
+    // at most `limit` bytes, else `await node.drained(peer)` (like simple-peer's `drain`).
     // rhizome-broadcast: `broadcast` in the two-peer room (signed, verified, Plumtree);
     // the window is counted from the receiver's deliveries (read in this page).
     const room = uid('pair');
@@ -367,15 +370,17 @@ async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
     let inFlight = 0;
     let waiter = null;
     const errors = [];
+    let firstError = null;
     a.on('error', (e) => errors.push(e.code));
     b.on('error', (e) => errors.push(e.code));
     let recv = () => {};
     const settle = (len) => {
       done += len;
       inFlight -= 1;
-      if (waiter && sent - done <= windowBytes / 2 && inFlight <= 512) { const w = waiter; waiter = null; w(); }
+      if (waiter && (paced || sent - done <= windowBytes / 2) && inFlight <= 512) { const w = waiter; waiter = null; w(); }
     };
-    const direct = lib === 'rhizome';
+    const direct = lib !== 'rhizome-broadcast';
+    const paced = lib === 'rhizome-drained';
     b.on(direct ? 'message' : 'broadcast', (e) => {
       recv(e.data.byteLength);
       if (!direct) settle(e.data.byteLength);
@@ -387,15 +392,27 @@ async function openPair(lib, { window: windowBytes = 8 << 20 } = {}) {
           const len = u8.byteLength;
           sent += len;
           inFlight += 1;
-          a.send(to, u8).then(() => settle(len), (e) => { errors.push(e.code); settle(len); });
+          a.send(to, u8).then(() => settle(len), (e) => {
+            if (!errors.length) firstError = { at: sent, inFlight, buffered: a.bufferedAmount(to), message: e.message };
+            errors.push(e.code);
+            settle(len);
+          });
         }
         : (u8) => { a.broadcast(u8); sent += u8.byteLength; inFlight += 1; },
-      full: () => sent - done > windowBytes || inFlight >= 1000,
-      drain: () => new Promise((r) => { waiter = r; }),
+      full: paced
+        ? () => a.bufferedAmount(to) > limit || inFlight >= 1000
+        : () => sent - done > windowBytes || inFlight >= 1000,
+      drain: paced
+        ? async () => {
+          if (inFlight >= 1000) await new Promise((r) => { waiter = r; });
+          await a.drained(to);
+        }
+        : () => new Promise((r) => { waiter = r; }),
       receiver: (fn) => { recv = fn; },
       close: () => leaveAll([a, b]),
       errors,
       stats: () => ({ a: a.stats(), b: b.stats() }),
+      state: () => ({ sent, done, inFlight, waiting: !!waiter, buffered: direct ? a.bufferedAmount(to) : null, errors: [...new Set(errors)], nErrors: errors.length, firstError }),
     };
   }
   throw new Error(`unknown library ${lib}`);
@@ -426,15 +443,17 @@ async function transfer(pair, { total, size, timeoutMs }) {
     }
   })();
   send.catch((e) => done.reject(e));
-  const t1 = await deadline(done.promise, timeoutMs, 'transfer');
+  const t1 = await deadline(done.promise, timeoutMs, 'transfer').catch((e) => {
+    throw new Error(`${e.message} (${received} of ${total} bytes arrived; ${JSON.stringify(pair.state?.() ?? {})})`);
+  });
   const cpuMs = cpu0 == null ? null : (await window.benchCpu()) - cpu0;
   return { ms: t1 - t0, bytes: received, messages, cpuMs };
 }
 
 // 2. Throughput of `total` bytes in 60 KiB messages (rhizome's broadcast limit is 63 KiB;
 // its `send` takes up to 16 MiB, but every library gets the same messages here).
-async function throughput(lib, total = 64 << 20, size = 60 * 1024) {
-  const pair = await openPair(lib);
+async function throughput(lib, total = 64 << 20, size = 60 * 1024, window = 8 << 20, limit = 1 << 20) {
+  const pair = await openPair(lib, { window, limit });
   try {
     const r = await transfer(pair, { total, size, timeoutMs: 120_000 });
     return { ...r, mibps: total / (1 << 20) / (r.ms / 1000), errors: pair.errors?.length ?? 0 };
@@ -782,8 +801,30 @@ async function stallProbe(lib = 'rhizome', total = 4 << 20, size = 60 * 1024) {
   }
 }
 
+// How often a page call uses the browser's timers, microtasks and data channels
+// (BENCH_EVAL='[["callCounts",["throughput",["rhizome",33554432,61440]]]]'): the browser
+// functions are wrapped with counters for the duration of the call.
+async function callCounts(fn, args) {
+  const counts = {};
+  const wrap = (obj, name, key = name) => {
+    const orig = obj[name];
+    obj[name] = function (...a) { counts[key] = (counts[key] ?? 0) + 1; return orig.apply(this, a); };
+    return () => { obj[name] = orig; };
+  };
+  const undo = [
+    wrap(window, 'setTimeout'), wrap(window, 'clearTimeout'), wrap(window, 'queueMicrotask'),
+    wrap(RTCDataChannel.prototype, 'send', 'dc.send'),
+    wrap(Promise.prototype, 'then', 'promise.then'),
+    wrap(performance, 'now', 'performance.now'),
+  ];
+  try {
+    return { result: await window.bench[fn](...args), counts };
+  } finally { undo.forEach((u) => u()); }
+}
+
 window.bench = {
   stallProbe,
+  callCounts,
   sendView,
   joinSteps,
   join: (lib) => joinBench[lib](),
