@@ -126,6 +126,16 @@ async fn start_nodes(url: &str, room: &str, n: usize) -> Vec<TestNode> {
     nodes
 }
 
+/// `n` nodes in `room`, once their overlay is connected and symmetric.
+async fn start_healthy_nodes(url: &str, room: &str, n: usize) -> Vec<TestNode> {
+    let nodes = start_nodes(url, room, n).await;
+    eventually(30_000, "the overlay is connected and symmetric", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    nodes
+}
+
 /// Polls `cond` every 100 ms for up to `ms`; panics with `what` and the last state.
 async fn eventually(ms: u32, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
     let mut waited = 0;
@@ -256,11 +266,7 @@ async fn control(command: &str) {
 #[wasm_bindgen_test]
 async fn eight_peers_in_one_page_form_a_connected_symmetric_overlay() {
     let before = rhizome::transport::web::connections_created();
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 8).await;
-    eventually(30_000, "the overlay is connected and symmetric", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 8).await;
     // Each link is one RTCPeerConnection per side; joining churns a few more (forward
     // joins displace neighbours). Measured when the overlay first looks healthy: 25–44
     // for 8 peers (33–54 before newcomers waited for their JOIN's walks, issue 6). Seven
@@ -281,11 +287,7 @@ async fn eight_peers_in_one_page_form_a_connected_symmetric_overlay() {
 
 #[wasm_bindgen_test]
 async fn a_broadcast_from_any_peer_reaches_all_eight_exactly_once() {
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 8).await;
-    eventually(30_000, "the overlay is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 8).await;
     broadcast_reaches_everyone(&nodes, 0, "from the first").await;
     broadcast_reaches_everyone(&nodes, 7, "from the last").await;
     broadcast_reaches_everyone(&nodes, 3, "from the middle").await;
@@ -295,11 +297,7 @@ async fn a_broadcast_from_any_peer_reaches_all_eight_exactly_once() {
 #[wasm_bindgen_test]
 async fn the_overlay_broadcasts_repairs_and_connects_with_the_signaling_server_gone() {
     control("start").await;
-    let nodes = start_nodes(&killable_url(), &fresh_room(), 8).await;
-    eventually(30_000, "the overlay is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&killable_url(), &fresh_room(), 8).await;
     // Let shuffles fill the passive views.
     TimeoutFuture::new(1_000).await;
 
@@ -389,11 +387,7 @@ async fn the_overlay_broadcasts_repairs_and_connects_with_the_signaling_server_g
 
 #[wasm_bindgen_test]
 async fn a_peer_that_sends_garbage_is_reported_and_dropped() {
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 3).await;
-    eventually(30_000, "the overlay is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 3).await;
     let (bad, victim) = first_and_its_neighbour(&nodes);
     let victim_id = victim.id();
     // Our wire version, then bytes that are no message (another version is not
@@ -419,11 +413,7 @@ async fn a_peer_that_sends_garbage_is_reported_and_dropped() {
 
 #[wasm_bindgen_test]
 async fn a_peer_of_another_wire_version_is_reported_once_as_incompatible_and_dropped() {
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 3).await;
-    eventually(30_000, "the overlay is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 3).await;
     let (old, victim) = first_and_its_neighbour(&nodes);
     let victim_id = victim.id();
     // A frame as a build speaking wire version 1 writes it, twice.
@@ -552,11 +542,7 @@ async fn a_forged_or_tampered_signal_envelope_is_refused_and_opens_no_connection
     use rhizome::transport::web_signaling::SignalingClient;
 
     let room = fresh_room();
-    let nodes = start_nodes(&signaling_url(), &room, 2).await;
-    eventually(30_000, "the pair is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &room, 2).await;
     let (alice, bob) = (&nodes[0], &nodes[1]);
 
     // Mallory joins the room with the plain signaling client and sends Bob envelopes:
@@ -729,11 +715,7 @@ async fn a_direct_message_reaches_a_non_neighbour_and_is_acknowledged() {
 
 #[wasm_bindgen_test]
 async fn a_5_mib_message_sent_to_a_peer_arrives_intact() {
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 2).await;
-    eventually(30_000, "the pair is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let data: Vec<u8> = (0..5 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -826,11 +808,7 @@ async fn within<T>(ms: u32, what: &str, fut: impl std::future::Future<Output = T
 #[wasm_bindgen_test]
 async fn a_sender_that_waits_for_drained_streams_8_mib_with_its_queue_bounded() {
     use rhizome::transport::{chunk::MAX_CHUNK, web::HIGH_WATER};
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 2).await;
-    eventually(30_000, "the pair is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     // Streaming as an application would: send while under a limit, else wait.
     const LIMIT: usize = 1 << 20;
@@ -892,11 +870,7 @@ async fn a_sender_that_waits_for_drained_streams_8_mib_with_its_queue_bounded() 
 #[wasm_bindgen_test]
 async fn sending_to_an_unknown_or_departed_peer_fails_with_a_typed_error_instead_of_hanging() {
     use rhizome::node::SendError;
-    let nodes = start_nodes(&signaling_url(), &fresh_room(), 3).await;
-    eventually(30_000, "the overlay is connected", || {
-        overlay_is_healthy(&nodes)
-    })
-    .await;
+    let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 3).await;
     let stranger = rhizome::id::Identity::generate()
         .expect("randomness")
         .peer_id();
