@@ -414,6 +414,11 @@ impl Overlay {
         }
         self.membership.remove_passive(&peer);
         self.membership.active.push(peer);
+        if self.membership.active.len() >= self.config.active_view_capacity {
+            // A full view ends any wait for routed candidates: a later gap waits
+            // UNROUTED_WAIT_MS afresh before dialling a peer only the server named.
+            self.membership.unrouted_since = None;
+        }
         self.membership.backoff = 0;
         self.membership.repair_not_before = 0;
         self.detector.add(peer, self.now);

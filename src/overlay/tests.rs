@@ -582,3 +582,44 @@ fn a_peer_that_lost_the_peers_the_server_named_asks_it_for_a_fresh_sample() {
     // A room of two: `b` knows everyone the server named, so it does not ask.
     assert!(!asks_for_a_fresh_sample(vec![a], 60_000));
 }
+
+#[test]
+fn a_view_that_filled_up_waits_afresh_for_routes_before_dialling_a_server_named_peer() {
+    use super::membership::UNROUTED_WAIT_MS;
+    let mut o = Overlay::new(me(), small_config(), 7);
+    o.handle(0, Input::ServerUp);
+    o.handle(0, Input::Join { contacts: vec![] });
+    let peers: Vec<PeerId> = pool().iter().map(|i| i.peer_id()).collect();
+    // Two of three neighbours, and peers the server named that nothing routes to.
+    o.add_active(peers[0]);
+    o.add_active(peers[1]);
+    for p in &peers[4..7] {
+        o.add_passive(*p, Vec::new());
+    }
+    let dials = |o: &mut Overlay, now: u64| {
+        o.now = now;
+        o.repair();
+        std::mem::take(&mut o.out)
+            .into_iter()
+            .filter(|out| matches!(out, Output::Connect { .. }))
+            .count()
+    };
+    std::mem::take(&mut o.out);
+    // Most of the view is there: it waits for shuffles to bring routes...
+    assert_eq!(dials(&mut o, 1_000), 0);
+    // ...while the view fills up and, much later, loses a neighbour again.
+    o.now = 2_000;
+    o.add_active(peers[2]);
+    o.now = 1_000 + UNROUTED_WAIT_MS + 5_000;
+    o.drop_active(peers[2]);
+    o.conns.remove(&peers[2]);
+    // The gap is new: it waits UNROUTED_WAIT_MS from now, not from the first gap.
+    let gap = o.now;
+    assert_eq!(dials(&mut o, gap), 0, "a fresh gap waits for routes first");
+    assert_eq!(dials(&mut o, gap + UNROUTED_WAIT_MS - 1_000), 0);
+    assert_eq!(
+        dials(&mut o, gap + UNROUTED_WAIT_MS),
+        1,
+        "then dials one peer"
+    );
+}
