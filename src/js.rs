@@ -798,8 +798,8 @@ impl RhizomeNode {
 
     /// Resolves once nothing sent to `peerId` waits in this node's own queue: all of it
     /// is with the data channel, whose buffer holds at most ~320 KiB (its 256 KiB high
-    /// water and the chunk that crossed it). At once when the
-    /// queue is empty or there is no connection; also when the connection goes.
+    /// water and the chunk that crossed it). At once when the queue is empty or there is
+    /// no connection; also when the connection goes.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn drained(&self, #[wasm_bindgen(js_name = peerId)] peer_id: &str) -> Promise {
         let waiting = parse_peer(peer_id).map(|p| self.node.drained(p));

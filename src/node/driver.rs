@@ -572,9 +572,6 @@ impl<P: Platform> Shared<P> {
         Ok(id)
     }
 
-    /// Hands a direct message to the overlay at once (so messages leave in call order)
-    /// and returns where its outcome will come. Refuses with `backpressure` when
-    /// [`MAX_SENDS_IN_FLIGHT`] wait already or the connection's send queue cannot take it.
     /// Bytes accepted for `peer` and not yet sent: the transport's queue and the WebRTC
     /// stack's buffer (0 without a connection).
     pub(super) fn buffered_amount(&self, peer: PeerId) -> usize {
@@ -598,6 +595,9 @@ impl<P: Platform> Shared<P> {
         Some(rx)
     }
 
+    /// Hands a direct message to the overlay at once (so messages leave in call order)
+    /// and returns where its outcome will come. Refuses with `backpressure` when
+    /// [`MAX_SENDS_IN_FLIGHT`] wait already or the connection's send queue cannot take it.
     pub(super) fn start_send(
         self: &Rc<Self>,
         to: PeerId,
