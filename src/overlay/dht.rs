@@ -112,6 +112,8 @@ const RECORD_CONTEXT: &[u8] = b"rhizome/dht-record/v1";
 const KEY_CONTEXT: &[u8] = b"rhizome/dht-key/v1";
 /// How long a received direct message id is remembered to drop duplicates, ms.
 const SEEN_TTL_MS: u64 = 120_000;
+/// Most requests to us whose way back is kept for the application's `respond`.
+const MAX_REQUEST_PATHS: usize = 1024;
 /// How long we do not try again to link to a peer whose link failed or was closed, ms.
 const LINK_BACKOFF_MS: u64 = 600_000;
 /// A link candidate heard from directly this recently, ms, is preferred.
@@ -844,6 +846,10 @@ pub(super) struct Dht {
     ops: BTreeMap<u64, Op>,
     app_ids: BTreeSet<u64>,
     seen: BTreeMap<(PeerId, u64), (u64, u8)>,
+    /// The path each request to us came by (asker first) and when, by asker and rpc:
+    /// its response goes back that way (see [`Overlay::dht_answer`]). At most
+    /// [`MAX_REQUEST_PATHS`], each kept for the asker's `response_timeout_ms`.
+    request_paths: BTreeMap<(PeerId, u64), (u64, Vec<PeerId>)>,
     records: BTreeMap<Key, Held>,
     own: BTreeMap<Vec<u8>, Record>,
     next_links: u64,
@@ -875,6 +881,7 @@ impl Dht {
             ops: BTreeMap::new(),
             app_ids: BTreeSet::new(),
             seen: BTreeMap::new(),
+            request_paths: BTreeMap::new(),
             records: BTreeMap::new(),
             own: BTreeMap::new(),
             next_links: 0,
@@ -1060,12 +1067,15 @@ impl Overlay {
                 None,
             ),
             Command::Respond { to, id, payload } => {
-                self.dht_send(
-                    Key::of_peer(&to),
-                    true,
-                    DhtBody::Response { rpc: id, payload },
-                    &[],
-                );
+                let body = DhtBody::Response { rpc: id, payload };
+                // Back the way the request came, like every answer; greedily if that is
+                // not known (any more).
+                match self.dht.request_paths.remove(&(to, id)) {
+                    Some((_, path)) => self.dht_answer(&path, body),
+                    None => {
+                        self.dht_send(Key::of_peer(&to), true, body, &[]);
+                    }
+                }
             }
             Command::Lookup { id, key } => self.start_op(Some(id), OpKind::Lookup, key, deadline),
             Command::Get { id, writer, name } => self.start_op(
@@ -1346,6 +1356,10 @@ impl Overlay {
             DhtBody::Request { rpc, payload } => {
                 let (first, hops) = self.dht_seen(source, rpc, hops);
                 if first {
+                    if self.dht.request_paths.len() < MAX_REQUEST_PATHS {
+                        let path = (now, frame.path.clone());
+                        self.dht.request_paths.insert((source, rpc), path);
+                    }
                     self.event(Event::Dht(DhtEvent::Request {
                         from: source,
                         id: rpc,
@@ -2058,6 +2072,10 @@ impl Overlay {
             }
         }
         self.dht.seen.retain(|_, (at, _)| *at + SEEN_TTL_MS > now);
+        let answer_wait = self.config.dht.response_timeout_ms;
+        self.dht
+            .request_paths
+            .retain(|_, (at, _)| *at + answer_wait > now);
         self.dht.link_backoff.retain(|_, until| *until > now);
         self.dht
             .spare_offered

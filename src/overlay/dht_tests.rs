@@ -1029,3 +1029,57 @@ fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_response_goes_back_the_way_its_request_came() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = o.peer_id();
+    // A newcomer's request reached us through `via`; greedy routing would take `near`,
+    // much closer to the newcomer, which may not know it yet.
+    let newcomer = Identity::from_secret_bytes([40; 32]).peer_id();
+    let nk = Key::of_peer(&newcomer);
+    let (via, near) = (peer_in_bucket(&nk, 0, 1), peer_in_bucket(&nk, 30, 1));
+    for p in [via, near] {
+        accept_link(&mut o, 1, p);
+    }
+    let request = DhtFrame {
+        target: Key::of_peer(&me),
+        exact: true,
+        path: vec![newcomer, via],
+        route: Vec::new(),
+        detours: 0,
+        body: DhtBody::Request {
+            rpc: 7,
+            payload: b"ping".to_vec(),
+        },
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(request))).unwrap();
+    let out = o.handle(2, Input::Frame { from: via, bytes });
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Dht(DhtEvent::Request { from, id: 7, .. })) if *from == newcomer
+    )));
+    let respond = Command::Respond {
+        to: newcomer,
+        id: 7,
+        payload: b"pong".to_vec(),
+    };
+    let out = o.handle(3, Input::Dht(respond));
+    let responses: Vec<(PeerId, DhtFrame)> = dht_sends(&out)
+        .into_iter()
+        .filter(|(_, f)| matches!(f.body, DhtBody::Response { rpc: 7, .. }))
+        .collect();
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    let (hop, frame) = &responses[0];
+    assert_eq!(*hop, via, "the response retraces the request's path");
+    assert_eq!(frame.route, vec![newcomer]);
+    // Answered once: a second response to the same request goes greedily.
+    let again = Command::Respond {
+        to: newcomer,
+        id: 7,
+        payload: b"pong".to_vec(),
+    };
+    let out = o.handle(4, Input::Dht(again));
+    let hops: Vec<PeerId> = dht_sends(&out).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(hops, vec![near]);
+}
