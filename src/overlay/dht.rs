@@ -1355,11 +1355,13 @@ impl Overlay {
             }
             DhtBody::Request { rpc, payload } => {
                 let (first, hops) = self.dht_seen(source, rpc, hops);
+                // The latest way in: a retry came by another path because the first one
+                // (or its way back) broke.
+                let paths = &mut self.dht.request_paths;
+                if paths.len() < MAX_REQUEST_PATHS || paths.contains_key(&(source, rpc)) {
+                    paths.insert((source, rpc), (now, frame.path.clone()));
+                }
                 if first {
-                    if self.dht.request_paths.len() < MAX_REQUEST_PATHS {
-                        let path = (now, frame.path.clone());
-                        self.dht.request_paths.insert((source, rpc), path);
-                    }
                     self.event(Event::Dht(DhtEvent::Request {
                         from: source,
                         id: rpc,

@@ -1053,12 +1053,25 @@ fn a_response_goes_back_the_way_its_request_came() {
             payload: b"ping".to_vec(),
         },
     };
-    let bytes = wire::encode(&Message::Dht(Box::new(request))).unwrap();
+    let bytes = wire::encode(&Message::Dht(Box::new(request.clone()))).unwrap();
     let out = o.handle(2, Input::Frame { from: via, bytes });
     assert!(out.iter().any(|o| matches!(
         o,
         Output::Event(Event::Dht(DhtEvent::Request { from, id: 7, .. })) if *from == newcomer
     )));
+    // Its retry by another way (the first way back broke) is not reported again, but
+    // that way is the one the response takes.
+    let other = peer_in_bucket(&nk, 2, 1);
+    accept_link(&mut o, 2, other);
+    let retry = DhtFrame {
+        path: vec![newcomer, other],
+        ..request
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(retry))).unwrap();
+    let out = o.handle(2, Input::Frame { from: other, bytes });
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Dht(DhtEvent::Request { .. })))));
     let respond = Command::Respond {
         to: newcomer,
         id: 7,
@@ -1071,7 +1084,10 @@ fn a_response_goes_back_the_way_its_request_came() {
         .collect();
     assert_eq!(responses.len(), 1, "{responses:?}");
     let (hop, frame) = &responses[0];
-    assert_eq!(*hop, via, "the response retraces the request's path");
+    assert_eq!(
+        *hop, other,
+        "the response retraces the request's latest path"
+    );
     assert_eq!(frame.route, vec![newcomer]);
     // Answered once: a second response to the same request goes greedily.
     let again = Command::Respond {
