@@ -872,19 +872,25 @@ fn dht_sends(out: &[Output]) -> Vec<(PeerId, DhtFrame)> {
         .collect()
 }
 
-#[test]
-fn a_newcomers_lookup_answer_goes_back_the_way_its_query_came() {
+/// An overlay linked to `via` and `near`, both toward a newcomer (returned with its key):
+/// `near` much closer to it, so greedy routing would take `near`, though `near` may not
+/// know the newcomer yet (its deepest links come last).
+fn linked_toward_a_newcomer() -> (Overlay, PeerId, Key, PeerId, PeerId) {
     let mut o = overlay(Mode::Hybrid);
-    let me = o.peer_id();
-    // A newcomer whose query reached us through `via`; we also hold a link to `near`,
-    // much closer to the newcomer, which greedy routing would take, though `near` may
-    // not know the newcomer yet (its deepest links come last).
     let newcomer = Identity::from_secret_bytes([40; 32]).peer_id();
     let nk = Key::of_peer(&newcomer);
     let (via, near) = (peer_in_bucket(&nk, 0, 1), peer_in_bucket(&nk, 30, 1));
     for p in [via, near] {
         accept_link(&mut o, 1, p);
     }
+    (o, newcomer, nk, via, near)
+}
+
+#[test]
+fn a_newcomers_lookup_answer_goes_back_the_way_its_query_came() {
+    // The newcomer's query reached us through `via`.
+    let (mut o, newcomer, nk, via, _near) = linked_toward_a_newcomer();
+    let me = o.peer_id();
     let find = DhtFrame {
         target: Key::of_peer(&me),
         exact: false,
@@ -1032,16 +1038,9 @@ fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
 
 #[test]
 fn a_response_goes_back_the_way_its_request_came() {
-    let mut o = overlay(Mode::Hybrid);
+    // The newcomer's request reached us through `via`.
+    let (mut o, newcomer, nk, via, near) = linked_toward_a_newcomer();
     let me = o.peer_id();
-    // A newcomer's request reached us through `via`; greedy routing would take `near`,
-    // much closer to the newcomer, which may not know it yet.
-    let newcomer = Identity::from_secret_bytes([40; 32]).peer_id();
-    let nk = Key::of_peer(&newcomer);
-    let (via, near) = (peer_in_bucket(&nk, 0, 1), peer_in_bucket(&nk, 30, 1));
-    for p in [via, near] {
-        accept_link(&mut o, 1, p);
-    }
     let request = DhtFrame {
         target: Key::of_peer(&me),
         exact: true,
