@@ -468,8 +468,12 @@ impl Overlay {
         });
         batch.ids.push(id);
         if batch.ids.len() >= ACK_BATCH {
-            let ids = std::mem::take(&mut batch.ids);
-            self.direct.acks.remove(&to);
+            let ids = self
+                .direct
+                .acks
+                .remove(&to)
+                .map(|b| b.ids)
+                .unwrap_or_default();
             return self.send(to, &Message::DataAck { ids });
         }
         if batch.urgent {
@@ -491,8 +495,7 @@ impl Overlay {
     /// Whether a message to or from `peer` is in flight on our connection with it: one of
     /// ours waits for its acknowledgement, or one of theirs is half reassembled.
     pub(super) fn direct_in_flight_with(&self, peer: &PeerId) -> bool {
-        self.direct.waiting.values().any(|(to, _)| to == peer)
-            || self.direct.partial.contains_key(peer)
+        self.direct.unacked.contains_key(peer) || self.direct.partial.contains_key(peer)
     }
 
     /// Sends the acknowledgements that are due (the `AckFlush` timer), or all of them

@@ -13,9 +13,9 @@
 //!   polite side rolls its own back and answers. No coordinator and no retry loop.
 //! - **Chunks and backpressure**: every message travels as chunks (`chunk.rs`) of up to
 //!   64 KiB when the remote's SCTP transport takes them (its `maxMessageSize`, read when
-//!   the channel opens), else 16 KiB, through a queue of ours that feeds the browser only while its `bufferedAmount` is
-//!   under [`HIGH_WATER`], refilled on `bufferedamountlow`; `send` refuses when our queue
-//!   is full instead of letting memory grow.
+//!   the channel opens), else 16 KiB, through a queue of ours that feeds the browser only
+//!   while its `bufferedAmount` is under [`HIGH_WATER`], refilled on `bufferedamountlow`;
+//!   `send` refuses when our queue is full instead of letting memory grow.
 //! - **Made ahead while joining**: a node calls [`prewarm`] while its signaling socket
 //!   opens, and [`WebConnection::new`] takes that peer connection (up to two wait per
 //!   page), so the constructor's ~1 ms is off the join's critical path; the answer is
@@ -177,7 +177,13 @@ struct Rtt {
 /// (a read costs a call into the browser: ~3 µs, once per 1 KiB message before), and not
 /// at all while the buffer is known full: then only `bufferedamountlow` (which clears
 /// [`Room::full`]) resumes sending — the buffer is above [`LOW_WATER`], so it will fire.
-fn pump(queue: &mut SendQueue, dc: &RtcDataChannel, room: &Room) -> Result<(), TransportError> {
+/// When the queue empties while [`Room::drain_wanted`], it reports [`ConnEvent::Drained`].
+fn pump(
+    queue: &mut SendQueue,
+    dc: &RtcDataChannel,
+    room: &Room,
+    events: &mpsc::UnboundedSender<ConnEvent>,
+) -> Result<(), TransportError> {
     while let Some(chunk) = queue.chunks.front() {
         let len = chunk.len() as u32;
         if room.bound.get() < len {
@@ -196,6 +202,9 @@ fn pump(queue: &mut SendQueue, dc: &RtcDataChannel, room: &Room) -> Result<(), T
         room.bound.set(room.bound.get().saturating_sub(len));
         queue.bytes -= chunk.len();
         queue.chunks.pop_front();
+    }
+    if queue.bytes == 0 && room.drain_wanted.replace(false) {
+        let _ = events.unbounded_send(ConnEvent::Drained);
     }
     Ok(())
 }
@@ -346,11 +355,7 @@ impl WebConnection {
         }
         let mut queue = self.queue.borrow_mut();
         queue.push_message(data, self.limits.max_queued, self.chunk_payload.get())?;
-        pump(&mut queue, &self.dc, &self.room)?;
-        if queue.bytes == 0 && self.room.drain_wanted.replace(false) {
-            let _ = self.events.unbounded_send(ConnEvent::Drained);
-        }
-        Ok(())
+        pump(&mut queue, &self.dc, &self.room, &self.events)
     }
 
     /// Sends `bytes` as one raw data-channel message, bypassing chunking and the queue.
@@ -580,11 +585,8 @@ impl WebConnection {
             let tx = self.events.clone();
             let cb = Closure::<dyn FnMut(JsValue)>::new(move |_ev: JsValue| {
                 room.full.set(false);
-                let mut queue = queue.borrow_mut();
-                if let Err(e) = pump(&mut queue, &dc, &room) {
+                if let Err(e) = pump(&mut queue.borrow_mut(), &dc, &room, &tx) {
                     close_once(&state, &tx, &format!("send failed: {e}"));
-                } else if queue.bytes == 0 && room.drain_wanted.replace(false) {
-                    let _ = tx.unbounded_send(ConnEvent::Drained);
                 }
             });
             self.dc
