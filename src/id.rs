@@ -13,7 +13,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Length of a [`PeerId`] in bytes (an Ed25519 public key).
@@ -68,10 +68,19 @@ impl PeerId {
     }
 
     /// Checks that `sig` is this peer's signature over `context || message`.
+    ///
+    /// Strict: a key of small order (a "weak" key, such as the identity point) is refused
+    /// as [`IdError::InvalidKey`], and so is a signature whose `R` has small order.
+    /// Plain Ed25519 verification accepts a forged signature for such a key (for the
+    /// identity point, `R` = identity and `s` = 0 verify any message), so "this id signed
+    /// it" would prove nothing for those ids. No honest key is of small order.
     pub fn verify(&self, context: &[u8], message: &[u8], sig: &Signature) -> Result<(), IdError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| IdError::InvalidKey)?;
+        if key.is_weak() {
+            return Err(IdError::InvalidKey);
+        }
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify(&contextualize(context, message), &sig)
+        key.verify_strict(&contextualize(context, message), &sig)
             .map_err(|_| IdError::BadSignature)
     }
 }
@@ -364,6 +373,38 @@ mod tests {
         // Context and message boundaries matter.
         let sig2 = alice.sign(b"ab", b"c");
         assert!(alice.peer_id().verify(b"a", b"bc", &sig2).is_err());
+    }
+
+    #[test]
+    fn a_small_order_key_proves_nothing_so_its_signatures_are_refused() {
+        // The identity point: with R = identity and s = 0, sB = R + hA holds for every
+        // message, so plain verification accepts this forgery for any message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut forged = [0u8; SIGNATURE_LEN];
+        forged[0] = 1;
+        let forged = Signature::from_bytes(forged);
+        let weak = PeerId::from_bytes(identity);
+        assert_eq!(
+            weak.verify(b"ctx", b"anything", &forged),
+            Err(IdError::InvalidKey)
+        );
+        // The other small-order points are refused too, whatever the signature.
+        let honest = Identity::from_secret_bytes([3; 32]).sign(b"ctx", b"m");
+        let mut order_two = [0xffu8; 32];
+        order_two[0] = 0xec;
+        order_two[31] = 0x7f;
+        for key in [[0u8; 32], order_two] {
+            let weak = PeerId::from_bytes(key);
+            assert_eq!(weak.verify(b"ctx", b"m", &honest), Err(IdError::InvalidKey));
+            assert_eq!(weak.verify(b"ctx", b"m", &forged), Err(IdError::InvalidKey));
+        }
+        // An honest key with a small-order R and s = 0 is refused as a bad signature.
+        let alice = Identity::from_secret_bytes([4; 32]).peer_id();
+        assert_eq!(
+            alice.verify(b"ctx", b"m", &forged),
+            Err(IdError::BadSignature)
+        );
     }
 
     #[test]

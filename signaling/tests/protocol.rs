@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{fast_config, Client, Event, Server};
 use futures_util::SinkExt;
-use rhizome::id::Identity;
+use rhizome::id::{Identity, PeerId};
 use rhizome::signal::*;
 use rhizome_signaling::Config;
 use serde_json::json;
@@ -157,6 +157,29 @@ async fn a_different_key_cannot_take_an_id_and_gets_bad_proof() {
         .await;
     thief.expect_error(ErrorCode::BadProof).await;
     victim.ping().await; // untouched
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_small_order_key_cannot_join_with_a_forged_proof() {
+    let server = Server::start(fast_config()).await;
+    let mut c = server.connect().await;
+    // The identity point as a peer id: R = identity, s = 0 "signs" every message under
+    // plain Ed25519 verification, so this proof would pass without the strict check.
+    let mut key = [0u8; 32];
+    key[0] = 1;
+    let mut sig = [0u8; 64];
+    sig[0] = 1;
+    c.send(&ClientMsg::Join {
+        room: "r".into(),
+        peer: PeerId::from_bytes(key),
+        proof: rhizome::id::Signature::from_bytes(sig),
+    })
+    .await;
+    c.expect_error(ErrorCode::BadProof).await;
+    // Nobody joined: a later honest member is alone in the room.
+    let (_, sample) = server.join("r").await;
+    assert!(sample.is_empty(), "{sample:?}");
     server.stop().await;
 }
 
