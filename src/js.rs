@@ -209,6 +209,8 @@ export interface NodeStats {
   frames_received: number;
   relayed: number;
   bootstraps: number;
+  /** Reconnections to the signaling server tried after its session was lost. */
+  reconnects: number;
   server_connected: boolean;
   broadcasts_sent: number;
   /** Direct messages sent with `node.send`, and received. */
@@ -913,7 +915,9 @@ impl RhizomeNode {
         })
     }
 
-    /// Closes the signaling session as if the server had died (for tests and demos).
+    /// Closes the signaling session for good: the node carries on through the overlay and
+    /// does not reconnect (unless it ends up isolated). A session the server or the
+    /// network closes is reopened in the background instead.
     #[wasm_bindgen(js_name = disconnectSignaling)]
     pub fn disconnect_signaling(&self) {
         self.node.disconnect_server();
@@ -1041,6 +1045,7 @@ fn stats_to_js(s: &NodeStats) -> JsValue {
         frames_received,
         relayed,
         bootstraps,
+        reconnects,
         server_connected,
         broadcasts_sent,
         messages_sent,
@@ -1082,6 +1087,7 @@ fn stats_to_js(s: &NodeStats) -> JsValue {
         ("frames_received", js_num(*frames_received)),
         ("relayed", js_num(*relayed)),
         ("bootstraps", js_num(*bootstraps)),
+        ("reconnects", js_num(*reconnects)),
         ("server_connected", (*server_connected).into()),
         ("broadcasts_sent", js_num(*broadcasts_sent)),
         ("messages_sent", js_num(*messages_sent)),

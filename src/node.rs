@@ -292,6 +292,8 @@ pub struct NodeStats {
     pub relayed: u64,
     /// Re-bootstraps through the signaling server.
     pub bootstraps: u64,
+    /// Reconnections to the signaling server tried after its session was lost.
+    pub reconnects: u64,
     /// Whether a signaling session is open.
     pub server_connected: bool,
     /// Application broadcasts sent by this node.
@@ -631,6 +633,7 @@ impl Node {
             frames_received: o.frames_received,
             relayed: o.relayed,
             bootstraps: o.bootstraps,
+            reconnects: o.reconnects,
             server_connected: s.server.is_some(),
             broadcasts_sent: s.broadcasts_sent,
             messages_sent: s.messages_sent,
@@ -641,10 +644,13 @@ impl Node {
         }
     }
 
-    /// Closes the signaling session, as if the server had gone away. For tests and for
-    /// applications that want to stop using the server once the overlay is up.
+    /// Closes the signaling session for good: the node carries on through the overlay and
+    /// does not reconnect (unless it ends up isolated, when it asks the server for a new
+    /// sample). For applications that want to stop using the server once the overlay is
+    /// up, and for tests. (A session the server or the network closes is reopened in the
+    /// background, with backoff.)
     pub fn disconnect_server(&self) {
-        self.shared.drop_server();
+        self.shared.drop_server(false);
     }
 
     /// Closes the connection to `peer` (as a network failure would); the overlay repairs.

@@ -385,6 +385,63 @@ async fn the_overlay_broadcasts_repairs_and_connects_with_the_signaling_server_g
     control("start").await;
 }
 
+/// Waits until every node's signaling session is `up` (or, with `false`, gone).
+async fn until_server_sessions(nodes: &[TestNode], up: bool, ms: u32) {
+    eventually(ms, "every node's signaling session", || {
+        let wrong: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.node.stats().server_connected != up)
+            .map(|n| n.id().short())
+            .collect();
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{wrong:?} not {}", if up { "up" } else { "down" }))
+        }
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn a_server_restart_does_not_split_the_room_survivors_and_newcomers_merge() {
+    control("start").await;
+    let room = fresh_room();
+    let mut nodes = start_healthy_nodes(&killable_url(), &room, 12).await;
+
+    // The server goes away and five pages close: the seven others carry on.
+    control("stop").await;
+    until_server_sessions(&nodes, false, 10_000).await;
+    for gone in nodes.drain(7..) {
+        gone.node.leave().await;
+    }
+    eventually(30_000, "the seven survivors repair", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+
+    // The server comes back knowing nobody, and three newcomers join at once: it can only
+    // introduce them to each other. The survivors reconnect in the background (within
+    // their 30 s reconnection window), register again and merge with them.
+    control("start").await;
+    for _ in 0..3 {
+        nodes.push(start_node(&killable_url(), &room).await);
+    }
+    until_server_sessions(&nodes, true, 40_000).await;
+    eventually(60_000, "survivors and newcomers form one overlay", || {
+        overlay_is_healthy(&nodes)
+    })
+    .await;
+    broadcast_reaches_everyone(&nodes, 9, "one room again").await;
+    broadcast_reaches_everyone(&nodes, 0, "from a survivor").await;
+    let reconnects: u64 = nodes[..7].iter().map(|n| n.node.stats().reconnects).sum();
+    assert!(
+        reconnects >= 7,
+        "{reconnects} reconnections for 7 survivors"
+    );
+
+    leave_all(&nodes).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_peer_that_sends_garbage_is_reported_and_dropped() {
     let nodes = start_healthy_nodes(&signaling_url(), &fresh_room(), 3).await;

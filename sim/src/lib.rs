@@ -15,11 +15,14 @@
 //!   channel opens after `ice_ms` more and both sides get `ConnectionUp`. An attempt not
 //!   up within `transport_timeout_ms` reports `ConnectionDown` to its initiator. Every
 //!   RTCPeerConnection created (one per side per attempt) is counted.
-//! - **Server.** A room: the set of online peers. A join or re-bootstrap gets a random
-//!   sample of `contacts` of them; envelopes are relayed with `server_latency_ms` each way
-//!   to peers still in the room. An offer to a peer that left the room fails the attempt
-//!   at once (the server answers `unknown-peer` and the driver reports `ConnectionDown`).
-//!   The server can be switched off.
+//! - **Server.** A room: the set of online peers that registered with it (joined, or
+//!   re-bootstrapped). A join or re-bootstrap gets a random sample of `contacts` of them;
+//!   envelopes are relayed with `server_latency_ms` each way to peers still registered. An
+//!   offer to a peer that is not fails the attempt at once (the server answers
+//!   `unknown-peer` and the driver reports `ConnectionDown`). The server can be switched
+//!   off, which loses its room (every peer is told `ServerDown`), and on again, with an
+//!   empty room that peers fill by reconnecting (`RequestBootstrap`) as a restarted
+//!   server would. A re-bootstrap asked for while it is off fails silently.
 //! - **Failures.** A crashed peer stops silently: its channels stay "open" to the other
 //!   side until the transport notices (ICE consent failure) after a delay drawn from
 //!   `crash_detect_ms`, unless the overlay's failure detector closes them first. A leaving
@@ -40,6 +43,7 @@ use rhizome::wire::{self, Message, MsgId};
 
 pub mod join;
 pub mod report;
+pub mod restart;
 
 /// The simulator's model parameters.
 #[derive(Debug, Clone)]
@@ -235,6 +239,11 @@ pub struct Sim {
     next_attempt: u64,
     room: Vec<usize>,
     room_pos: Vec<Option<usize>>,
+    /// The server's room: the peers registered with it (a subset of `room`).
+    registered: Vec<usize>,
+    registered_pos: Vec<Option<usize>>,
+    /// When each registration (join or re-bootstrap) reached the server, ms.
+    server_joins: Vec<u64>,
     server_up: bool,
     gossip_tag: u8,
     counters_since: u64,
@@ -288,6 +297,9 @@ impl Sim {
             next_attempt: 1,
             room: Vec::new(),
             room_pos: vec![None; n],
+            registered: Vec::new(),
+            registered_pos: vec![None; n],
+            server_joins: Vec::new(),
             server_up: true,
             gossip_tag,
             counters_since: 0,
@@ -321,6 +333,7 @@ impl Sim {
             pos: (0.0, 0.0),
         });
         self.room_pos.push(None);
+        self.registered_pos.push(None);
         let pos = (unit(&mut self.rng), unit(&mut self.rng));
         self.nodes[i].pos = pos;
         i
@@ -518,6 +531,8 @@ impl Sim {
                 if self.server_up && self.nodes[i].state == NodeState::Online {
                     self.counters.bootstraps += 1;
                     let contacts = self.sample_room(i);
+                    self.register(i);
+                    self.input(i, Input::ServerUp);
                     self.input(i, Input::Join { contacts });
                 }
             }
@@ -538,6 +553,7 @@ impl Sim {
         self.room_pos[i] = Some(self.room.len());
         self.room.push(i);
         if self.server_up {
+            self.register(i);
             self.input(i, Input::ServerUp);
         }
         self.input(i, Input::Join { contacts });
@@ -559,7 +575,7 @@ impl Sim {
 
     fn sample_room(&mut self, except: usize) -> Vec<PeerId> {
         let mut out = Vec::new();
-        let n = self.room.len();
+        let n = self.registered.len();
         if n == 0 {
             return out;
         }
@@ -568,7 +584,7 @@ impl Sim {
         while out.len() < want && tries < want * 4 {
             tries += 1;
             let r = self.rand_below(n);
-            let j = self.room[r];
+            let j = self.registered[r];
             let id = self.nodes[j].identity.peer_id();
             if j != except && !out.contains(&id) {
                 out.push(id);
@@ -578,13 +594,27 @@ impl Sim {
     }
 
     fn leave_room(&mut self, i: usize) {
-        if let Some(pos) = self.room_pos[i].take() {
-            self.room.swap_remove(pos);
-            if pos < self.room.len() {
-                let moved = self.room[pos];
-                self.room_pos[moved] = Some(pos);
-            }
+        remove_member(&mut self.room, &mut self.room_pos, i);
+        remove_member(&mut self.registered, &mut self.registered_pos, i);
+    }
+
+    /// Peer `i` registers with the server (joins its room).
+    fn register(&mut self, i: usize) {
+        self.server_joins.push(self.now);
+        if self.registered_pos[i].is_none() {
+            self.registered_pos[i] = Some(self.registered.len());
+            self.registered.push(i);
         }
+    }
+
+    /// When each registration (a join or re-bootstrap) reached the server, ms.
+    pub fn server_joins(&self) -> &[u64] {
+        &self.server_joins
+    }
+
+    /// How many peers the server's room holds (registered and online).
+    pub fn registered(&self) -> usize {
+        self.registered.len()
     }
 
     /// Feeds one input to peer `i` and carries out the outputs.
@@ -627,7 +657,7 @@ impl Sim {
                     return;
                 };
                 let at = self.now + 2 * self.cfg.server_latency_ms;
-                if self.room_pos[j].is_some() {
+                if self.registered_pos[j].is_some() {
                     self.counters.server_relays += 1;
                     self.push(at, Ev::Input(j, Input::SignalFromServer { envelope }));
                 } else if self.attempts.contains_key(&(i, j)) {
@@ -919,18 +949,22 @@ impl Sim {
         self.counters.peer_ms += self.now - n.online_since.max(self.counters_since);
     }
 
-    /// Switches the signaling server on or off (every online peer is told).
+    /// Switches the signaling server off (it loses its room and every registered peer's
+    /// session closes: each is told `ServerDown`) or on again (with an empty room, like a
+    /// restarted server: nobody is told; peers come back by reconnecting).
     pub fn set_server(&mut self, up: bool) {
+        if up == self.server_up {
+            return;
+        }
         self.server_up = up;
-        for i in self.online() {
-            self.input(
-                i,
-                if up {
-                    Input::ServerUp
-                } else {
-                    Input::ServerDown
-                },
-            );
+        if !up {
+            let sessions = std::mem::take(&mut self.registered);
+            for &i in &sessions {
+                self.registered_pos[i] = None;
+            }
+            for i in sessions {
+                self.input(i, Input::ServerDown);
+            }
         }
     }
 
@@ -1097,4 +1131,15 @@ fn gossip_tag() -> u8 {
         sig: rhizome::id::Signature::from_bytes([0; 64]),
     });
     wire::encode(&g).map(|f| f[1]).unwrap_or(u8::MAX)
+}
+
+/// Removes `i` from a member list kept with each member's position.
+fn remove_member(list: &mut Vec<usize>, pos: &mut [Option<usize>], i: usize) {
+    if let Some(p) = pos[i].take() {
+        list.swap_remove(p);
+        if p < list.len() {
+            let moved = list[p];
+            pos[moved] = Some(p);
+        }
+    }
 }

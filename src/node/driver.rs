@@ -321,7 +321,7 @@ impl<P: Platform> Shared<P> {
                 let sent = server.map(|s| s.send_signal(&envelope));
                 if !matches!(sent, Some(Ok(()))) {
                     // Lost the server between the overlay's decision and now.
-                    self.drop_server();
+                    self.drop_server(true);
                 }
             }
             Output::DeliverSignal { envelope, payload } => self.deliver_signal(envelope, payload),
@@ -910,14 +910,16 @@ impl<P: Platform> Shared<P> {
             }
             if let Some(shared) = weak.upgrade() {
                 if shared.state.borrow().server_session == session {
-                    shared.drop_server();
+                    shared.drop_server(true);
                 }
             }
         });
     }
 
-    /// Lets the signaling session go (its task closes it) and tells the overlay.
-    pub(super) fn drop_server(self: &Rc<Self>) {
+    /// Lets the signaling session go (its task closes it) and tells the overlay: that it
+    /// was lost (`reconnect`: the overlay reconnects in the background), or that the
+    /// application released it on purpose.
+    pub(super) fn drop_server(self: &Rc<Self>, reconnect: bool) {
         let had = {
             let mut s = self.state.borrow_mut();
             s.server_stop = None;
@@ -925,7 +927,11 @@ impl<P: Platform> Shared<P> {
             s.server.take().is_some()
         };
         if had {
-            self.input(Input::ServerDown);
+            self.input(if reconnect {
+                Input::ServerDown
+            } else {
+                Input::ServerReleased
+            });
         }
     }
 

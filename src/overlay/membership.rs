@@ -114,6 +114,13 @@ pub(super) struct Membership {
     /// NEIGHBOR requests sent over open DHT links (to make the link an active-view link),
     /// by peer, with the time they were sent.
     promoting: crate::collections::BTreeMap<PeerId, u64>,
+    /// While the signaling session is lost: when to try to reconnect next.
+    reconnect_due: Option<u64>,
+    /// The current reconnection window (see [`super::Config::reconnect_backoff_ms`]).
+    reconnect_window: u64,
+    /// The next sample from the server follows a lost session: probe it for peers of
+    /// another component (see [`Overlay::probe_for_components`]).
+    probe_next_sample: bool,
 }
 
 impl Membership {
@@ -143,6 +150,8 @@ impl Overlay {
     pub(super) fn on_join_command(&mut self, contacts: Vec<PeerId>) {
         // A Join means the driver has a server session and a fresh sample of the room.
         self.server_up = true;
+        self.membership.reconnect_due = None;
+        self.membership.reconnect_window = 0;
         if !self.joined {
             self.joined = true;
             self.start_timers();
@@ -154,6 +163,9 @@ impl Overlay {
                 fresh.push(c);
             }
         }
+        if std::mem::take(&mut self.membership.probe_next_sample) {
+            self.probe_for_components(&fresh);
+        }
         for c in &fresh {
             self.add_passive(*c, Vec::new());
         }
@@ -161,6 +173,83 @@ impl Overlay {
         self.membership.join_contacts = fresh;
         if self.membership.active.is_empty() {
             self.try_join_contact();
+        }
+    }
+
+    /// The signaling session is gone (the server restarted, crashed, or the network
+    /// dropped it). The overlay carries on without it, but a server that comes back knows
+    /// only the peers that registered again: newcomers it introduces to each other would
+    /// form a room of their own. So every joined peer reconnects in the background, at a
+    /// random time in a window that doubles after each failure
+    /// ([`super::Config::reconnect_backoff_ms`]), and probes the first sample it gets for
+    /// peers of another component.
+    pub(super) fn on_server_down(&mut self, reconnect: bool) {
+        let was_up = std::mem::replace(&mut self.server_up, false);
+        if !reconnect {
+            self.membership.reconnect_due = None;
+            self.membership.probe_next_sample = false;
+        }
+        if !self.joined || !was_up || !reconnect {
+            return;
+        }
+        self.membership.probe_next_sample = true;
+        self.membership.reconnect_window = self.config.reconnect_backoff_ms.max(1);
+        self.schedule_reconnect();
+    }
+
+    fn schedule_reconnect(&mut self) {
+        let window = self.membership.reconnect_window;
+        let delay = 1 + self.rand_below(window as usize) as u64;
+        self.membership.reconnect_due = Some(self.now + delay);
+    }
+
+    /// Once per heartbeat: reconnects to the server when it is due (see
+    /// [`Self::on_server_down`]). The driver answers with `Join` when it is back; nothing
+    /// comes back when it is not, and the next try waits a window twice as long.
+    pub(super) fn reconnect_server(&mut self) {
+        if self.server_up || !self.joined {
+            self.membership.reconnect_due = None;
+            return;
+        }
+        let Some(due) = self.membership.reconnect_due else {
+            return;
+        };
+        if self.now < due {
+            return;
+        }
+        self.stats.reconnects += 1;
+        self.stats.bootstraps += 1;
+        self.membership.last_bootstrap = Some(self.now);
+        self.out.push(Output::RequestBootstrap);
+        self.membership.reconnect_window =
+            (self.membership.reconnect_window * 2).min(self.config.reconnect_backoff_max_ms.max(1));
+        self.schedule_reconnect();
+    }
+
+    /// The first sample after a lost session may name peers that joined while we were
+    /// away and that the server, which had forgotten us, introduced only to each other: a
+    /// component nothing in ours knows. Ask one contact that nothing in the overlay told
+    /// us of (not linked, not in the passive view) to be a neighbour: a peer with room
+    /// accepts, and one link merges two components. If the whole room stayed together,
+    /// the contact is one of ours that we had not heard of, and a full one refuses: one
+    /// connection per peer per server restart.
+    fn probe_for_components(&mut self, contacts: &[PeerId]) {
+        if self.membership.active.is_empty() {
+            return; // isolated: the JOIN through a contact does the merging
+        }
+        let unknown: Vec<PeerId> = contacts
+            .iter()
+            .copied()
+            .filter(|c| {
+                !self.conns.contains_key(c) && self.membership.passive.iter().all(|e| e.peer != *c)
+            })
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let pick = unknown[self.rand_below(unknown.len())];
+        if self.connect(pick, Intent::Neighbor(Priority::Low)) {
+            self.stats.merge_probes += 1;
         }
     }
 

@@ -112,6 +112,15 @@ pub struct Config {
     pub repair_backoff_max_ms: u64,
     /// Least time between two re-bootstrap requests. Default 10 s.
     pub bootstrap_backoff_ms: u64,
+    /// After the signaling session is lost, the first reconnection is tried at a random
+    /// time within this window; each failure doubles the window up to
+    /// `reconnect_backoff_max_ms`. Random ("full jitter") so that the peers of a room
+    /// whose server restarted come back spread over the window, not all at once.
+    /// Default 5 s.
+    pub reconnect_backoff_ms: u64,
+    /// Largest reconnection window. Default 30 s: a room is whole again at most about
+    /// this long after its server is back.
+    pub reconnect_backoff_max_ms: u64,
     /// Plumtree: wait after the first IHAVE for a missing message before GRAFTing.
     /// Default 500 ms (about 2× the simulator's mean RTT between neighbours).
     pub graft_timeout_ms: u64,
@@ -155,6 +164,8 @@ impl Default for Config {
             repair_backoff_ms: 2_000,
             repair_backoff_max_ms: 60_000,
             bootstrap_backoff_ms: 10_000,
+            reconnect_backoff_ms: 5_000,
+            reconnect_backoff_max_ms: 30_000,
             graft_timeout_ms: 500,
             graft_retry_ms: 250,
             optimization_threshold: 3,
@@ -205,8 +216,12 @@ pub enum Input {
     Timer,
     /// The signaling server session is up (joined to the room).
     ServerUp,
-    /// The signaling server session is gone.
+    /// The signaling server session is gone (closed by the server or the network): the
+    /// overlay asks to reconnect (`RequestBootstrap`) in the background, with backoff.
     ServerDown,
+    /// The application closed the signaling session on purpose: as `ServerDown`, but no
+    /// reconnection (an isolated peer still asks for a re-bootstrap).
+    ServerReleased,
     /// The server relayed this envelope to us.
     SignalFromServer {
         /// The envelope (untrusted until verified; the overlay verifies it).
@@ -393,6 +408,12 @@ pub struct Stats {
     pub relayed: u64,
     /// Re-bootstrap requests.
     pub bootstraps: u64,
+    /// Reconnections to the signaling server tried after its session was lost (each is
+    /// also a re-bootstrap request).
+    pub reconnects: u64,
+    /// Connections to a peer the server named after a reconnection that nothing in the
+    /// overlay knew of: they merge a room that grew apart while the server was away.
+    pub merge_probes: u64,
     /// Neighbours declared dead by the failure detector.
     pub declared_dead: u64,
     /// Neighbours evicted to make room for another.
@@ -587,7 +608,8 @@ impl Overlay {
                 self.on_timer()
             }
             Input::ServerUp => self.server_up = true,
-            Input::ServerDown => self.server_up = false,
+            Input::ServerDown => self.on_server_down(true),
+            Input::ServerReleased => self.on_server_down(false),
             Input::SignalFromServer { envelope } => self.on_server_signal(envelope),
             Input::SendSignal { envelope } => self.on_send_signal(envelope),
             Input::Dht(command) => self.on_dht_command(command),
@@ -736,6 +758,7 @@ impl Overlay {
         self.check_handshake_timeouts();
         self.expire_queries();
         self.repair();
+        self.reconnect_server();
         self.plumtree.gc(self.now, &self.config);
         self.router.gc(self.now);
         let now = self.now;
