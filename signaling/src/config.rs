@@ -70,6 +70,25 @@ pub struct Config {
     #[arg(long, env = "RHIZOME_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
+    /// Most open TCP connections, WebSocket sessions and plain HTTP connections together.
+    /// Never more than the open-files limit allows (less a reserve; half of it when static
+    /// files are served). At the cap, the oldest connection that is doing nothing (an
+    /// unfinished request head, an idle keep-alive) is dropped to make room; if every one
+    /// is busy, the new connection is closed at once.
+    #[arg(long, env = "RHIZOME_MAX_CONNECTIONS", default_value_t = 60_000)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a complete HTTP request head, from the moment it
+    /// connects (or its previous response on a kept-alive connection); then the
+    /// connection is closed.
+    #[arg(long, env = "RHIZOME_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Largest HTTP request head (request line and headers), in bytes; a larger one is
+    /// refused with 431. At least 8192.
+    #[arg(long, env = "RHIZOME_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
     /// On shutdown, time given to sessions to exchange close frames before the server exits anyway.
     #[arg(long, env = "RHIZOME_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -109,6 +128,9 @@ impl Default for Config {
             send_queue: 64,
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
+            max_connections: 60_000,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
             allowed_origins: Vec::new(),
             static_dir: None,
             pkg_dir: None,

@@ -26,12 +26,13 @@
 //! ```
 //!
 //! Modules: [`config`] (every limit), `server` (routes and shutdown), `session` (one
-//! WebSocket), `rooms` (the registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
+//! WebSocket), `connections` (the connection cap), `rooms` (the registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
 //! (Prometheus metrics).
 
 #![warn(missing_docs)]
 
 pub mod config;
+mod connections;
 mod mailbox;
 mod rate_limit;
 mod rooms;
