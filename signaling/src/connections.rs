@@ -11,7 +11,8 @@
 //! session: a client that has not finished its request head, an idle keep-alive, a slow
 //! reader of a finished response) is dropped to make room. An attacker who holds
 //! hundreds of unfinished heads therefore delays an honest client by one eviction, not
-//! by the header timeout. If every connection is busy, the newcomer is closed at once.
+//! by the header timeout. (A few are evicted at once, so a crowd of them is cleared
+//! quickly.) If every connection is busy, the newcomer is closed at once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +22,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+/// Idle connections evicted at once when the cap is reached.
+const EVICT_BATCH: usize = 8;
 
 /// Longest wait for an evicted connection to give its permit back.
 const EVICT_WAIT: Duration = Duration::from_millis(200);
@@ -142,16 +146,26 @@ impl Connections {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let victim = {
+                // A few at once: when the cap is reached it is usually by a crowd of
+                // connections that do nothing, and each wait for an evicted connection
+                // to let go holds up the accept loop (and everyone queued behind it).
+                let victims: Vec<Arc<Conn>> = {
                     let mut open = self.lock();
-                    let id = open
+                    let ids: Vec<u64> = open
                         .iter()
-                        .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
-                        .map(|(id, _)| *id)?;
-                    open.remove(&id)?
+                        .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+                        .map(|(id, _)| *id)
+                        .take(EVICT_BATCH)
+                        .collect();
+                    ids.iter().filter_map(|id| open.remove(id)).collect()
                 };
-                crate::telemetry::connection_dropped("evicted");
-                victim.evict.cancel();
+                if victims.is_empty() {
+                    return None;
+                }
+                for victim in victims {
+                    crate::telemetry::connection_dropped("evicted");
+                    victim.evict.cancel();
+                }
                 tokio::time::timeout(EVICT_WAIT, self.permits.clone().acquire_owned())
                     .await
                     .ok()?

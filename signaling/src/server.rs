@@ -131,23 +131,31 @@ pub(crate) struct Shared {
     pub tasks: TaskTracker,
     pub conns: Connections,
     slots: Arc<Semaphore>,
+    /// `max_sessions`, or less if the connection cap is lower.
+    session_cap: usize,
     next_id: AtomicU64,
 }
 
 impl Shared {
     fn new(config: Config) -> Self {
         let serves_files = config.static_dir.is_some() || config.pkg_dir.is_some();
+        let cap = connection_cap(config.max_connections, serves_files);
+        // Sessions never take the last connections: plain HTTP (health checks, the demo
+        // page) always has room, and idle HTTP connections can always be evicted.
+        let session_cap = config
+            .max_sessions
+            .min(cap.saturating_sub((cap / 16).max(1)))
+            .clamp(1, Semaphore::MAX_PERMITS);
         Shared {
-            conns: Connections::new(connection_cap(config.max_connections, serves_files)),
+            conns: Connections::new(cap),
             force: CancellationToken::new(),
+            session_cap,
             rooms: Rooms::new(
                 config.max_rooms,
                 config.max_peers_per_room,
                 config.sample_size,
             ),
-            slots: Arc::new(Semaphore::new(
-                config.max_sessions.min(Semaphore::MAX_PERMITS),
-            )),
+            slots: Arc::new(Semaphore::new(session_cap)),
             config,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -329,8 +337,7 @@ async fn websocket(
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let (rooms, members) = shared.rooms.counts();
-    let sessions =
-        shared.config.max_sessions.min(Semaphore::MAX_PERMITS) - shared.slots.available_permits();
+    let sessions = shared.session_cap - shared.slots.available_permits();
     Json(serde_json::json!({
         "status": "ok",
         "connections": shared.conns.count(),

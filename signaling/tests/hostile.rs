@@ -704,3 +704,94 @@ async fn fragments_beyond_the_hard_limit_close_the_session_with_1009() {
     }
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Beyond the list
+
+/// Many sessions from one client: beyond the session limit (here lowered by the
+/// connection cap) upgrades are refused with 503, and `/healthz` still answers because
+/// sessions never take the last connections.
+#[tokio::test]
+async fn sessions_never_take_the_last_connections() {
+    let server = Server::start(rhizome_signaling::Config {
+        max_connections: 32,
+        max_sessions: 1000,
+        ..fast_config()
+    })
+    .await;
+    let mut sessions = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match tokio_tungstenite::connect_async(server.url()).await {
+            Ok((ws, _)) => sessions.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 503);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    eprintln!("{} sessions open, {refused} refused", sessions.len());
+    assert_eq!(sessions.len(), 30, "32 connections less a reserve of 2");
+    let (status, _, body) = http_get(server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["sessions"], 30);
+    drop(sessions);
+    assert_eq!(wait_sessions(server.addr, 0, WAIT2).await, Some(0));
+    server.stop().await;
+}
+
+/// A client that pipelines thousands of requests and reads no response: hyper stops
+/// reading when its responses cannot be written, so the server holds a bounded amount.
+#[tokio::test]
+async fn pipelined_requests_from_a_non_reader_stay_bounded() {
+    let server = Child::start(1024, &[("RHIZOME_HEADER_TIMEOUT", "1s")]);
+    let (rss0, fds0) = (server.rss_kib(), server.fds());
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let start = Instant::now();
+    let mut sent = 0usize;
+    while start.elapsed() < Duration::from_secs(2) {
+        match tokio::time::timeout(Duration::from_millis(200), s.write_all(&req)).await {
+            Ok(Ok(())) => sent += 1000,
+            Ok(Err(_)) => break,
+            Err(_) => {} // back-pressure
+        }
+    }
+    let peak = server.rss_kib();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss1, fds1) = (server.rss_kib(), server.fds());
+    eprintln!(
+        "pipelining: ~{sent} requests written without reading; server RSS {rss0} KiB \
+         before, {peak} KiB at the end, {rss1} KiB after; fds {fds0} -> {fds1}"
+    );
+    assert!(peak < rss0 + 8 * 1024, "RSS {rss0} -> {peak} KiB");
+    assert!(fds1 <= fds0);
+}
+
+/// A request whose body never comes (a huge Content-Length, a few bytes sent) does not
+/// hold its connection: it is answered and closed.
+#[tokio::test]
+async fn a_body_that_never_comes_does_not_hold_the_connection() {
+    let server = Server::start(rhizome_signaling::Config {
+        header_timeout: Duration::from_secs(1),
+        ..fast_config()
+    })
+    .await;
+    for path in ["/healthz", "/ws", "/metrics", "/nothing"] {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let req =
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nab");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "{path}: the server closed the connection (answer: {:?})",
+            String::from_utf8_lossy(&buf[..buf.len().min(40)])
+        );
+    }
+    server.stop().await;
+}
