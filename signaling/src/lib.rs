@@ -25,8 +25,9 @@
 //! # }
 //! ```
 //!
-//! Modules: [`config`] (every limit), `server` (routes and shutdown), `session` (one
-//! WebSocket), `connections` (the connection cap), `rooms` (the registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
+//! Modules: [`config`] (every limit), `server` (accept loop, routes and shutdown),
+//! `connections` (the connection cap), `session` (one WebSocket), `rooms` (the
+//! registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
 //! (Prometheus metrics).
 
 #![warn(missing_docs)]
