@@ -80,7 +80,9 @@ const WS_WRITE_BATCH: usize = 8192;
 /// limit and some room (tungstenite refuses to buffer more, so a client that does not
 /// read cannot make the server hold more than this for it, pongs included).
 fn ws_max_write_buffer(config: &Config) -> usize {
-    WS_WRITE_BATCH + config.hard_frame_bytes() + 4096
+    config
+        .hard_frame_bytes()
+        .saturating_add(WS_WRITE_BATCH + 4096)
 }
 
 /// Pause after a failed accept (e.g. out of descriptors), so the loop does not spin.
@@ -315,8 +317,12 @@ async fn websocket(
         telemetry::session_refused();
         return (StatusCode::SERVICE_UNAVAILABLE, "server full\n").into_response();
     };
-    // The session keeps the connection's place under the connection cap.
-    let conn_permit = conn.and_then(|Extension(c)| c.take_permit());
+    // The session keeps the connection's place under the connection cap, and the
+    // connection, about to be upgraded, is no longer one to evict.
+    let conn_permit = conn.and_then(|Extension(c)| {
+        shared.conns.remove(&c);
+        c.take_permit()
+    });
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("(not text)"));
