@@ -190,13 +190,31 @@ async fn error_then_close(c: &mut Client) -> (Option<ErrorCode>, Option<(u16, St
 /// and the write buffer is bounded.
 #[tokio::test]
 async fn a_non_reading_client_flooding_pings_is_closed_with_bounded_memory() {
-    let server = Child::start(
-        1024,
+    ping_flood("rate limit on", &[]).await;
+}
+
+/// The same flood with the rate limit lifted: the pongs the server cannot write stay
+/// within the bounded write buffer, and the session is dropped once its writes make no
+/// progress for the write timeout.
+#[tokio::test]
+async fn without_the_rate_limit_a_ping_flood_is_bounded_by_the_write_buffer_and_timeout() {
+    ping_flood(
+        "rate limit lifted",
         &[
-            ("RHIZOME_WRITE_TIMEOUT", "1s"),
-            ("RHIZOME_IDLE_TIMEOUT", "10s"),
+            ("RHIZOME_RATE_BURST", "1000000000"),
+            ("RHIZOME_RATE_PER_SEC", "1000000000"),
         ],
-    );
+    )
+    .await;
+}
+
+async fn ping_flood(what: &str, env: &[(&str, &str)]) {
+    let mut env = env.to_vec();
+    env.extend([
+        ("RHIZOME_WRITE_TIMEOUT", "1s"),
+        ("RHIZOME_IDLE_TIMEOUT", "10s"),
+    ]);
+    let server = Child::start(1024, &env);
     let mut c = Client::connect(&server.url(), None).await;
     c.join("pings").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -227,9 +245,9 @@ async fn a_non_reading_client_flooding_pings_is_closed_with_bounded_memory() {
     let sessions = wait_sessions(server.addr, 0, Duration::from_secs(4)).await;
     let (rss1, fds1) = (server.rss_kib(), server.fds());
     eprintln!(
-        "ping flood: {sent} pings in {:?} (connection refused by the server: {refused}); \
-         server RSS {rss0} KiB before, {peak} KiB peak, {rss1} KiB after; fds {fds0} before, \
-         {fds1} after; sessions afterwards {sessions:?}",
+        "ping flood ({what}): {sent} pings in {:?} (connection refused by the server: \
+         {refused}); server RSS {rss0} KiB before, {peak} KiB peak, {rss1} KiB after; fds \
+         {fds0} before, {fds1} after; sessions afterwards {sessions:?}",
         start.elapsed()
     );
     assert_eq!(sessions, Some(0), "the flooding session is closed");
