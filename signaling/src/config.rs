@@ -1,8 +1,9 @@
 //! Every knob of the server in one place, with its default and its flag.
 //!
 //! The signaling server is exposed to the open internet and trusts nobody, so each
-//! resource a client can make it spend has a limit here: frame size, rooms, room size,
-//! sessions, message rate, time to join, time idle, errors tolerated, and queued relays.
+//! resource a client can make it spend has a limit here: connections, time and bytes to
+//! send a request head, frame size, rooms, room size, sessions, message rate, time to
+//! join, time idle, errors tolerated, and queued relays.
 //! The same struct is the library's configuration ([`Config::default`]) and the
 //! binary's command line (`clap`, every flag also readable from a `RHIZOME_*` variable),
 //! so the two can never disagree about a default.
@@ -37,7 +38,8 @@ pub struct Config {
     #[arg(long, env = "RHIZOME_SAMPLE_SIZE", default_value_t = 8)]
     pub sample_size: usize,
 
-    /// Token bucket size per session: how many messages a client may send in a burst.
+    /// Token bucket size per session: how many messages a client may send in a burst
+    /// (WebSocket ping and pong frames take tokens too).
     #[arg(long, env = "RHIZOME_RATE_BURST", default_value_t = 50)]
     pub rate_burst: u32,
 
@@ -50,8 +52,8 @@ pub struct Config {
     #[arg(long, env = "RHIZOME_JOIN_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub join_deadline: Duration,
 
-    /// Time without any frame from the client (a `ping` counts) before the session is
-    /// closed with `idle-timeout`.
+    /// Time without any message from the client (a JSON `ping` counts, WebSocket ping
+    /// frames do not) before the session is closed with `idle-timeout`.
     #[arg(long, env = "RHIZOME_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
@@ -70,7 +72,27 @@ pub struct Config {
     #[arg(long, env = "RHIZOME_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
-    /// On shutdown, time given to sessions to exchange close frames before the server exits anyway.
+    /// Most open TCP connections, WebSocket sessions and plain HTTP connections together.
+    /// Never more than the open-files limit allows (less a reserve; half of it when static
+    /// files are served). At the cap, the oldest connection that is doing nothing (an
+    /// unfinished request head, an idle keep-alive) is dropped to make room; if every one
+    /// is busy, the new connection is closed at once.
+    #[arg(long, env = "RHIZOME_MAX_CONNECTIONS", default_value_t = 60_000)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a complete HTTP request head, from the moment it
+    /// connects (or its previous response on a kept-alive connection); then the
+    /// connection is closed.
+    #[arg(long, env = "RHIZOME_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Largest HTTP request head (request line and headers), in bytes; a larger one is
+    /// refused with 431. At least 8192.
+    #[arg(long, env = "RHIZOME_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// On shutdown, time given to sessions to exchange close frames and to requests to
+    /// finish; then every connection still open is dropped and the server returns.
     #[arg(long, env = "RHIZOME_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
@@ -109,6 +131,9 @@ impl Default for Config {
             send_queue: 64,
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
+            max_connections: 60_000,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
             allowed_origins: Vec::new(),
             static_dir: None,
             pkg_dir: None,

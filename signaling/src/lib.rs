@@ -25,13 +25,15 @@
 //! # }
 //! ```
 //!
-//! Modules: [`config`] (every limit), `server` (routes and shutdown), `session` (one
-//! WebSocket), `rooms` (the registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
+//! Modules: [`config`] (every limit), `server` (accept loop, routes and shutdown),
+//! `connections` (the connection cap), `session` (one WebSocket), `rooms` (the
+//! registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
 //! (Prometheus metrics).
 
 #![warn(missing_docs)]
 
 pub mod config;
+mod connections;
 mod mailbox;
 mod rate_limit;
 mod rooms;

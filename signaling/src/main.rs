@@ -46,7 +46,13 @@ fn main() -> ExitCode {
         runtime.worker_threads(cli.threads);
     }
     match runtime.enable_all().build() {
-        Ok(rt) => rt.block_on(run(cli)),
+        Ok(rt) => {
+            let code = rt.block_on(run(cli));
+            // `serve` has already bounded the shutdown by its grace period; do not wait
+            // for blocking work still running (a static file being read).
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            code
+        }
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
             ExitCode::FAILURE

@@ -6,22 +6,35 @@
 //! protocol answer (`error {code}` frames) live in [`crate::session`], because a browser
 //! cannot read an HTTP error body from a failed WebSocket upgrade.
 //!
-//! Sessions outlive their HTTP request (after the upgrade, hyper hands the socket over),
-//! so the server tracks them itself: on shutdown it stops accepting, tells every session
-//! to say `shutting-down` and close, and waits for them up to `shutdown_grace`.
+//! The accept loop is the server's own (not `axum::serve`), because every connection
+//! needs limits before it is a session: a cap on open connections (see
+//! [`crate::connections`]), and HTTP/1.1 served by hyper with a header-read timeout and a
+//! bound on the request head, so a client that never finishes its request cannot hold a
+//! descriptor for long. HTTP/2 is not served (browsers only speak it over TLS, which a
+//! reverse proxy in front of this server terminates).
+//!
+//! Connections and sessions outlive any single request, so the server tracks them
+//! itself: on shutdown it stops accepting, tells every session to say `shutting-down`
+//! and close, lets plain HTTP connections finish their request, and waits for all of
+//! them up to `shutdown_grace`. Whatever is still open then is dropped: shutdown ends
+//! within the grace period whatever the clients do.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Extension, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use tokio::net::{TcpListener, TcpSocket};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +45,7 @@ use tower_http::trace::TraceLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::connections::{connection_cap, Conn, Connections};
 use crate::rooms::{Rooms, SessionId};
 use crate::{session, telemetry};
 
@@ -61,6 +75,18 @@ pub enum ServeError {
 /// Bytes of relayed frames gathered before a write (see `Session::send_relayed`); single
 /// replies are flushed at once anyway. Nothing is allocated until something is written.
 const WS_WRITE_BATCH: usize = 8192;
+
+/// Largest write buffer of a WebSocket beyond the batch size: one frame of the hard size
+/// limit and some room (tungstenite refuses to buffer more, so a client that does not
+/// read cannot make the server hold more than this for it, pongs included).
+fn ws_max_write_buffer(config: &Config) -> usize {
+    config
+        .hard_frame_bytes()
+        .saturating_add(WS_WRITE_BATCH + 4096)
+}
+
+/// Pause after a failed accept (e.g. out of descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -101,22 +127,37 @@ pub(crate) struct Shared {
     pub config: Config,
     pub rooms: Rooms,
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace has run out: whatever is still open is dropped.
+    pub force: CancellationToken,
+    /// Connection tasks and session tasks.
     pub tasks: TaskTracker,
+    pub conns: Connections,
     slots: Arc<Semaphore>,
+    /// `max_sessions`, or less if the connection cap is lower.
+    session_cap: usize,
     next_id: AtomicU64,
 }
 
 impl Shared {
     fn new(config: Config) -> Self {
+        let serves_files = config.static_dir.is_some() || config.pkg_dir.is_some();
+        let cap = connection_cap(config.max_connections, serves_files);
+        // Sessions never take the last connections: plain HTTP (health checks, the demo
+        // page) always has room, and idle HTTP connections can always be evicted.
+        let session_cap = config
+            .max_sessions
+            .min(cap.saturating_sub((cap / 16).max(1)))
+            .clamp(1, Semaphore::MAX_PERMITS);
         Shared {
+            conns: Connections::new(cap),
+            force: CancellationToken::new(),
+            session_cap,
             rooms: Rooms::new(
                 config.max_rooms,
                 config.max_peers_per_room,
                 config.sample_size,
             ),
-            slots: Arc::new(Semaphore::new(
-                config.max_sessions.min(Semaphore::MAX_PERMITS),
-            )),
+            slots: Arc::new(Semaphore::new(session_cap)),
             config,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -153,31 +194,99 @@ where
     let grace = config.shutdown_grace;
     let shared = Arc::new(Shared::new(config));
     let app = router(shared.clone());
-    let token = shared.shutdown.clone();
-    // Signals are small frames that someone waits for: send them at once (no Nagle).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!("could not set TCP_NODELAY: {e}");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("shutting down");
-            token.cancel();
-        })
-        .await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or memory, or a connection reset before it was
+                    // accepted: none of these stops the server.
+                    debug!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Some(conn) = shared.conns.admit().await else {
+            telemetry::connection_dropped("full");
+            debug!("connection cap reached and every connection busy; closing a new one");
+            continue;
+        };
+        shared
+            .tasks
+            .spawn(connection(shared.clone(), app.clone(), tcp, conn));
+    }
+    drop(listener);
+    info!("shutting down");
     shared.shutdown.cancel();
     shared.tasks.close();
     if timeout(grace, shared.tasks.wait()).await.is_err() {
         warn!(
-            sessions = shared.tasks.len(),
-            "sessions still open after the shutdown grace"
+            tasks = shared.tasks.len(),
+            "connections still open after the shutdown grace; dropping them"
         );
+        shared.force.cancel();
+        let _ = timeout(Duration::from_millis(200), shared.tasks.wait()).await;
     }
-    served?;
     Ok(())
 }
+
+/// Serves one TCP connection: HTTP/1.1 requests until it closes, is evicted, or is
+/// upgraded to a WebSocket (the session then runs in its own task).
+async fn connection(shared: Arc<Shared>, app: Router, tcp: TcpStream, conn: Arc<Conn>) {
+    // Signals are small frames that someone waits for: send them at once (no Nagle).
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!("could not set TCP_NODELAY: {e}");
+    }
+    let app = TowerToHyperService::new(app);
+    let service = {
+        let conn = conn.clone();
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            // A connection handling a request is not evicted; the handler of `/ws` takes
+            // the connection's permit for the session.
+            let busy = conn.busy();
+            req.extensions_mut().insert(conn.clone());
+            let response = app.call(req);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let config = &shared.config;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BYTES));
+    let served = http
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        result = served.as_mut() => {
+            if let Err(e) = result {
+                debug!("connection ended: {e}");
+            }
+        }
+        () = conn.evict.cancelled() => debug!("connection evicted to make room"),
+        () = shared.shutdown.cancelled() => {
+            // Let a request in progress finish; close idle connections at once.
+            served.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = served.as_mut() => {}
+                () = conn.evict.cancelled() => {}
+                () = shared.force.cancelled() => {}
+            }
+        }
+    }
+    shared.conns.remove(&conn);
+}
+
+/// hyper's smallest allowed read buffer.
+const MIN_HEADER_BYTES: usize = 8192;
 
 fn router(shared: Arc<Shared>) -> Router {
     let mut app = Router::new()
@@ -200,6 +309,7 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn websocket(
     State(shared): State<Arc<Shared>>,
+    conn: Option<Extension<Arc<Conn>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -207,6 +317,12 @@ async fn websocket(
         telemetry::session_refused();
         return (StatusCode::SERVICE_UNAVAILABLE, "server full\n").into_response();
     };
+    // The session keeps the connection's place under the connection cap, and the
+    // connection, about to be upgraded, is no longer one to evict.
+    let conn_permit = conn.and_then(|Extension(c)| {
+        shared.conns.remove(&c);
+        c.take_permit()
+    });
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("(not text)"));
@@ -216,18 +332,21 @@ async fn websocket(
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BATCH)
+        .max_write_buffer_size(ws_max_write_buffer(&shared.config))
         .max_message_size(hard)
         .max_frame_size(hard)
         .on_failed_upgrade(|e| debug!("websocket upgrade failed: {e}"))
-        .on_upgrade(move |ws| tasks.track_future(session::run(ws, shared, origin_ok, slot)))
+        .on_upgrade(move |ws| {
+            tasks.track_future(session::run(ws, shared, origin_ok, (slot, conn_permit)))
+        })
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let (rooms, members) = shared.rooms.counts();
-    let sessions =
-        shared.config.max_sessions.min(Semaphore::MAX_PERMITS) - shared.slots.available_permits();
+    let sessions = shared.session_cap - shared.slots.available_permits();
     Json(serde_json::json!({
         "status": "ok",
+        "connections": shared.conns.count(),
         "sessions": sessions,
         "rooms": rooms,
         "members": members,

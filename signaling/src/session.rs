@@ -23,14 +23,14 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use rhizome::id::{PeerId, Signature};
 use rhizome::signal::{
-    verify_join_proof, ClientMsg, ErrorCode, ServerMsg, CLOSE_TOO_BIG, MAX_ROOM_LEN,
-    PROTOCOL_VERSION,
+    verify_join_proof, ErrorCode, ServerMsg, CLOSE_TOO_BIG, MAX_ROOM_LEN, PROTOCOL_VERSION,
 };
 use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
+use crate::connections::ConnPermit;
 use crate::mailbox::{Delivery, Mailbox};
 use crate::rate_limit::TokenBucket;
 use crate::rooms::{JoinError, Member, RelayError, SessionId};
@@ -67,12 +67,13 @@ impl End {
 }
 
 /// Runs one session to its end. `origin_ok` is the verdict of the Origin allow-list at
-/// upgrade time; `_slot` is the session's share of `max_sessions`, released on return.
+/// upgrade time; `_slots` are the session's shares of `max_sessions` and of
+/// `max_connections`, released on return.
 pub(crate) async fn run(
     ws: WebSocket,
     shared: Arc<Shared>,
     origin_ok: bool,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, Option<ConnPermit>),
 ) {
     let id = shared.next_session_id();
     telemetry::session_opened();
@@ -194,7 +195,11 @@ impl Session {
                     None => Err(End::Disconnected),
                     Some(Err(e)) => Err(read_error(e, config.hard_frame_bytes())),
                     Some(Ok(msg)) => {
-                        idle_at = Instant::now() + config.idle_timeout;
+                        // Only messages count as activity: a client that sends nothing
+                        // but WebSocket pings (and maybe reads nothing) is idle.
+                        if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                            idle_at = Instant::now() + config.idle_timeout;
+                        }
                         // Boxed: its state is large and only alive while a frame is
                         // handled, so idle sessions should not carry room for it.
                         Box::pin(self.on_message(msg)).await
@@ -208,17 +213,24 @@ impl Session {
     }
 
     async fn on_message(&mut self, msg: Message) -> Result<(), End> {
-        let text = match msg {
-            Message::Text(t) => Some(t),
-            Message::Binary(_) => None,
-            // Control frames: activity only (the WebSocket layer answers pings itself).
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        let (text, control) = match msg {
+            Message::Text(t) => (Some(t), false),
+            Message::Binary(_) => (None, false),
+            Message::Ping(_) | Message::Pong(_) => (None, true),
             Message::Close(_) => return Err(End::Disconnected),
         };
+        // Control frames cost tokens too: each ping makes the WebSocket layer queue a
+        // pong, and a flood of them must be refused like a flood of messages.
         if !self.bucket.try_take(Instant::now()) {
             return self
                 .refuse(ErrorCode::RateLimited, "too many messages; slow down")
                 .await;
+        }
+        if control {
+            // The WebSocket layer queued a pong for a ping (it keeps at most one, the
+            // newest). Write it now, under the write timeout like any reply, so a client
+            // that pings without reading is dropped instead of piling pongs up.
+            return self.flush().await;
         }
         let Some(text) = text else {
             return self
@@ -387,6 +399,23 @@ impl Session {
         }
     }
 
+    /// Writes out whatever the WebSocket layer holds (an automatic pong), giving up like
+    /// [`Session::send_frame`].
+    async fn flush(&mut self) -> Result<(), End> {
+        let limit = self.shared.config.write_timeout;
+        tokio::select! {
+            sent = timeout(limit, self.ws.flush()) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Disconnected),
+                Err(_) => {
+                    debug!("write timed out; dropping a client that does not read");
+                    Err(End::Disconnected)
+                }
+            },
+            _ = self.shared.shutdown.cancelled() => Err(End::Disconnected),
+        }
+    }
+
     /// Writes one frame, giving up on a client that does not read within the write
     /// timeout, or when the server shuts down meanwhile.
     async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
@@ -426,7 +455,7 @@ impl Session {
             reason: code.as_str().into(),
         }));
         let ws = &mut self.ws;
-        let _ = timeout(limit, async {
+        let closing = timeout(limit, async {
             ws.send(error).await?;
             ws.send(frame).await?;
             while let Some(Ok(msg)) = ws.recv().await {
@@ -435,13 +464,27 @@ impl Session {
                 }
             }
             Ok::<(), axum::Error>(())
-        })
-        .await;
+        });
+        // Past the shutdown grace, nobody waits for a close reply.
+        tokio::select! {
+            _ = closing => {}
+            () = self.shared.force.cancelled() => {}
+        }
     }
 }
 
+/// Close code for a text frame (or close reason) that is not UTF-8 (RFC 6455, 1007
+/// "invalid frame payload data"), sent with `bad-request`.
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// Close code for a violation of the WebSocket protocol itself (RFC 6455, 1002
+/// "protocol error": reserved opcodes, fragmented or oversized control frames, a
+/// continuation without a start, a malformed close frame), sent with `bad-request`.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+
 /// Maps a read error to how the session ends: a frame beyond the hard limit gets a
-/// `frame-too-large` error and close code 1009; anything else means the connection broke.
+/// `frame-too-large` error and close code 1009, invalid UTF-8 `bad-request` and 1007, a
+/// WebSocket protocol violation `bad-request` and 1002; anything else means the
+/// connection broke.
 fn read_error(e: axum::Error, hard_limit: usize) -> End {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
@@ -449,6 +492,16 @@ fn read_error(e: axum::Error, hard_limit: usize) -> End {
             code: ErrorCode::FrameTooLarge,
             message: format!("{c}; the hard limit is {hard_limit} bytes"),
             close: CLOSE_TOO_BIG,
+        },
+        Some(tungstenite::Error::Utf8(e)) => End::Close {
+            code: ErrorCode::BadRequest,
+            message: format!("a text frame is not UTF-8: {e}"),
+            close: CLOSE_INVALID_PAYLOAD,
+        },
+        Some(tungstenite::Error::Protocol(e)) => End::Close {
+            code: ErrorCode::BadRequest,
+            message: format!("WebSocket protocol violation: {e}"),
+            close: CLOSE_PROTOCOL_ERROR,
         },
         _ => End::Disconnected,
     }
@@ -471,13 +524,23 @@ enum Incoming<'a> {
     },
 }
 
-/// Parses a client frame (the shapes of [`ClientMsg`]), telling an unknown `type` apart
+/// Parses a client frame (the shapes of `rhizome::signal::ClientMsg`), telling an unknown `type` apart
 /// from a malformed message.
 fn decode(text: &str) -> Result<Incoming<'_>, (ErrorCode, String)> {
     #[derive(serde::Deserialize)]
     struct Head<'a> {
         #[serde(rename = "type", borrow)]
         ty: Option<Cow<'a, str>>,
+    }
+    // Each message is read into its own struct, never through `ClientMsg`: serde buffers
+    // an internally tagged enum's fields as generic values, so an unknown field holding
+    // a number no float can hold (`1e999999999`) failed the whole message. Here unknown
+    // fields are skipped unread, whatever they hold.
+    #[derive(serde::Deserialize)]
+    struct JoinIn {
+        room: String,
+        peer: PeerId,
+        proof: Signature,
     }
     #[derive(serde::Deserialize)]
     struct SignalIn<'a> {
@@ -501,15 +564,15 @@ fn decode(text: &str) -> Result<Incoming<'_>, (ErrorCode, String)> {
                 envelope: s.envelope.unwrap_or(RawValue::NULL),
             })
         }
-        Some("join") | Some("ping") => match serde_json::from_str::<ClientMsg>(text) {
-            Ok(ClientMsg::Join { room, peer, proof }) => Ok(Incoming::Join { room, peer, proof }),
-            Ok(ClientMsg::Ping) => Ok(Incoming::Ping),
-            Ok(ClientMsg::Signal { .. }) => Err((
-                ErrorCode::BadRequest,
-                "inconsistent message type".to_string(),
-            )),
-            Err(e) => Err(bad(e)),
-        },
+        Some("join") => {
+            let j: JoinIn = serde_json::from_str(text).map_err(bad)?;
+            Ok(Incoming::Join {
+                room: j.room,
+                peer: j.peer,
+                proof: j.proof,
+            })
+        }
+        Some("ping") => Ok(Incoming::Ping),
         Some(other) => {
             let shown: String = other.chars().take(40).collect();
             Err((
@@ -605,6 +668,27 @@ mod tests {
             panic!("a signal without envelope decodes");
         };
         assert_eq!(envelope.get(), "null");
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_whatever_they_hold() {
+        let to = rhizome::id::Identity::from_secret_bytes([2; 32]).peer_id();
+        for value in [
+            "1e999999999",
+            "-1e999999999",
+            "123456789012345678901234567890e5",
+        ] {
+            let text = format!(
+                r#"{{"x":{value},"type":"signal","to":"{to}","envelope":{{"n":1}},"y":{value}}}"#
+            );
+            match decode(&text) {
+                Ok(Incoming::Signal { envelope, .. }) => assert_eq!(envelope.get(), r#"{"n":1}"#),
+                Err(e) => panic!("{text}: {e:?}"),
+                Ok(other) => panic!("{text}: {other:?}"),
+            }
+            let ping = format!(r#"{{"x":{value},"type":"ping","y":{value}}}"#);
+            assert!(matches!(decode(&ping), Ok(Incoming::Ping)), "{ping}");
+        }
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub const REPLACEMENTS: &str = "rhizome_signaling_replacements_total";
 pub const RELAYED: &str = "rhizome_signaling_signals_relayed_total";
 /// Error frames sent, labelled by `code`.
 pub const ERRORS: &str = "rhizome_signaling_errors_total";
+/// Open TCP connections (sessions included).
+pub const OPEN_CONNECTIONS: &str = "rhizome_signaling_open_connections";
+/// Connections closed by the connection cap, labelled by `reason`: `evicted` (an idle
+/// connection dropped to make room) or `full` (a new one closed at once).
+pub const DROPPED: &str = "rhizome_signaling_dropped_connections_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -47,10 +52,16 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             describe_counter!(REPLACEMENTS, "Joins that replaced a stale session");
             describe_counter!(RELAYED, "Signals relayed");
             describe_counter!(ERRORS, "Error frames sent, by code");
+            describe_gauge!(OPEN_CONNECTIONS, "Open TCP connections, sessions included");
+            describe_counter!(
+                DROPPED,
+                "Connections closed by the connection cap, by reason"
+            );
             // Make the gauges and totals visible from the first scrape.
             gauge!(SESSIONS).increment(0.0);
             gauge!(ROOMS).increment(0.0);
             gauge!(MEMBERS).increment(0.0);
+            gauge!(OPEN_CONNECTIONS).increment(0.0);
             for name in [CONNECTIONS, JOINS, RELAYED] {
                 counter!(name).increment(0);
             }
@@ -110,4 +121,19 @@ pub fn relayed() {
 /// An error frame was sent.
 pub fn error(code: ErrorCode) {
     counter!(ERRORS, "code" => code.as_str()).increment(1);
+}
+
+/// A TCP connection was accepted.
+pub fn connection_opened() {
+    gauge!(OPEN_CONNECTIONS).increment(1.0);
+}
+
+/// A TCP connection closed (or the session it became ended).
+pub fn connection_closed() {
+    gauge!(OPEN_CONNECTIONS).decrement(1.0);
+}
+
+/// The connection cap closed a connection (`reason`: `evicted` or `full`).
+pub fn connection_dropped(reason: &'static str) {
+    counter!(DROPPED, "reason" => reason).increment(1);
 }
