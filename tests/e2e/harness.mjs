@@ -22,14 +22,15 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * Starts the signaling server (the debug build) on a free loopback port, serving www/ and
- * pkg/ (or $RHIZOME_PKG_DIR, a wasm-pack build elsewhere). Resolves to { url, wsUrl, stop }.
+ * Starts the signaling server (the debug build) on a free loopback port (or on `bind`, e.g.
+ * the port of one that was stopped, to restart it), serving www/ and pkg/ (or
+ * $RHIZOME_PKG_DIR, a wasm-pack build elsewhere). Resolves to { url, wsUrl, stop }.
  */
-export function startServer(extraArgs = [], { staticDir = join(root, 'www') } = {}) {
+export function startServer(extraArgs = [], { staticDir = join(root, 'www'), bind = '127.0.0.1:0' } = {}) {
   const bin = process.env.RHIZOME_SIGNALING_BIN ?? join(root, 'target', 'debug', 'rhizome-signaling');
   const child = spawn(
     bin,
-    ['--bind', '127.0.0.1:0', '--static-dir', staticDir, '--pkg-dir', process.env.RHIZOME_PKG_DIR ?? join(root, 'pkg'), ...extraArgs],
+    ['--bind', bind, '--static-dir', staticDir, '--pkg-dir', process.env.RHIZOME_PKG_DIR ?? join(root, 'pkg'), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';

@@ -35,11 +35,11 @@ after(async () => {
 });
 
 /**
- * Starts rhizome-node in `room` and follows its stdout. Resolves once it printed its id,
+ * Starts rhizome-node in `room` (through `via`, by default the suite's server) and follows its stdout. Resolves once it printed its id,
  * to { id, lines, stderr, send(line), waitFor(what, predicate), stop() }.
  */
-function startNative(room, extraArgs = []) {
-  const child = spawn(NODE_BIN, ['--signaling', server.wsUrl, '--room', room, '--seed', ...extraArgs], {
+function startNative(room, extraArgs = [], via = server) {
+  const child = spawn(NODE_BIN, ['--signaling', via.wsUrl, '--room', room, '--seed', ...extraArgs], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const lines = [];
@@ -192,4 +192,49 @@ test('a native peer that sends no mDNS still meets a browser peer (peer-reflexiv
 test('a native peer and a Firefox peer form one overlay and talk both ways, whichever dials', async () => {
   await nativeAndBrowserFormOneOverlay('native', 'resolve', 'firefox');
   await nativeAndBrowserFormOneOverlay('browser', 'resolve', 'firefox');
+});
+
+test('a native peer and a page that outlived a server restart merge with a page that joined after it', async () => {
+  // The server restarts (same port, empty room): the native node and the first page lost
+  // their sessions and reconnect in the background; the newcomer, joining at once, is
+  // introduced to nobody (or to them, if they were quick), and the survivors' first
+  // sample after reconnecting makes them probe it. One overlay again.
+  const room = `restart-${Date.now()}`;
+  let restartable = await startServer();
+  let native;
+  let first;
+  let newcomer;
+  try {
+    native = await startNative(room, [], restartable);
+    first = await openPeerPage(browser, restartable, room);
+    await native.waitFor('the native node and the page are neighbours', (l) => l === `neighbor-up ${first.id}`);
+
+    const { port } = new URL(restartable.url);
+    await restartable.stop();
+    restartable = await startServer([], { bind: `127.0.0.1:${port}` });
+    newcomer = await openPeerPage(browser, restartable, room);
+
+    await until('the newcomer and the survivors form one overlay', async () => {
+      const ns = await newcomer.page.evaluate(() => window.node.neighbors());
+      const fs = await first.page.evaluate(() => window.node.neighbors());
+      const linked = ns.length > 0 && fs.includes(native.id);
+      const touches = ns.includes(native.id) || ns.includes(first.id);
+      return (linked && touches) || { newcomer: ns, first: fs };
+    }, 60_000);
+    native.send('after the restart');
+    await until('the newcomer hears the native peer', async () =>
+      (await newcomer.page.evaluate(() => window.heard)).some((m) => m.text === 'after the restart')
+        || await newcomer.page.evaluate(() => window.heard));
+    await newcomer.page.evaluate(() => window.node.broadcast('from the newcomer'));
+    await native.waitFor('the native peer hears the newcomer', (l) => l === `broadcast ${newcomer.id} from the newcomer`);
+    await until('the first page hears the newcomer', async () =>
+      (await first.page.evaluate(() => window.heard)).some((m) => m.text === 'from the newcomer') || 'not yet');
+    const stats = await first.page.evaluate(() => window.node.stats());
+    assert.ok(stats.server_connected && stats.reconnects >= 1, JSON.stringify(stats));
+  } finally {
+    await native?.stop();
+    await first?.page.close();
+    await newcomer?.page.close();
+    await restartable.stop();
+  }
 });
