@@ -1187,22 +1187,16 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     let (target, friend) = (&nodes[0], &nodes[1]);
     let sdp = a_real_offer_sdp().await;
 
-    // The flooders join first (in parallel batches), then all send at once.
+    // The flooders join first (one after the other: Chromium delays WebSocket handshakes
+    // when many are pending), then all send at once.
     let started = now_ms();
     let mut flooders = Vec::new();
-    for _ in 0..FLOODERS / 30 {
-        let batch = (0..30).map(|_| {
-            let url = url.clone();
-            let room = room.clone();
-            async move {
-                let id = Identity::generate().expect("randomness");
-                let (client, _) = SignalingClient::connect(&url, &id, &room, 10_000)
-                    .await
-                    .expect("a flooder joins");
-                (id, client)
-            }
-        });
-        flooders.extend(futures_util::future::join_all(batch).await);
+    for _ in 0..FLOODERS {
+        let id = Identity::generate().expect("randomness");
+        let (client, _) = SignalingClient::connect(&url, &id, &room, 10_000)
+            .await
+            .expect("a flooder joins");
+        flooders.push((id, client));
     }
     let joined_ms = now_ms() - started;
     let before = rhizome::transport::web::connections_created();
