@@ -1212,8 +1212,11 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     web_sys::console::log_1(
         &format!(
             "offer flood: {FLOODERS} flooders joined in {joined_ms:.0} ms; the target made \
-             {made} RTCPeerConnections for them; its session is {}",
-            if stats.server_connected { "open" } else { "closed" }
+             {made} RTCPeerConnections for them and refused {} offers; its session is {}; \
+             the page holds {} connections not yet collected",
+            stats.offers_refused,
+            if stats.server_connected { "open" } else { "closed" },
+            stats.page_connections_alive,
         )
         .into(),
     );
