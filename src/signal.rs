@@ -502,7 +502,10 @@ mod tests {
         let t = 1_780_000_000_000;
         let max_random = (1 << ATTEMPT_RANDOM_BITS) - 1;
         assert!(attempt_id(t + 1, 0) > attempt_id(t, max_random));
-        assert!(attempt_id(t, u64::MAX) == attempt_id(t, max_random), "only the low bits");
+        assert!(
+            attempt_id(t, u64::MAX) == attempt_id(t, max_random),
+            "only the low bits"
+        );
         // Room for the wall clock for centuries: no overflow in the year 2500.
         let y2500 = 16_725_225_600_000u64;
         assert_eq!(attempt_id(y2500, 0) >> ATTEMPT_RANDOM_BITS, y2500);

@@ -1215,7 +1215,11 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
              {made} RTCPeerConnections for them and refused {} offers; its session is {}; \
              the page holds {} connections not yet collected",
             stats.offers_refused,
-            if stats.server_connected { "open" } else { "closed" },
+            if stats.server_connected {
+                "open"
+            } else {
+                "closed"
+            },
             stats.page_connections_alive,
         )
         .into(),
@@ -1225,8 +1229,16 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
         "at most 8 unsolicited handshakes at once: made {made}"
     );
     assert!(stats.server_connected, "the signaling session survives");
-    assert_eq!(rate_errors(target), Vec::<String>::new(), "never rate-limited");
-    assert_eq!(target.node.neighbors(), vec![friend.id()], "the link is intact");
+    assert_eq!(
+        rate_errors(target),
+        Vec::<String>::new(),
+        "never rate-limited"
+    );
+    assert_eq!(
+        target.node.neighbors(),
+        vec![friend.id()],
+        "the link is intact"
+    );
     let hops = target
         .node
         .send(friend.id(), b"still here".to_vec())
@@ -1248,7 +1260,10 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
             if target.node.neighbors().contains(&newcomer.id()) {
                 Ok(())
             } else {
-                Err(format!("the target's neighbours: {:?}", target.node.neighbors()))
+                Err(format!(
+                    "the target's neighbours: {:?}",
+                    target.node.neighbors()
+                ))
             }
         },
     )
@@ -1284,8 +1299,7 @@ async fn a_replayed_old_offer_leaves_a_live_link_up() {
     let alice = start_node_with(config).await;
     let bob = start_node(&url, &room).await;
     eventually(15_000, "alice and bob are linked", || {
-        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()]
-        {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
             Ok(())
         } else {
             Err(format!("{:?}", bob.node.neighbors()))
@@ -1336,6 +1350,94 @@ async fn a_replayed_old_offer_leaves_a_live_link_up() {
         .expect("delivered over the live link");
     assert_eq!(hops, 1);
     relay.close();
+    alice.node.leave().await;
+    bob.node.leave().await;
+}
+
+/// The other side of item 5: a linked peer that restarted (a reload: same identity, no
+/// memory) sends an offer of a newer attempt; that replaces the old connection at once,
+/// and once the peer's real node dials again the two are neighbours again.
+#[wasm_bindgen_test]
+async fn an_offer_of_a_newer_attempt_from_a_linked_peer_replaces_the_connection_at_once() {
+    use rhizome::id::Identity;
+    use rhizome::signal::{attempt_id, SignalPayload, SignedEnvelope};
+    use rhizome::transport::web_signaling::SignalingClient;
+
+    let url = signaling_url();
+    let room = fresh_room();
+    let alice_id = Identity::generate().expect("randomness");
+    let mut config = NodeConfig::new(vec![url.clone()], room.clone());
+    config.identity = Some(alice_id.clone());
+    let alice = start_node_with(config).await;
+    let bob = start_node(&url, &room).await;
+    eventually(15_000, "alice and bob are linked", || {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
+            Ok(())
+        } else {
+            Err(format!("{:?}", bob.node.neighbors()))
+        }
+    })
+    .await;
+    let sdp = a_real_offer_sdp().await;
+    let seen = bob.events.borrow().len();
+    let before = rhizome::transport::web::connections_created();
+    // What alice's reloaded page sends first: an offer of an attempt made now.
+    let (relay, _) = SignalingClient::connect(&url, &Identity::generate().unwrap(), &room, 5_000)
+        .await
+        .expect("the relay joins");
+    let newer = attempt_id(now_ms() as u64, 7);
+    let t = now_ms();
+    relay
+        .send_signal(&SignedEnvelope::seal(
+            &alice_id,
+            bob.id(),
+            newer,
+            &SignalPayload::Offer { sdp },
+        ))
+        .expect("relayed");
+    eventually(2_000, "bob lets the old connection go", || {
+        let down = bob.events.borrow()[seen..]
+            .iter()
+            .any(|e| *e == NodeEvent::NeighborDown(alice.id()));
+        if down {
+            Ok(())
+        } else {
+            Err("no neighbour-down yet".into())
+        }
+    })
+    .await;
+    let replaced_ms = now_ms() - t;
+    // The relay leaves, so the server introduces alice and bob only to each other.
+    relay.close();
+    assert!(
+        rhizome::transport::web::connections_created() > before,
+        "bob made a connection for the new attempt"
+    );
+    // The real alice (whose link bob closed) and bob link up again. The injected attempt
+    // has no page behind it, so its handshake only ends at bob's handshake timeout (15 s)
+    // if bob's own redial found it in the way (a real reloaded page completes it).
+    eventually(30_000, "alice and bob are neighbours again", || {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
+            Ok(())
+        } else {
+            Err(format!(
+                "bob's neighbours: {:?}; alice's {:?}; bob saw {:?}; alice saw {:?}",
+                bob.node.neighbors(),
+                alice.node.neighbors(),
+                bob.events.borrow()[seen..].to_vec(),
+                alice.events.borrow().to_vec()
+            ))
+        }
+    })
+    .await;
+    web_sys::console::log_1(
+        &format!(
+            "restart: bob replaced the connection {replaced_ms:.0} ms after the newer offer; \
+             linked again {:.0} ms after it",
+            now_ms() - t
+        )
+        .into(),
+    );
     alice.node.leave().await;
     bob.node.leave().await;
 }

@@ -47,8 +47,8 @@ use crate::topology::{
     Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_DHT_LINKS,
     MAX_ANNOUNCED_HOPS, MAX_ANNOUNCED_NEIGHBORS,
 };
-use crate::transport::signaling_types::SignalingEvent;
 use crate::transport::guard::{self, Admit, Claim, OfferVerdict};
+use crate::transport::signaling_types::SignalingEvent;
 use crate::transport::ConnEvent;
 use crate::wire::MsgId;
 /// One connection, registered as soon as it is decided on.
@@ -890,7 +890,8 @@ impl<P: Platform> Shared<P> {
                 // Not newer than what we hold from this peer: a replay (a server or relay
                 // may keep old envelopes) must not reset a working link.
                 OfferVerdict::Ignore => return,
-                // A newer attempt on an open connection: the remote side restarted.
+                // A newer attempt than the connection's: the remote side restarted (or
+                // gave up the attempt under way and started another).
                 OfferVerdict::Replace => {
                     self.remove_connection(from);
                 }

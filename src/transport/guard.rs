@@ -111,7 +111,7 @@ pub(crate) fn admit_unsolicited(pending_since: impl Iterator<Item = u64>, now: u
 pub(crate) enum OfferVerdict {
     /// Hand it to the connection (made for it if there is none).
     Apply,
-    /// The peer started over (a reload): replace the open connection.
+    /// The peer started over (a reload, or a new attempt): replace the connection.
     Replace,
     /// Not newer than what we hold from this peer: a replay or a leftover.
     Ignore,
@@ -133,7 +133,8 @@ pub(crate) fn offer_verdict(
         // The transport never renegotiates an open connection: the same attempt's offer
         // again is a replay.
         Some((true, Some(a))) if attempt == a => OfferVerdict::Ignore,
-        Some((true, Some(_))) => OfferVerdict::Replace,
+        // A newer attempt: the peer restarted, or gave up the attempt under way.
+        Some((_, Some(a))) if attempt > a => OfferVerdict::Replace,
         Some(_) => OfferVerdict::Apply,
         // The attempt of a connection that has ended.
         None if remembered == Some(attempt) => OfferVerdict::Ignore,
@@ -298,15 +299,29 @@ mod tests {
         // A reload 1 ms later, with the smallest random bits, is newer: it replaces.
         let restarted = attempt_id(t + 1, 0);
         assert_eq!(offer_verdict(open, None, restarted), OfferVerdict::Replace);
-        // While a handshake is under way its offers are applied, old ones ignored.
+        // While a handshake is under way its offers are applied, old ones ignored, and a
+        // newer attempt (the peer started over) replaces it.
         let opening = Some((false, Some(live)));
         assert_eq!(offer_verdict(opening, None, live), OfferVerdict::Apply);
         assert_eq!(offer_verdict(opening, None, earlier), OfferVerdict::Ignore);
-        assert_eq!(offer_verdict(Some((false, None)), None, 1), OfferVerdict::Apply);
+        assert_eq!(
+            offer_verdict(opening, None, restarted),
+            OfferVerdict::Replace
+        );
+        assert_eq!(
+            offer_verdict(Some((false, None)), None, 1),
+            OfferVerdict::Apply
+        );
         // With no connection: a finished attempt's offer is ignored, a new one applied.
         assert_eq!(offer_verdict(None, Some(live), live), OfferVerdict::Ignore);
-        assert_eq!(offer_verdict(None, Some(live), earlier), OfferVerdict::Ignore);
-        assert_eq!(offer_verdict(None, Some(live), restarted), OfferVerdict::Apply);
+        assert_eq!(
+            offer_verdict(None, Some(live), earlier),
+            OfferVerdict::Ignore
+        );
+        assert_eq!(
+            offer_verdict(None, Some(live), restarted),
+            OfferVerdict::Apply
+        );
         assert_eq!(offer_verdict(None, None, 1), OfferVerdict::Apply);
         // Leftover answers and candidates of an earlier attempt.
         assert!(is_leftover(Some(live), earlier));
@@ -337,13 +352,24 @@ mod tests {
         assert!(page_allows(unknown_cap - 1, Claim::Unsolicited));
         assert!(!page_allows(unknown_cap, Claim::Unsolicited));
         assert!(page_allows(unknown_cap, Claim::Own));
-        assert!(page_allows(PAGE_CONNECTION_LIMIT - LIMIT_MARGIN - 1, Claim::Own));
-        assert!(!page_allows(PAGE_CONNECTION_LIMIT - LIMIT_MARGIN, Claim::Own));
+        assert!(page_allows(
+            PAGE_CONNECTION_LIMIT - LIMIT_MARGIN - 1,
+            Claim::Own
+        ));
+        assert!(!page_allows(
+            PAGE_CONNECTION_LIMIT - LIMIT_MARGIN,
+            Claim::Own
+        ));
     }
 
     fn envelope(to: u8, attempt: u64) -> SignedEnvelope {
         let payload = SignalPayload::Answer { sdp: "v=0".into() };
-        SignedEnvelope::seal(&Identity::from_secret_bytes([9; 32]), peer(to), attempt, &payload)
+        SignedEnvelope::seal(
+            &Identity::from_secret_bytes([9; 32]),
+            peer(to),
+            attempt,
+            &payload,
+        )
     }
 
     #[test]
@@ -363,9 +389,13 @@ mod tests {
         while now <= 10_000 {
             match p.next(now, all) {
                 Ok(_) => {
-                    server = (server + (now - last) as f64 / 1000.0 * server_rate).min(server_burst);
+                    server =
+                        (server + (now - last) as f64 / 1000.0 * server_rate).min(server_burst);
                     last = now;
-                    assert!(server >= 1.0, "the server would refuse signal {sent} at {now} ms");
+                    assert!(
+                        server >= 1.0,
+                        "the server would refuse signal {sent} at {now} ms"
+                    );
                     server -= 1.0;
                     sent += 1;
                 }
@@ -391,11 +421,17 @@ mod tests {
         assert_eq!(p.queued(), MAX_QUEUED_SIGNALS);
         assert_eq!(p.dropped, 1);
         // Full again: what is no longer wanted goes first.
-        p.push(envelope(5, 1), false, |e: &SignedEnvelope, _| e.to != peer(3));
+        p.push(envelope(5, 1), false, |e: &SignedEnvelope, _| {
+            e.to != peer(3)
+        });
         assert_eq!(p.queued(), 3);
         let ended = |e: &SignedEnvelope, _: bool| e.to != peer(1);
         let first = p.next(0, ended).expect("a token");
-        assert_eq!(first.to, peer(4), "a signal of an ended attempt is not sent");
+        assert_eq!(
+            first.to,
+            peer(4),
+            "a signal of an ended attempt is not sent"
+        );
     }
 
     #[test]
@@ -414,7 +450,11 @@ mod tests {
             .peer_id();
             m.note(p, i, false);
         }
-        assert_eq!(m.attempt(&peer(1)), None, "the first remembered is forgotten first");
+        assert_eq!(
+            m.attempt(&peer(1)),
+            None,
+            "the first remembered is forgotten first"
+        );
         assert_eq!(m.order.len(), REMEMBERED_PEERS);
     }
 }
