@@ -202,6 +202,12 @@ export interface NodeStats {
   passive: number;
   connections: number;
   page_connections_created: number;
+  /** RTCPeerConnections of the page not yet garbage-collected (Chromium allows 500). */
+  page_connections_alive: number;
+  /** Offers from unknown peers dropped before any connection was made. */
+  offers_refused: number;
+  /** Signals to the server dropped (their attempt ended while paced, or queue full). */
+  signals_dropped: number;
   connects: number;
   delivered: number;
   duplicates: number;
@@ -1038,6 +1044,9 @@ fn stats_to_js(s: &NodeStats) -> JsValue {
         passive,
         connections,
         page_connections_created,
+        page_connections_alive,
+        offers_refused,
+        signals_dropped,
         connects,
         delivered,
         duplicates,
@@ -1080,6 +1089,12 @@ fn stats_to_js(s: &NodeStats) -> JsValue {
             "page_connections_created",
             js_num(u64::from(*page_connections_created)),
         ),
+        (
+            "page_connections_alive",
+            js_num(u64::from(*page_connections_alive)),
+        ),
+        ("offers_refused", js_num(*offers_refused)),
+        ("signals_dropped", js_num(*signals_dropped)),
         ("connects", js_num(*connects)),
         ("delivered", js_num(*delivered)),
         ("duplicates", js_num(*duplicates)),

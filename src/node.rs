@@ -278,6 +278,16 @@ pub struct NodeStats {
     /// `RTCPeerConnection`s created by this page so far, all nodes together (Chromium
     /// allows ~500 per page lifetime); natively, webrtc-rs connections of this process.
     pub page_connections_created: u32,
+    /// `RTCPeerConnection`s of this page that count against Chromium's limit of 500: not
+    /// yet garbage-collected (closed ones included), all nodes together; 0 natively. This
+    /// node makes none for offers from unknown peers above 400, none at all above 496.
+    pub page_connections_alive: u32,
+    /// Offers from unknown peers this node dropped without making a connection (too many
+    /// such handshakes at once, or the page near its limit).
+    pub offers_refused: u64,
+    /// Signals for the server that were dropped: their attempt ended while they waited for
+    /// the pace, or the queue was full.
+    pub signals_dropped: u64,
     /// Connections this node started.
     pub connects: u64,
     /// Broadcasts delivered to the application.
@@ -626,6 +636,9 @@ impl Node {
             passive: s.overlay.passive_view().count(),
             connections: s.conns.len(),
             page_connections_created: Current::connections_created(),
+            page_connections_alive: Current::connections_alive(),
+            offers_refused: s.offers_refused,
+            signals_dropped: s.pacer.dropped,
             connects: o.connects,
             delivered: o.delivered,
             duplicates: o.duplicates,

@@ -39,6 +39,19 @@ pub const JOIN_PROOF_CONTEXT: &[u8] = b"rhizome/signaling/join/v1";
 /// Signature context of a signal envelope.
 pub const ENVELOPE_CONTEXT: &[u8] = b"rhizome/signal-envelope/v1";
 
+/// Low bits of an attempt id that are random (see [`attempt_id`]).
+pub const ATTEMPT_RANDOM_BITS: u32 = 20;
+
+/// A connection attempt id: the sender's wall clock (ms since the Unix epoch) in the high
+/// bits and `random` in the low [`ATTEMPT_RANDOM_BITS`]. A peer's later attempts are
+/// larger than its earlier ones, also after a restart that remembers nothing (as long as
+/// its clock did not go back), so a receiver ignores an offer whose attempt is not newer
+/// than the one it holds from that peer: a replayed offer cannot reset a link. Only one
+/// peer's ids are ever compared with each other; clocks of different peers may differ.
+pub fn attempt_id(wall_ms: u64, random: u64) -> u64 {
+    (wall_ms << ATTEMPT_RANDOM_BITS) | (random & ((1 << ATTEMPT_RANDOM_BITS) - 1))
+}
+
 /// Longest room name accepted, in bytes.
 pub const MAX_ROOM_LEN: usize = 128;
 
@@ -325,8 +338,9 @@ pub struct SignedEnvelope {
     pub from: PeerId,
     /// Recipient.
     pub to: PeerId,
-    /// Connection attempt this belongs to, chosen by the peer that starts it; lets a peer
-    /// ignore leftovers of an earlier attempt.
+    /// The sender's id for its side of this connection attempt ([`attempt_id`]: grows
+    /// with the sender's clock); lets a peer ignore leftovers and replays of an earlier
+    /// attempt, and tell a restarted peer (a newer attempt) from a replayed old offer.
     pub attempt: u64,
     /// JSON text of a [`SignalPayload`].
     pub body: String,
@@ -481,6 +495,20 @@ mod tests {
         assert!(verify_join_proof(&id.peer_id(), "n1", "lobby", &proof).is_ok());
         assert!(verify_join_proof(&id.peer_id(), "n2", "lobby", &proof).is_err());
         assert!(verify_join_proof(&id.peer_id(), "n1", "other", &proof).is_err());
+    }
+
+    #[test]
+    fn a_later_attempt_id_is_larger_whatever_its_random_bits() {
+        let t = 1_780_000_000_000;
+        let max_random = (1 << ATTEMPT_RANDOM_BITS) - 1;
+        assert!(attempt_id(t + 1, 0) > attempt_id(t, max_random));
+        assert!(
+            attempt_id(t, u64::MAX) == attempt_id(t, max_random),
+            "only the low bits"
+        );
+        // Room for the wall clock for centuries: no overflow in the year 2500.
+        let y2500 = 16_725_225_600_000u64;
+        assert_eq!(attempt_id(y2500, 0) >> ATTEMPT_RANDOM_BITS, y2500);
     }
 
     #[test]

@@ -1192,3 +1192,309 @@ async fn a_request_is_answered_through_respond_and_an_unanswered_one_times_out()
         JsFuture::from(n.leave()).await.expect("leaves");
     }
 }
+
+/// The SDP of a real offer (a data channel, no candidates), as a peer would send it; made
+/// by one `RTCPeerConnection` of the test, closed at once.
+async fn a_real_offer_sdp() -> String {
+    let pc = web_sys::RtcPeerConnection::new().expect("RTCPeerConnection");
+    let _channel = pc.create_data_channel("probe");
+    let offer = JsFuture::from(pc.create_offer()).await.expect("an offer");
+    pc.close();
+    js_sys::Reflect::get(&offer, &JsValue::from_str("sdp"))
+        .ok()
+        .and_then(|s| s.as_string())
+        .expect("the offer has an sdp")
+}
+
+/// Errors a node reported that mean its signaling session was refused or closed for
+/// sending too much.
+fn rate_errors(node: &TestNode) -> Vec<String> {
+    node.events
+        .borrow()
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Error { code, message, .. }
+                if message.contains("too-many-errors") || message.contains("rate-limited") =>
+            {
+                Some(format!("{code}: {message}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Item 4 of issue 18: a few hundred fresh keys join a room and each sends one validly
+/// signed offer to the same node. The node makes a bounded number of
+/// `RTCPeerConnection`s for them, its answers stay under the server's rate limit (its
+/// session survives), its existing link keeps working, and an honest newcomer still
+/// connects to it within seconds.
+#[wasm_bindgen_test]
+async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connections_and_the_node_stays_reachable(
+) {
+    use rhizome::id::Identity;
+    use rhizome::signal::{SignalPayload, SignedEnvelope};
+    use rhizome::transport::web_signaling::SignalingClient;
+    // Firefox allows 200 WebSockets per page (network.websocket.max-connections), and
+    // the page's nodes hold a few: the flood stays under that.
+    const FLOODERS: usize = 180;
+
+    let url = signaling_url();
+    let room = fresh_room();
+    let nodes = start_healthy_nodes(&url, &room, 2).await;
+    let (target, friend) = (&nodes[0], &nodes[1]);
+    let sdp = a_real_offer_sdp().await;
+
+    // The flooders join first (one after the other: Chromium delays WebSocket handshakes
+    // when many are pending), then all send at once.
+    let started = now_ms();
+    let mut flooders = Vec::new();
+    for _ in 0..FLOODERS {
+        let id = Identity::generate().expect("randomness");
+        let (client, _) = SignalingClient::connect(&url, &id, &room, 10_000)
+            .await
+            .expect("a flooder joins");
+        flooders.push((id, client));
+    }
+    let joined_ms = now_ms() - started;
+    let before = rhizome::transport::web::connections_created();
+    let offer = SignalPayload::Offer { sdp };
+    for (id, client) in &flooders {
+        let envelope = SignedEnvelope::seal(id, target.id(), 1, &offer);
+        client.send_signal(&envelope).expect("relayed");
+    }
+    // The node reads them all, answers those it takes on, and they get its answers.
+    TimeoutFuture::new(3_000).await;
+    let made = rhizome::transport::web::connections_created() - before;
+    let stats = target.node.stats();
+    web_sys::console::log_1(
+        &format!(
+            "offer flood: {FLOODERS} flooders joined in {joined_ms:.0} ms; the target made \
+             {made} RTCPeerConnections for them and refused {} offers; its session is {}; \
+             the page holds {} connections not yet collected",
+            stats.offers_refused,
+            if stats.server_connected {
+                "open"
+            } else {
+                "closed"
+            },
+            stats.page_connections_alive,
+        )
+        .into(),
+    );
+    assert!(
+        made <= 8,
+        "at most 8 unsolicited handshakes at once: made {made}"
+    );
+    assert!(stats.server_connected, "the signaling session survives");
+    assert_eq!(
+        rate_errors(target),
+        Vec::<String>::new(),
+        "never rate-limited"
+    );
+    assert_eq!(
+        target.node.neighbors(),
+        vec![friend.id()],
+        "the link is intact"
+    );
+    let hops = target
+        .node
+        .send(friend.id(), b"still here".to_vec())
+        .await
+        .expect("the existing link still delivers");
+    assert_eq!(hops, 1);
+
+    // The flooders go; an honest newcomer, introduced by the server, connects to the node.
+    for (_, client) in &flooders {
+        client.close();
+    }
+    TimeoutFuture::new(500).await;
+    let t = now_ms();
+    let newcomer = start_node(&url, &room).await;
+    eventually(
+        8_000,
+        "the newcomer and the flooded node become neighbours",
+        || {
+            if target.node.neighbors().contains(&newcomer.id()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the target's neighbours: {:?}",
+                    target.node.neighbors()
+                ))
+            }
+        },
+    )
+    .await;
+    web_sys::console::log_1(
+        &format!(
+            "offer flood: a newcomer was the flooded node's neighbour {:.0} ms after it \
+             started joining",
+            now_ms() - t
+        )
+        .into(),
+    );
+    assert!(target.node.stats().server_connected);
+    assert_eq!(rate_errors(target), Vec::<String>::new());
+    newcomer.node.leave().await;
+    leave_all(&nodes).await;
+}
+
+/// Item 5 of issue 18: a malicious server (or relay) replays a validly signed offer of an
+/// earlier attempt from one end of a live link to the other. The link stays up: no
+/// neighbour-down, no new `RTCPeerConnection`, and it still carries messages.
+#[wasm_bindgen_test]
+async fn a_replayed_old_offer_leaves_a_live_link_up() {
+    use rhizome::id::Identity;
+    use rhizome::signal::{SignalPayload, SignedEnvelope};
+    use rhizome::transport::web_signaling::SignalingClient;
+
+    let url = signaling_url();
+    let room = fresh_room();
+    let alice_id = Identity::generate().expect("randomness");
+    let mut config = NodeConfig::new(vec![url.clone()], room.clone());
+    config.identity = Some(alice_id.clone());
+    let alice = start_node_with(config).await;
+    let bob = start_node(&url, &room).await;
+    eventually(15_000, "alice and bob are linked", || {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
+            Ok(())
+        } else {
+            Err(format!("{:?}", bob.node.neighbors()))
+        }
+    })
+    .await;
+    let sdp = a_real_offer_sdp().await;
+    let downs_before = bob.events.borrow().len();
+    let before = rhizome::transport::web::connections_created();
+
+    // Offers alice signed for attempts before the live one: one from a minute ago (as
+    // attempt ids go: the wall clock in the high bits), one from long ago. A server that
+    // kept them relays them again; here a member of the room does, which is the same.
+    let mallory = Identity::generate().expect("randomness");
+    let (relay, _) = SignalingClient::connect(&url, &mallory, &room, 5_000)
+        .await
+        .expect("mallory joins");
+    let minute_ago = ((now_ms() as u64).saturating_sub(60_000)) << 20;
+    for attempt in [minute_ago, 1] {
+        let stale = SignedEnvelope::seal(
+            &alice_id,
+            bob.id(),
+            attempt,
+            &SignalPayload::Offer { sdp: sdp.clone() },
+        );
+        relay.send_signal(&stale).expect("relayed");
+    }
+    TimeoutFuture::new(3_000).await;
+    let downs: Vec<String> = bob.events.borrow()[downs_before..]
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::NeighborDown(p) => Some(format!("down {}", p.short())),
+            NodeEvent::Error { code, message, .. } => Some(format!("{code}: {message}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(downs, Vec::<String>::new(), "bob saw nothing happen");
+    assert_eq!(bob.node.neighbors(), vec![alice.id()], "the link is up");
+    assert_eq!(
+        rhizome::transport::web::connections_created(),
+        before,
+        "no RTCPeerConnection was made: the same connection carries on"
+    );
+    let hops = alice
+        .node
+        .send(bob.id(), b"same link".to_vec())
+        .await
+        .expect("delivered over the live link");
+    assert_eq!(hops, 1);
+    relay.close();
+    alice.node.leave().await;
+    bob.node.leave().await;
+}
+
+/// The other side of item 5: a linked peer that restarted (a reload: same identity, no
+/// memory) sends an offer of a newer attempt; that replaces the old connection at once,
+/// and once the peer's real node dials again the two are neighbours again.
+#[wasm_bindgen_test]
+async fn an_offer_of_a_newer_attempt_from_a_linked_peer_replaces_the_connection_at_once() {
+    use rhizome::id::Identity;
+    use rhizome::signal::{attempt_id, SignalPayload, SignedEnvelope};
+    use rhizome::transport::web_signaling::SignalingClient;
+
+    let url = signaling_url();
+    let room = fresh_room();
+    let alice_id = Identity::generate().expect("randomness");
+    let mut config = NodeConfig::new(vec![url.clone()], room.clone());
+    config.identity = Some(alice_id.clone());
+    let alice = start_node_with(config).await;
+    let bob = start_node(&url, &room).await;
+    eventually(15_000, "alice and bob are linked", || {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
+            Ok(())
+        } else {
+            Err(format!("{:?}", bob.node.neighbors()))
+        }
+    })
+    .await;
+    let sdp = a_real_offer_sdp().await;
+    let seen = bob.events.borrow().len();
+    let before = rhizome::transport::web::connections_created();
+    // What alice's reloaded page sends first: an offer of an attempt made now.
+    let (relay, _) = SignalingClient::connect(&url, &Identity::generate().unwrap(), &room, 5_000)
+        .await
+        .expect("the relay joins");
+    let newer = attempt_id(now_ms() as u64, 7);
+    let t = now_ms();
+    relay
+        .send_signal(&SignedEnvelope::seal(
+            &alice_id,
+            bob.id(),
+            newer,
+            &SignalPayload::Offer { sdp },
+        ))
+        .expect("relayed");
+    eventually(2_000, "bob lets the old connection go", || {
+        let down = bob.events.borrow()[seen..]
+            .iter()
+            .any(|e| *e == NodeEvent::NeighborDown(alice.id()));
+        if down {
+            Ok(())
+        } else {
+            Err("no neighbour-down yet".into())
+        }
+    })
+    .await;
+    let replaced_ms = now_ms() - t;
+    // The relay leaves, so the server introduces alice and bob only to each other.
+    relay.close();
+    assert!(
+        rhizome::transport::web::connections_created() > before,
+        "bob made a connection for the new attempt"
+    );
+    // The real alice (whose link bob closed) and bob link up again. The injected attempt
+    // has no page behind it, so its handshake only ends at bob's handshake timeout (15 s)
+    // if bob's own redial found it in the way (a real reloaded page completes it).
+    eventually(30_000, "alice and bob are neighbours again", || {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
+            Ok(())
+        } else {
+            Err(format!(
+                "bob's neighbours: {:?}; alice's {:?}; bob saw {:?}; alice saw {:?}",
+                bob.node.neighbors(),
+                alice.node.neighbors(),
+                bob.events.borrow()[seen..].to_vec(),
+                alice.events.borrow().to_vec()
+            ))
+        }
+    })
+    .await;
+    web_sys::console::log_1(
+        &format!(
+            "restart: bob replaced the connection {replaced_ms:.0} ms after the newer offer; \
+             linked again {:.0} ms after it",
+            now_ms() - t
+        )
+        .into(),
+    );
+    alice.node.leave().await;
+    bob.node.leave().await;
+}

@@ -12,7 +12,10 @@
 //! Connections are keyed by the remote peer. One connection per pair is enough because
 //! the transport does perfect negotiation (simultaneous connects converge on one
 //! peer connection per side); a remote peer that restarted (a reload) shows up as an
-//! offer with a new attempt id on an open connection, which replaces the old one. A
+//! offer with a newer attempt id on an open connection, which replaces the old one, while
+//! an offer of an attempt no newer than the one held is a replay and is ignored (attempt
+//! ids grow with the sender's clock; `guard.rs`). Offers from unknown peers, the page's
+//! connection budget and the pace of signals to the server are bounded there too. A
 //! connection is registered at once and made by a task (natively its constructor is
 //! async); signals that arrive meanwhile wait in its queue and are applied, one at a time
 //! in arrival order, once it exists.
@@ -39,11 +42,12 @@ use crate::collections::BTreeMap;
 use crate::id::{Identity, PeerId};
 use crate::overlay::dht::{Command, DhtEvent};
 use crate::overlay::{self, Event, Input, Output, Overlay};
-use crate::signal::{SignalPayload, SignedEnvelope};
+use crate::signal::{attempt_id, SignalPayload, SignedEnvelope};
 use crate::topology::{
     Announcement, Hop, NetworkMap, ANNOUNCEMENT_VERSION, MAX_ANNOUNCED_DHT_LINKS,
     MAX_ANNOUNCED_HOPS, MAX_ANNOUNCED_NEIGHBORS,
 };
+use crate::transport::guard::{self, Admit, Claim, OfferVerdict};
 use crate::transport::signaling_types::SignalingEvent;
 use crate::transport::ConnEvent;
 use crate::wire::MsgId;
@@ -55,8 +59,12 @@ pub(super) struct Conn<P: Platform> {
     generation: u64,
     /// Our attempt id, sealed into every envelope we send for it.
     attempt: u64,
-    /// The remote side's attempt id, once it has sent something.
+    /// The remote side's latest attempt id, once it has sent something.
     remote_attempt: Option<u64>,
+    /// Made for an offer from a peer this node did not ask for and does not know.
+    unsolicited: bool,
+    /// When it was registered (`Platform::now_ms`).
+    since: u64,
     /// Signals for the transport, applied one at a time in arrival order (queued until
     /// the connection exists).
     signals: mpsc::UnboundedSender<SignalPayload>,
@@ -117,6 +125,12 @@ pub(super) struct State<P: Platform> {
     /// Direct messages handed to the overlay, and received.
     pub(super) messages_sent: u64,
     pub(super) messages_received: u64,
+    /// Recent peers' latest attempt ids, and whether we had a link with them.
+    memory: guard::Memory,
+    /// The pace of our signals to the server.
+    pub(super) pacer: guard::Pacer,
+    /// Offers from unknown peers dropped before a connection was made.
+    pub(super) offers_refused: u64,
 }
 
 impl<P: Platform> State<P> {
@@ -180,6 +194,33 @@ pub(super) fn random_u64<P: Platform>() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A fresh attempt id ([`attempt_id`]: the wall clock in the high bits), strictly larger
+/// than every earlier one of this page or process.
+pub(super) fn next_attempt<P: Platform>() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let fresh = attempt_id(P::wall_ms(), random_u64::<P>());
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = fresh.max(last.saturating_add(1));
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(now) => last = now,
+        }
+    }
+}
+
+/// Whether a signal we queued for the server is still worth sending: its attempt is the
+/// connection's current one, and a candidate only while the connection is not open.
+fn signal_wanted<P: Platform>(
+    conns: &BTreeMap<PeerId, Conn<P>>,
+    envelope: &SignedEnvelope,
+    candidate: bool,
+) -> bool {
+    conns
+        .get(&envelope.to)
+        .is_some_and(|c| c.attempt == envelope.attempt && !(candidate && c.open))
+}
+
 impl<P: Platform> Shared<P> {
     /// Joins the room on a signaling server and starts the node's tasks.
     pub(super) async fn start(
@@ -225,6 +266,9 @@ impl<P: Platform> Shared<P> {
                 next_send: 1,
                 messages_sent: 0,
                 messages_received: 0,
+                memory: guard::Memory::default(),
+                pacer: guard::Pacer::new(P::now_ms()),
+                offers_refused: 0,
             }),
         });
         shared.attach_server(client, contacts);
@@ -286,7 +330,9 @@ impl<P: Platform> Shared<P> {
                 // does not see an inbound attempt until it opens, so it may ask for one.
                 let existing = self.state.borrow().conns.get(&peer).map(|c| c.open);
                 match existing {
-                    None => self.open_connection(peer, true),
+                    None => {
+                        self.open_connection(peer, true, false);
+                    }
                     Some(true) => self.input(Input::ConnectionUp { peer }),
                     Some(false) => {}
                 }
@@ -317,16 +363,68 @@ impl<P: Platform> Shared<P> {
                 self.state.borrow_mut().timer = Some(timer);
             }
             Output::SendViaServer { envelope } => {
-                let server = self.state.borrow().server.clone();
-                let sent = server.map(|s| s.send_signal(&envelope));
-                if !matches!(sent, Some(Ok(()))) {
-                    // Lost the server between the overlay's decision and now.
-                    self.drop_server(true);
+                if self.state.borrow().server.is_none() {
+                    return; // lost the server between the overlay's decision and now
                 }
+                let candidate = matches!(
+                    SignalPayload::from_text(&envelope.body),
+                    Ok(SignalPayload::Candidate { .. })
+                );
+                {
+                    let mut s = self.state.borrow_mut();
+                    let s = &mut *s;
+                    let conns = &s.conns;
+                    s.pacer
+                        .push(envelope, candidate, |e, c| signal_wanted(conns, e, c));
+                }
+                self.pump_signals();
             }
             Output::DeliverSignal { envelope, payload } => self.deliver_signal(envelope, payload),
             Output::RequestBootstrap => self.bootstrap(),
             Output::Event(ev) => self.app_event(ev),
+        }
+    }
+
+    /// Sends what the pace allows of the signals waiting for the server, and schedules a
+    /// wake-up for the rest.
+    fn pump_signals(self: &Rc<Self>) {
+        loop {
+            let next = {
+                let mut s = self.state.borrow_mut();
+                let s = &mut *s;
+                let Some(server) = s.server.clone() else {
+                    return; // they wait for the next session
+                };
+                let conns = &s.conns;
+                s.pacer
+                    .next(P::now_ms(), |e, c| signal_wanted(conns, e, c))
+                    .map(|envelope| (envelope, server))
+            };
+            match next {
+                Ok((envelope, server)) => {
+                    if server.send_signal(&envelope).is_err() {
+                        // Lost the server between the overlay's decision and now.
+                        self.drop_server(true);
+                        return;
+                    }
+                }
+                Err(0) => return,
+                Err(ms) => {
+                    let mut s = self.state.borrow_mut();
+                    if !s.pacer.armed {
+                        s.pacer.armed = true;
+                        let weak = Rc::downgrade(self);
+                        P::spawn_local(async move {
+                            P::sleep(ms).await;
+                            if let Some(shared) = weak.upgrade() {
+                                shared.state.borrow_mut().pacer.armed = false;
+                                shared.pump_signals();
+                            }
+                        });
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -626,10 +724,41 @@ impl<P: Platform> Shared<P> {
     }
 
     /// Registers a connection to `peer` and spawns the task that makes it, then applies
-    /// its signals; another task forwards its events.
-    fn open_connection(self: &Rc<Self>, peer: PeerId, initiate: bool) {
+    /// its signals; another task forwards its events. Makes nothing, and returns false,
+    /// when the page is too near its limit of connections for this claim (`unsolicited`:
+    /// an offer from a peer we do not know).
+    fn open_connection(self: &Rc<Self>, peer: PeerId, initiate: bool, unsolicited: bool) -> bool {
+        let claim = if unsolicited {
+            Claim::Unsolicited
+        } else {
+            Claim::Own
+        };
+        let alive = P::connections_alive();
+        if !guard::page_allows(alive, claim) {
+            if !initiate {
+                self.state.borrow_mut().offers_refused += 1;
+                return false;
+            }
+            // Our own attempt fails at once, as a failed connection would (later: the
+            // overlay may be in the middle of a step).
+            let weak = Rc::downgrade(self);
+            P::spawn_local(async move {
+                let Some(shared) = weak.upgrade() else { return };
+                shared.emit(NodeEvent::Error {
+                    code: "connection-limit",
+                    message: format!(
+                        "the page holds {alive} RTCPeerConnections (open, or closed and not \
+                         yet garbage-collected); the browser allows {}",
+                        guard::PAGE_CONNECTION_LIMIT
+                    ),
+                    peer: Some(peer),
+                });
+                shared.input(Input::ConnectionDown { peer });
+            });
+            return false;
+        }
         let (signals, mut signal_rx) = mpsc::unbounded::<SignalPayload>();
-        let (generation, making) = {
+        let (generation, making, handshake_ms) = {
             let mut s = self.state.borrow_mut();
             let generation = s.next_generation;
             s.next_generation += 1;
@@ -639,8 +768,10 @@ impl<P: Platform> Shared<P> {
                 Conn {
                     conn: None,
                     generation,
-                    attempt: random_u64::<P>(),
+                    attempt: next_attempt::<P>(),
                     remote_attempt: None,
+                    unsolicited,
+                    since: P::now_ms(),
                     signals,
                     open: false,
                     bytes_sent: 0,
@@ -651,8 +782,28 @@ impl<P: Platform> Shared<P> {
             if let Some(old) = old.and_then(|c| c.conn) {
                 old.close();
             }
-            (generation, making)
+            let handshake_ms = s.overlay.config().handshake_timeout_ms;
+            (generation, making, handshake_ms.min(u32::MAX as u64) as u32)
         };
+
+        // The overlay times out the handshakes it asked for; one a peer started is unknown
+        // to it until it opens, so nothing else would ever end it.
+        if !initiate {
+            let weak = Rc::downgrade(self);
+            P::spawn_local(async move {
+                P::sleep(handshake_ms).await;
+                let Some(shared) = weak.upgrade() else { return };
+                let stalled = shared
+                    .state
+                    .borrow()
+                    .conns
+                    .get(&peer)
+                    .is_some_and(|c| c.generation == generation && !c.open);
+                if stalled {
+                    shared.remove_connection(peer);
+                }
+            });
+        }
 
         let weak = Rc::downgrade(self);
         P::spawn_local(async move {
@@ -703,6 +854,7 @@ impl<P: Platform> Shared<P> {
                 }
             }
         });
+        true
     }
 
     fn is_current(&self, peer: PeerId, generation: u64) -> bool {
@@ -726,29 +878,85 @@ impl<P: Platform> Shared<P> {
 
     fn deliver_signal(self: &Rc<Self>, envelope: SignedEnvelope, payload: SignalPayload) {
         let from = envelope.from;
+        let attempt = envelope.attempt;
         let is_offer = matches!(payload, SignalPayload::Offer { .. });
-        // A fresh offer on an open connection means the remote side restarted.
-        let stale = {
+        let (live, remembered) = {
             let s = self.state.borrow();
-            s.conns.get(&from).is_some_and(|c| {
-                is_offer && c.open && c.remote_attempt.is_some_and(|a| a != envelope.attempt)
-            })
+            let live = s.conns.get(&from).map(|c| (c.open, c.remote_attempt));
+            (live, s.memory.attempt(&from))
         };
-        if stale {
-            self.remove_connection(from);
+        if is_offer {
+            match guard::offer_verdict(live, remembered, attempt) {
+                // Not newer than what we hold from this peer: a replay (a server or relay
+                // may keep old envelopes) must not reset a working link.
+                OfferVerdict::Ignore => return,
+                // A newer attempt than the connection's: the remote side restarted (or
+                // gave up the attempt under way and started another).
+                OfferVerdict::Replace => {
+                    self.remove_connection(from);
+                }
+                OfferVerdict::Apply => {}
+            }
+        } else if guard::is_leftover(live.and_then(|(_, a)| a), attempt) {
+            return;
         }
         let exists = self.state.borrow().conns.contains_key(&from);
         if !exists {
             if !is_offer {
                 return; // leftovers of an attempt we no longer have
             }
-            self.open_connection(from, false);
+            if !self.admit_offer(from) {
+                return;
+            }
         }
         let mut s = self.state.borrow_mut();
         if let Some(c) = s.conns.get_mut(&from) {
-            c.remote_attempt = Some(envelope.attempt);
+            c.remote_attempt = Some(c.remote_attempt.map_or(attempt, |a| a.max(attempt)));
             let _ = c.signals.unbounded_send(payload);
+            s.memory.note(from, attempt, false);
         }
+    }
+
+    /// Makes a connection for an offer from `from`, which we hold none with, unless it is
+    /// an unknown peer and too many of those are handshaking (or the page is near its
+    /// limit): then the offer is dropped and nothing is made.
+    fn admit_offer(self: &Rc<Self>, from: PeerId) -> bool {
+        let now = P::now_ms();
+        let (known, admit) = {
+            let s = self.state.borrow();
+            let known = s.memory.linked(&from)
+                || s.overlay.connections().any(|p| p == from)
+                || s.overlay.passive_view().any(|p| p == from);
+            let pending = s
+                .conns
+                .values()
+                .filter(|c| c.unsolicited && !c.open)
+                .map(|c| c.since);
+            (known, guard::admit_unsolicited(pending, now))
+        };
+        if known {
+            return self.open_connection(from, false, false);
+        }
+        match admit {
+            Admit::Yes => {}
+            Admit::No => {
+                self.state.borrow_mut().offers_refused += 1;
+                return false;
+            }
+            Admit::Evict { since } => {
+                let oldest = self
+                    .state
+                    .borrow()
+                    .conns
+                    .iter()
+                    .find(|(_, c)| c.unsolicited && !c.open && c.since == since)
+                    .map(|(p, _)| *p);
+                if let Some(p) = oldest {
+                    self.remove_connection(p);
+                }
+            }
+        }
+        self.open_connection(from, false, true)
     }
 
     /// Starts the periodic topology announcement, if configured.
@@ -1023,8 +1231,16 @@ async fn forward_events<P: Platform>(
                 }
             }
             ConnEvent::Open => {
-                if let Some(c) = shared.state.borrow_mut().conns.get_mut(&peer) {
-                    c.open = true;
+                {
+                    let mut s = shared.state.borrow_mut();
+                    let mut remote = None;
+                    if let Some(c) = s.conns.get_mut(&peer) {
+                        c.open = true;
+                        remote = c.remote_attempt;
+                    }
+                    if let Some(a) = remote {
+                        s.memory.note(peer, a, true);
+                    }
                 }
                 shared.input(Input::ConnectionUp { peer });
             }

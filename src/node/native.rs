@@ -79,6 +79,12 @@ impl Platform for Native {
         AbortOnDrop(task.abort_handle())
     }
 
+    fn wall_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     fn connections_created() -> u32 {
         native::connections_created()
     }

@@ -44,8 +44,15 @@ pub(crate) trait Platform: Sized + 'static {
     fn timeout(ms: u32, f: impl FnOnce() + 'static) -> Self::Timeout;
     /// Calls `f` every `ms` milliseconds (first after `ms`) until the handle is dropped.
     fn interval(ms: u32, f: impl FnMut() + 'static) -> Self::Interval;
+    /// Milliseconds since the Unix epoch (the wall clock, for attempt ids).
+    fn wall_ms() -> u64;
     /// Connections created by this page or process so far, all nodes together.
     fn connections_created() -> u32;
+    /// Connections of this page that still count against its limit (created and not yet
+    /// garbage-collected), all nodes together; 0 where there is no such limit.
+    fn connections_alive() -> u32 {
+        0
+    }
     /// Called while the node's first signaling session is opening: a platform may prepare
     /// what its first connection will need (the browser makes an `RTCPeerConnection`).
     fn prewarm(_config: &NodeConfig) {}

@@ -59,8 +59,16 @@ impl Platform for Web {
         Interval::new(ms, f)
     }
 
+    fn wall_ms() -> u64 {
+        js_sys::Date::now().max(0.0) as u64
+    }
+
     fn connections_created() -> u32 {
         web::connections_created()
+    }
+
+    fn connections_alive() -> u32 {
+        web::connections_alive()
     }
 
     fn prewarm(config: &NodeConfig) {

@@ -6,11 +6,15 @@
 //! bootstrap server). A native process (feature `native`) has the same pair over
 //! webrtc-rs and tokio: `native` and `native_signaling`, with the same API shape and the
 //! same events, so one driver design serves both. What the two sides share lives here
-//! (connection events, limits, errors) and in `chunk` and `signaling_types`.
+//! (connection events, limits, errors) and in `chunk` and `signaling_types`; `guard`
+//! holds the bounds the driver puts on handshakes and signals.
 
 use crate::signal::SignalPayload;
 
 pub mod chunk;
+/// Bounds on a node's unsolicited handshakes, its page's connections and its signals'
+/// pace; freshness of offers.
+pub(crate) mod guard;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub mod native;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]

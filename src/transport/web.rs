@@ -72,8 +72,19 @@ pub fn connections_created() -> u32 {
     CREATED.with(|c| *c.borrow())
 }
 
+/// Number of this page's `RTCPeerConnection`s that still count against Chromium's limit
+/// of 500: created and not yet garbage-collected (a closed one counts until then), all
+/// nodes together. Read through a `FinalizationRegistry`; where there is none, every
+/// connection ever created counts.
+pub fn connections_alive() -> u32 {
+    ALIVE.with(|c| *c.borrow())
+}
+
 thread_local! {
     static CREATED: RefCell<u32> = const { RefCell::new(0) };
+    static ALIVE: RefCell<u32> = const { RefCell::new(0) };
+    /// Counts [`ALIVE`] down as the page's connections are collected.
+    static COLLECTED: RefCell<Option<js_sys::FinalizationRegistry>> = const { RefCell::new(None) };
     /// `RTCPeerConnection`s made ahead of need ([`prewarm`]), with the JSON of the ICE
     /// servers each was made with; at most [`SPARES`].
     static SPARE: RefCell<Vec<(String, RtcPeerConnection)>> = const { RefCell::new(Vec::new()) };
@@ -116,6 +127,28 @@ fn new_peer_connection(servers: &JsValue) -> Result<RtcPeerConnection, JsValue> 
     config.set_ice_servers(servers);
     let pc = RtcPeerConnection::new_with_configuration(&config)?;
     CREATED.with(|c| *c.borrow_mut() += 1);
+    ALIVE.with(|c| *c.borrow_mut() += 1);
+    COLLECTED.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.is_none() {
+            let global = js_sys::global();
+            if Reflect::has(&global, &"FinalizationRegistry".into()) != Ok(true) {
+                return;
+            }
+            let collected = Closure::<dyn FnMut(JsValue)>::new(|_: JsValue| {
+                ALIVE.with(|c| {
+                    let mut c = c.borrow_mut();
+                    *c = c.saturating_sub(1);
+                })
+            });
+            *r = Some(js_sys::FinalizationRegistry::new(
+                &collected.into_js_value().unchecked_into(),
+            ));
+        }
+        if let Some(r) = r.as_ref() {
+            r.register(&pc, &JsValue::UNDEFINED);
+        }
+    });
     Ok(pc)
 }
 
