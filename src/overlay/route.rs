@@ -50,14 +50,38 @@ pub(super) struct Router {
     sent: BTreeMap<PeerId, Vec<SignedEnvelope>>,
 }
 
+/// Most signal paths remembered. Every verified signal's sender gets one, and a hostile
+/// server (or relays) can bring signals from any number of fresh keys: past this, the
+/// least recently used path goes.
+pub(super) const MAX_PATHS: usize = 4_096;
+
 impl Router {
     pub(super) fn set_path(&mut self, peer: PeerId, path: SignalPath, now: u64) {
+        if self.paths.len() >= MAX_PATHS && !self.paths.contains_key(&peer) {
+            self.gc(now);
+            if self.paths.len() >= MAX_PATHS {
+                let oldest = self
+                    .paths
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(p, _)| *p);
+                if let Some(oldest) = oldest {
+                    self.paths.remove(&oldest);
+                    self.sent.remove(&oldest);
+                }
+            }
+        }
         self.paths.insert(peer, (path, now));
     }
 
     /// The handshake with `peer` is over (up or down): envelopes need not be re-sent.
     pub(super) fn connection_settled(&mut self, peer: &PeerId) {
         self.sent.remove(peer);
+    }
+
+    #[cfg(test)]
+    pub(super) fn path_count(&self) -> usize {
+        self.paths.len()
     }
 
     pub(super) fn gc(&mut self, now: u64) {

@@ -623,3 +623,124 @@ fn a_view_that_filled_up_waits_afresh_for_routes_before_dialling_a_server_named_
         "then dials one peer"
     );
 }
+
+/// Runs `o` with its timer every 100 ms from `from` to `to`; returns when it asked to
+/// reconnect (a `RequestBootstrap` counted as a reconnection: its silent neighbours are
+/// soon dropped, and an isolated peer also asks for re-bootstraps of its own).
+fn reconnect_times(o: &mut Overlay, from: u64, to: u64) -> Vec<u64> {
+    let mut at = Vec::new();
+    let mut now = from;
+    while now <= to {
+        let before = o.stats().reconnects;
+        let out = o.handle(now, Input::Timer);
+        if o.stats().reconnects > before {
+            assert!(out.contains(&Output::RequestBootstrap));
+            at.push(now);
+        }
+        now += 100;
+    }
+    at
+}
+
+#[test]
+fn a_lost_server_session_is_reopened_in_random_windows_that_double_up_to_the_cap() {
+    let cfg = Config::default();
+    let mut o = Overlay::new(me(), cfg.clone(), 3);
+    let peers: Vec<PeerId> = pool().iter().map(|i| i.peer_id()).collect();
+    o.handle(0, Input::ServerUp);
+    o.handle(0, Input::Join { contacts: vec![] });
+    o.add_active(peers[0]);
+    o.add_active(peers[1]);
+    // With the session up, nothing asks to reconnect.
+    assert!(reconnect_times(&mut o, 0, 60_000).is_empty());
+    o.handle(60_000, Input::ServerDown);
+    let tries = reconnect_times(&mut o, 60_000, 260_000);
+    assert!(tries.len() >= 7, "{tries:?}");
+    // Each wait is at most the current window: 5, 10, 20, then 30 s (+ a heartbeat).
+    let mut last = 60_000;
+    let mut window = cfg.reconnect_backoff_ms;
+    for t in &tries {
+        assert!(*t - last <= window + 1_100, "{tries:?}");
+        last = *t;
+        window = (window * 2).min(cfg.reconnect_backoff_max_ms);
+    }
+    assert_eq!(o.stats().reconnects, tries.len() as u64);
+    // Back: a sample arrives, and the retries stop.
+    o.handle(last + 50, Input::ServerUp);
+    o.handle(last + 50, Input::Join { contacts: vec![] });
+    assert!(reconnect_times(&mut o, last + 100, last + 100_000).is_empty());
+
+    // The windows are random: peers that lost the same server do not all come back at once.
+    let firsts: std::collections::BTreeSet<u64> = (0..20)
+        .map(|seed| {
+            let mut o = Overlay::new(me(), cfg.clone(), seed);
+            o.handle(0, Input::ServerUp);
+            o.handle(0, Input::Join { contacts: vec![] });
+            o.handle(1_000, Input::ServerDown);
+            reconnect_times(&mut o, 1_000, 10_000)[0] / 1_000
+        })
+        .collect();
+    assert!(firsts.len() >= 4, "first retries in seconds {firsts:?}");
+}
+
+#[test]
+fn a_session_the_application_released_is_not_reopened() {
+    let mut o = Overlay::new(me(), Config::default(), 3);
+    o.handle(0, Input::ServerUp);
+    o.handle(0, Input::Join { contacts: vec![] });
+    o.add_active(pool()[0].peer_id());
+    o.handle(1_000, Input::ServerReleased);
+    assert!(reconnect_times(&mut o, 1_000, 120_000).is_empty());
+}
+
+#[test]
+fn the_first_sample_after_a_lost_session_is_probed_for_a_peer_nobody_knew() {
+    let mut o = Overlay::new(me(), small_config(), 5);
+    let peers: Vec<PeerId> = pool().iter().map(|i| i.peer_id()).collect();
+    o.handle(0, Input::ServerUp);
+    o.handle(0, Input::Join { contacts: vec![] });
+    // A full view (3), and a passive peer known through the overlay.
+    for p in &peers[..3] {
+        o.add_active(*p);
+    }
+    o.add_passive(peers[3], vec![peers[0], peers[3]]);
+    std::mem::take(&mut o.out);
+    o.handle(1_000, Input::ServerDown);
+    // The server is back (the driver reconnected at once) and names neighbours, the known passive peer, and one nobody mentioned.
+    let sample = vec![peers[0], peers[1], peers[3], peers[5]];
+    let out = o.handle(1_100, Input::Join { contacts: sample });
+    let dialled: Vec<PeerId> = out
+        .iter()
+        .filter_map(|x| match x {
+            Output::Connect { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialled, vec![peers[5]], "one probe, to the stranger");
+    assert_eq!(o.stats().merge_probes, 1);
+    // A later sample (no session lost in between) is not probed.
+    let out = o.handle(
+        1_200,
+        Input::Join {
+            contacts: vec![peers[6]],
+        },
+    );
+    assert!(!out.iter().any(|x| matches!(x, Output::Connect { .. })));
+}
+
+#[test]
+fn signals_from_any_number_of_fresh_keys_keep_the_routing_memory_bounded() {
+    let mut o = Overlay::new(me(), Config::default(), 9);
+    o.handle(0, Input::ServerUp);
+    o.handle(0, Input::Join { contacts: vec![] });
+    let n = super::route::MAX_PATHS + 500;
+    for i in 0..n {
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&(i as u64 + 1_000).to_le_bytes());
+        let stranger = Identity::from_secret_bytes(secret);
+        let payload = crate::signal::SignalPayload::Answer { sdp: "v=0".into() };
+        let envelope = SignedEnvelope::seal(&stranger, o.peer_id(), 1, &payload);
+        o.handle(10 + i as u64 / 100, Input::SignalFromServer { envelope });
+    }
+    assert!(o.router.path_count() <= super::route::MAX_PATHS);
+}
