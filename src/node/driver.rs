@@ -51,6 +51,10 @@ use crate::transport::guard::{self, Admit, Claim, OfferVerdict};
 use crate::transport::signaling_types::SignalingEvent;
 use crate::transport::ConnEvent;
 use crate::wire::MsgId;
+/// Most signals (offer or answer, candidates) taken from the remote side for one
+/// connection; the rest are dropped.
+const MAX_SIGNALS_PER_ATTEMPT: u32 = 128;
+
 /// One connection, registered as soon as it is decided on.
 pub(super) struct Conn<P: Platform> {
     /// The transport's connection; `None` while it is being made.
@@ -68,6 +72,8 @@ pub(super) struct Conn<P: Platform> {
     /// Signals for the transport, applied one at a time in arrival order (queued until
     /// the connection exists).
     signals: mpsc::UnboundedSender<SignalPayload>,
+    /// Signals taken for this connection so far (at most [`MAX_SIGNALS_PER_ATTEMPT`]).
+    signals_taken: u32,
     open: bool,
     /// Bytes handed to this connection and received on it.
     bytes_sent: u64,
@@ -773,6 +779,7 @@ impl<P: Platform> Shared<P> {
                     unsolicited,
                     since: P::now_ms(),
                     signals,
+                    signals_taken: 0,
                     open: false,
                     bytes_sent: 0,
                     bytes_received: 0,
@@ -912,6 +919,13 @@ impl<P: Platform> Shared<P> {
         let mut s = self.state.borrow_mut();
         if let Some(c) = s.conns.get_mut(&from) {
             c.remote_attempt = Some(c.remote_attempt.map_or(attempt, |a| a.max(attempt)));
+            // An attempt needs an offer or answer and a few candidates per interface; a
+            // peer that sends endless candidates (each validly signed) must not grow the
+            // queue of a connection that is still being made.
+            if c.signals_taken >= MAX_SIGNALS_PER_ATTEMPT {
+                return;
+            }
+            c.signals_taken += 1;
             let _ = c.signals.unbounded_send(payload);
             s.memory.note(from, attempt, false);
         }
