@@ -88,6 +88,7 @@ use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::seal::{self, Kind, OpenError};
 use super::{Conn, Event, Intent, Misbehaviour, Output, Overlay, SignalPath};
 use crate::id::{Identity, PeerId, Signature};
 use crate::signal::SignedEnvelope;
@@ -590,7 +591,8 @@ pub enum DhtBody {
     Direct {
         /// Source's id.
         rpc: u64,
-        /// The bytes (one byte string on the wire, as broadcast payloads).
+        /// The application's bytes sealed by the source for the target (see
+        /// [`super::seal`]: relays see ciphertext); one byte string on the wire.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -600,12 +602,17 @@ pub enum DhtBody {
         rpc: u64,
         /// Hops it travelled.
         hops: u8,
+        /// An empty payload sealed by the acknowledging peer (see [`super::seal`]), so a
+        /// relay cannot acknowledge for it.
+        #[serde(with = "serde_bytes")]
+        seal: Vec<u8>,
     },
     /// A request; acknowledged by `Ack` on arrival, answered by `Response`.
     Request {
         /// Source's id.
         rpc: u64,
-        /// The bytes (one byte string on the wire, as broadcast payloads).
+        /// The application's bytes sealed by the source for the target (see
+        /// [`super::seal`]: relays see ciphertext); one byte string on the wire.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -613,7 +620,8 @@ pub enum DhtBody {
     Response {
         /// The request's id.
         rpc: u64,
-        /// The bytes (one byte string on the wire, as broadcast payloads).
+        /// The application's bytes sealed by the source for the target (see
+        /// [`super::seal`]: relays see ciphertext); one byte string on the wire.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -678,9 +686,12 @@ impl DhtFrame {
         match &self.body {
             DhtBody::Direct { payload, .. }
             | DhtBody::Request { payload, .. }
-            | DhtBody::Response { payload, .. } => {
-                bound("payload", payload.len(), MAX_DIRECT_PAYLOAD)
-            }
+            | DhtBody::Response { payload, .. } => bound(
+                "payload",
+                payload.len(),
+                MAX_DIRECT_PAYLOAD + seal::OVERHEAD,
+            ),
+            DhtBody::Ack { seal, .. } => bound("ack seal", seal.len(), seal::OVERHEAD),
             DhtBody::Nodes {
                 peers, record: r, ..
             } => {
@@ -729,6 +740,11 @@ pub struct DhtStats {
     pub lookups_closest_failed: u64,
     /// Bucket-refresh lookups started (the periodic self-lookup not included).
     pub bucket_refreshes: u64,
+    /// Sealed frames for us that did not open (forged source, altered, or sealed for
+    /// another frame): dropped.
+    pub forged: u64,
+    /// Sealed frames for us that opened but were seen before (replays): dropped.
+    pub replayed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1067,6 +1083,12 @@ impl Overlay {
                 None,
             ),
             Command::Respond { to, id, payload } => {
+                let sealed = self
+                    .seal
+                    .seal(&self.identity, &to, Kind::Response, id, 0, &payload);
+                let Some(payload) = sealed else {
+                    return; // not a usable id: no request came from it
+                };
                 let body = DhtBody::Response { rpc: id, payload };
                 // Back the way the request came, like every answer; greedily if that is
                 // not known (any more).
@@ -1162,22 +1184,32 @@ impl Overlay {
         rpc: Option<u64>,
     ) {
         let rpc = rpc.unwrap_or_else(|| self.dht.new_rpc());
-        let (to, body) = match &what {
-            Waiting::Direct { to, payload, .. } => (
-                *to,
-                DhtBody::Direct {
-                    rpc,
-                    payload: payload.clone(),
-                },
-            ),
-            Waiting::Request { to, payload, .. } => (
-                *to,
-                DhtBody::Request {
-                    rpc,
-                    payload: payload.clone(),
-                },
-            ),
+        // Sealed afresh for every attempt: a retry is a new frame (new nonce), so the
+        // receiver's replay window takes it and its duplicate check acknowledges it.
+        let (to, kind, payload) = match &what {
+            Waiting::Direct { to, payload, .. } => (*to, Kind::Direct, payload),
+            Waiting::Request { to, payload, .. } => (*to, Kind::Request, payload),
             _ => return,
+        };
+        let Some(sealed) = self.seal.seal(&self.identity, &to, kind, rpc, 0, payload) else {
+            // No peer has this id (it is no usable key): nothing could ever answer.
+            let id = match what {
+                Waiting::Direct { app, .. } | Waiting::Request { app, .. } => app,
+                _ => return,
+            };
+            self.dht.app_ids.remove(&id);
+            let error = DhtError::Unreachable;
+            return self.event(Event::Dht(DhtEvent::Failed { id, error }));
+        };
+        let body = match kind {
+            Kind::Direct => DhtBody::Direct {
+                rpc,
+                payload: sealed,
+            },
+            _ => DhtBody::Request {
+                rpc,
+                payload: sealed,
+            },
         };
         let avoid: Vec<PeerId> = avoid.into_iter().collect();
         let deadline = self.now + self.config.dht.request_timeout_ms;
@@ -1342,6 +1374,9 @@ impl Overlay {
         match frame.body {
             DhtBody::LinkHello | DhtBody::LinkSpare => {}
             DhtBody::Direct { rpc, payload } => {
+                let Some(payload) = self.dht_open(source, Kind::Direct, rpc, 0, &payload) else {
+                    return;
+                };
                 let (first, hops) = self.dht_seen(source, rpc, hops);
                 if first {
                     self.event(Event::Dht(DhtEvent::Direct {
@@ -1351,9 +1386,12 @@ impl Overlay {
                         hops,
                     }));
                 }
-                self.dht_answer(&frame.path, DhtBody::Ack { rpc, hops });
+                self.dht_ack(&frame.path, rpc, hops);
             }
             DhtBody::Request { rpc, payload } => {
+                let Some(payload) = self.dht_open(source, Kind::Request, rpc, 0, &payload) else {
+                    return;
+                };
                 let (first, hops) = self.dht_seen(source, rpc, hops);
                 // The latest way in: a retry came by another path because the first one
                 // (or its way back) broke.
@@ -1368,10 +1406,15 @@ impl Overlay {
                         payload,
                     }));
                 }
-                self.dht_answer(&frame.path, DhtBody::Ack { rpc, hops });
+                self.dht_ack(&frame.path, rpc, hops);
             }
-            DhtBody::Ack { rpc, hops } => {
+            DhtBody::Ack { rpc, hops, seal } => {
                 let response_wait = self.config.dht.response_timeout_ms;
+                if !self.dht.pending.contains_key(&rpc)
+                    || self.dht_open(source, Kind::Ack, rpc, hops, &seal).is_none()
+                {
+                    return;
+                }
                 let Some(p) = self.dht.pending.get_mut(&rpc) else {
                     return;
                 };
@@ -1395,7 +1438,11 @@ impl Overlay {
                     self.dht.pending.get(&rpc),
                     Some(Pending { what: Waiting::Request { to, .. }, .. }) if *to == source
                 );
-                if ours {
+                let payload = match ours {
+                    true => self.dht_open(source, Kind::Response, rpc, 0, &payload),
+                    false => None,
+                };
+                if let Some(payload) = payload {
                     if let Some(Pending {
                         what: Waiting::Request { app, .. },
                         ..
@@ -1478,6 +1525,44 @@ impl Overlay {
                 }
             }
         }
+    }
+
+    /// Opens what `source` sealed for us in a frame of `kind`; counts and drops what does
+    /// not open. Nobody is punished: the neighbour that delivered the frame may be an
+    /// honest relay of a forger's frame, and the claimed source may be the victim.
+    fn dht_open(
+        &mut self,
+        source: PeerId,
+        kind: Kind,
+        rpc: u64,
+        aux: u8,
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        match self
+            .seal
+            .open(&self.identity, &source, kind, rpc, aux, sealed)
+        {
+            Ok(plaintext) => Some(plaintext),
+            Err(OpenError::Forged) => {
+                self.dht.stats.forged += 1;
+                None
+            }
+            Err(OpenError::Replayed) => {
+                self.dht.stats.replayed += 1;
+                None
+            }
+        }
+    }
+
+    /// Acknowledges `rpc` of the frame that came along `path`, sealed for its source.
+    fn dht_ack(&mut self, path: &[PeerId], rpc: u64, hops: u8) {
+        let Some(seal) = self
+            .seal
+            .seal(&self.identity, &path[0], Kind::Ack, rpc, hops, &[])
+        else {
+            return;
+        };
+        self.dht_answer(path, DhtBody::Ack { rpc, hops, seal });
     }
 
     fn take_pending(&mut self, rpc: u64) -> Option<Pending> {

@@ -423,7 +423,11 @@ mod fuzz {
             Just(DhtBody::LinkSpare),
             (any::<u64>(), arb_bytes(300))
                 .prop_map(|(rpc, payload)| DhtBody::Direct { rpc, payload }),
-            (any::<u64>(), any::<u8>()).prop_map(|(rpc, hops)| DhtBody::Ack { rpc, hops }),
+            (any::<u64>(), any::<u8>(), arb_bytes(40)).prop_map(|(rpc, hops, seal)| DhtBody::Ack {
+                rpc,
+                hops,
+                seal
+            }),
             (any::<u64>(), arb_bytes(300))
                 .prop_map(|(rpc, payload)| DhtBody::Request { rpc, payload }),
             (any::<u64>(), arb_bytes(300))
@@ -936,7 +940,11 @@ fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
             path: vec![peer_in_bucket(&ak, 2, 9), from],
             route,
             detours: 0,
-            body: DhtBody::Ack { rpc: 3, hops: 4 },
+            body: DhtBody::Ack {
+                rpc: 3,
+                hops: 4,
+                seal: vec![0; seal::OVERHEAD],
+            },
         };
         wire::encode(&Message::Dht(Box::new(frame))).unwrap()
     };
@@ -1041,6 +1049,13 @@ fn a_response_goes_back_the_way_its_request_came() {
     // The newcomer's request reached us through `via`.
     let (mut o, newcomer, nk, via, near) = linked_toward_a_newcomer();
     let me = o.peer_id();
+    let newcomer_id = Identity::from_secret_bytes([40; 32]);
+    let mut sealer = seal::Sealer::new(&newcomer, 1);
+    let mut sealed = || {
+        sealer
+            .seal(&newcomer_id, &me, seal::Kind::Request, 7, 0, b"ping")
+            .unwrap()
+    };
     let request = DhtFrame {
         target: Key::of_peer(&me),
         exact: true,
@@ -1049,7 +1064,7 @@ fn a_response_goes_back_the_way_its_request_came() {
         detours: 0,
         body: DhtBody::Request {
             rpc: 7,
-            payload: b"ping".to_vec(),
+            payload: sealed(),
         },
     };
     let bytes = wire::encode(&Message::Dht(Box::new(request.clone()))).unwrap();
@@ -1064,6 +1079,10 @@ fn a_response_goes_back_the_way_its_request_came() {
     accept_link(&mut o, 2, other);
     let retry = DhtFrame {
         path: vec![newcomer, other],
+        body: DhtBody::Request {
+            rpc: 7,
+            payload: sealed(),
+        },
         ..request
     };
     let bytes = wire::encode(&Message::Dht(Box::new(retry))).unwrap();

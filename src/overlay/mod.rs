@@ -67,6 +67,7 @@ pub mod direct;
 pub mod failure;
 pub mod membership;
 pub mod route;
+pub mod seal;
 
 #[cfg(test)]
 mod dht_tests;
@@ -488,6 +489,7 @@ pub struct Overlay {
     detector: failure::Detector,
     dht: dht::Dht,
     direct: direct::Direct,
+    seal: seal::Sealer,
 }
 
 impl Overlay {
@@ -527,6 +529,7 @@ impl Overlay {
             detector: failure::Detector::default(),
             dht,
             direct: direct::Direct::default(),
+            seal: seal::Sealer::new(&me, rng_seed),
         }
     }
 
