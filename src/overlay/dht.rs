@@ -649,6 +649,10 @@ pub enum DhtBody {
         record: Option<Record>,
         /// Hops the query travelled.
         hops: u8,
+        /// An empty payload sealed by the answering peer over `peers` and `hops` (see
+        /// [`super::seal`]): a relay cannot answer for it, nor alter its list.
+        #[serde(with = "serde_bytes")]
+        seal: Vec<u8>,
     },
     /// "Store this record."
     Store {
@@ -693,9 +697,13 @@ impl DhtFrame {
             ),
             DhtBody::Ack { seal, .. } => bound("ack seal", seal.len(), seal::OVERHEAD),
             DhtBody::Nodes {
-                peers, record: r, ..
+                peers,
+                record: r,
+                seal: s,
+                ..
             } => {
                 bound("peers", peers.len(), MAX_K)?;
+                bound("nodes seal", s.len(), seal::OVERHEAD)?;
                 r.as_ref().map_or(Ok(()), record)
             }
             DhtBody::Store { record: r, .. } => record(r),
@@ -1016,14 +1024,14 @@ impl Overlay {
             .min_by_key(|p| Key::of_peer(p).distance(target))
     }
 
-    /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat.
+    /// Learns the active view (connected, so heard from), cheap enough for each
+    /// heartbeat. The passive view is hearsay (shuffles carry ids unchecked): it is not
+    /// learned.
     fn dht_learn_views(&mut self) {
         let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
-        let active = self.membership.active.iter().map(|p| (*p, true));
-        let passive = self.membership.passive.iter().map(|e| (e.peer, false));
-        let peers: Vec<(PeerId, bool)> = active.chain(passive).collect();
-        for (p, heard) in peers {
-            self.dht.learn(p, now, k, stale, heard);
+        let active: Vec<PeerId> = self.membership.active.clone();
+        for p in active {
+            self.dht.learn(p, now, k, stale, true);
         }
     }
 
@@ -1083,9 +1091,9 @@ impl Overlay {
                 None,
             ),
             Command::Respond { to, id, payload } => {
-                let sealed = self
-                    .seal
-                    .seal(&self.identity, &to, Kind::Response, id, 0, &payload);
+                let sealed =
+                    self.seal
+                        .seal(&self.identity, &to, Kind::Response, id, 0, &[], &payload);
                 let Some(payload) = sealed else {
                     return; // not a usable id: no request came from it
                 };
@@ -1191,7 +1199,10 @@ impl Overlay {
             Waiting::Request { to, payload, .. } => (*to, Kind::Request, payload),
             _ => return,
         };
-        let Some(sealed) = self.seal.seal(&self.identity, &to, kind, rpc, 0, payload) else {
+        let Some(sealed) = self
+            .seal
+            .seal(&self.identity, &to, kind, rpc, 0, &[], payload)
+        else {
             // No peer has this id (it is no usable key): nothing could ever answer.
             let id = match what {
                 Waiting::Direct { app, .. } | Waiting::Request { app, .. } => app,
@@ -1312,9 +1323,10 @@ impl Overlay {
         if frame.body == DhtBody::LinkSpare {
             return self.on_link_spare(from);
         }
-        for p in frame.path.clone() {
-            self.dht_learn(p);
-        }
+        // Only the neighbour that sent it is heard from here: the path's other ids are
+        // its word (a made-up id costs a poisoner nothing). A source is learned once what
+        // it sealed opens (`dht_open`).
+        self.dht_learn(from);
         let me_key = self.dht.me;
         if frame.target == me_key {
             return self.dht_deliver(frame);
@@ -1474,11 +1486,23 @@ impl Overlay {
                 } else {
                     None
                 };
+                let Some(seal) = self.seal.seal(
+                    &self.identity,
+                    &source,
+                    Kind::Nodes,
+                    rpc,
+                    hops,
+                    &peer_bytes(&peers),
+                    &[],
+                ) else {
+                    return;
+                };
                 let body = DhtBody::Nodes {
                     rpc,
                     peers,
                     record,
                     hops,
+                    seal,
                 };
                 self.dht_answer(&frame.path, body);
             }
@@ -1487,7 +1511,21 @@ impl Overlay {
                 peers,
                 record,
                 hops,
-            } => self.on_nodes(source, rpc, peers, record, hops),
+                seal,
+            } => {
+                // Only answers to our queries are opened (anything else costs no key).
+                if !self.dht.pending.contains_key(&rpc) {
+                    return;
+                }
+                let extra = peer_bytes(&peers);
+                if self
+                    .dht_open_with(source, Kind::Nodes, rpc, hops, &extra, &seal)
+                    .is_none()
+                {
+                    return;
+                }
+                self.on_nodes(source, rpc, peers, record, hops)
+            }
             DhtBody::Store {
                 rpc,
                 record,
@@ -1538,11 +1576,30 @@ impl Overlay {
         aux: u8,
         sealed: &[u8],
     ) -> Option<Vec<u8>> {
+        self.dht_open_with(source, kind, rpc, aux, &[], sealed)
+    }
+
+    /// As [`Overlay::dht_open`], with `extra` in the associated data. The source of what
+    /// opens signed something fresh: it enters the routing table as heard from.
+    fn dht_open_with(
+        &mut self,
+        source: PeerId,
+        kind: Kind,
+        rpc: u64,
+        aux: u8,
+        extra: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
         match self
             .seal
-            .open(&self.identity, &source, kind, rpc, aux, sealed)
+            .open(&self.identity, &source, kind, rpc, aux, extra, sealed)
         {
-            Ok(plaintext) => Some(plaintext),
+            Ok(plaintext) => {
+                if source != self.me {
+                    self.dht_learn(source);
+                }
+                Some(plaintext)
+            }
             Err(OpenError::Forged) => {
                 self.dht.stats.forged += 1;
                 None
@@ -1558,7 +1615,7 @@ impl Overlay {
     fn dht_ack(&mut self, path: &[PeerId], rpc: u64, hops: u8) {
         let Some(seal) = self
             .seal
-            .seal(&self.identity, &path[0], Kind::Ack, rpc, hops, &[])
+            .seal(&self.identity, &path[0], Kind::Ack, rpc, hops, &[], &[])
         else {
             return;
         };
@@ -1712,9 +1769,8 @@ impl Overlay {
             return; // Not from the peer we asked.
         }
         self.dht.pending.remove(&rpc);
-        for p in &peers {
-            self.dht_learn_from(*p, false);
-        }
+        // The peers it names go to this lookup's shortlist only, not to the routing
+        // table: each enters it once it answers itself (a poisoner's made-up ids never do).
         let dht_config = self.config.dht.clone();
         let me = self.me;
         let Some(o) = self.dht.ops.get_mut(&op) else {
@@ -2589,6 +2645,11 @@ impl Overlay {
 }
 
 /// The rpc id of a frame that expects an answer (so a dead end can be reported).
+/// The ids of a lookup answer, as sealed with it.
+fn peer_bytes(peers: &[PeerId]) -> Vec<u8> {
+    peers.iter().flat_map(|p| *p.as_bytes()).collect()
+}
+
 fn request_rpc(body: &DhtBody) -> Option<u64> {
     match body {
         DhtBody::Direct { rpc, .. }

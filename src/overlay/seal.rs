@@ -70,6 +70,8 @@ pub enum Kind {
     Response = 3,
     /// An acknowledgement (empty plaintext).
     Ack = 4,
+    /// A lookup answer: empty plaintext, the peers it names in the associated data.
+    Nodes = 5,
 }
 
 /// Why a sealed payload was refused.
@@ -229,6 +231,7 @@ impl Sealer {
         kind: Kind,
         rpc: u64,
         aux: u8,
+        extra: &[u8],
         plaintext: &[u8],
     ) -> Option<Vec<u8>> {
         let me = identity.peer_id();
@@ -240,7 +243,7 @@ impl Sealer {
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let aad = associated_data(&me, to, kind, rpc, aux);
+        let aad = associated_data(&me, to, kind, rpc, aux, extra);
         let cipher = XChaCha20Poly1305::new(&key.into());
         let tag = cipher
             .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut out[NONCE_LEN..]).into())
@@ -258,6 +261,7 @@ impl Sealer {
         kind: Kind,
         rpc: u64,
         aux: u8,
+        extra: &[u8],
         sealed: &[u8],
     ) -> Result<Vec<u8>, OpenError> {
         if sealed.len() < OVERHEAD {
@@ -268,7 +272,7 @@ impl Sealer {
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
         let mut plaintext = ciphertext.to_vec();
-        let aad = associated_data(from, &me, kind, rpc, aux);
+        let aad = associated_data(from, &me, kind, rpc, aux, extra);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Forged)?;
         let tag = Tag::try_from(tag).map_err(|_| OpenError::Forged)?;
         XChaCha20Poly1305::new(&key.into())
@@ -318,14 +322,22 @@ impl Sealer {
     }
 }
 
-fn associated_data(from: &PeerId, to: &PeerId, kind: Kind, rpc: u64, aux: u8) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_CONTEXT.len() + 64 + 10);
+fn associated_data(
+    from: &PeerId,
+    to: &PeerId,
+    kind: Kind,
+    rpc: u64,
+    aux: u8,
+    extra: &[u8],
+) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_CONTEXT.len() + 64 + 10 + extra.len());
     aad.extend_from_slice(AAD_CONTEXT);
     aad.extend_from_slice(from.as_bytes());
     aad.extend_from_slice(to.as_bytes());
     aad.push(kind as u8);
     aad.extend_from_slice(&rpc.to_be_bytes());
     aad.push(aux);
+    aad.extend_from_slice(extra);
     aad
 }
 
@@ -350,7 +362,7 @@ mod tests {
             Sealer::new(&m.peer_id(), 3),
         );
         let sealed = sa
-            .seal(&a, &b.peer_id(), Kind::Direct, 7, 0, b"secret words")
+            .seal(&a, &b.peer_id(), Kind::Direct, 7, 0, &[], b"secret words")
             .unwrap();
         assert_eq!(sealed.len(), b"secret words".len() + OVERHEAD);
         assert!(
@@ -366,13 +378,13 @@ mod tests {
             (m.peer_id(), Kind::Direct, 7, 0),
         ] {
             assert_eq!(
-                sb.open(&b, &from, kind, rpc, aux, &sealed),
+                sb.open(&b, &from, kind, rpc, aux, &[], &sealed),
                 Err(OpenError::Forged)
             );
         }
         // A third party cannot open it.
         assert_eq!(
-            sm.open(&m, &a_id, Kind::Direct, 7, 0, &sealed),
+            sm.open(&m, &a_id, Kind::Direct, 7, 0, &[], &sealed),
             Err(OpenError::Forged)
         );
         // One flipped bit anywhere: refused.
@@ -380,20 +392,21 @@ mod tests {
             let mut bad = sealed.clone();
             bad[i] ^= 0x10;
             assert_eq!(
-                sb.open(&b, &a_id, Kind::Direct, 7, 0, &bad),
+                sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &bad),
                 Err(OpenError::Forged)
             );
         }
         assert_eq!(
-            sb.open(&b, &a_id, Kind::Direct, 7, 0, &sealed).as_deref(),
+            sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed)
+                .as_deref(),
             Ok(&b"secret words"[..])
         );
         assert_eq!(
-            sb.open(&b, &a_id, Kind::Direct, 7, 0, &sealed),
+            sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed),
             Err(OpenError::Replayed)
         );
         assert_eq!(
-            sb.open(&b, &a_id, Kind::Direct, 7, 0, &sealed[..10]),
+            sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed[..10]),
             Err(OpenError::Forged)
         );
     }
@@ -419,18 +432,18 @@ mod tests {
         let mut old = Sealer::new(&a.peer_id(), 1);
         let mut new = Sealer::new(&a.peer_id(), 99);
         let first = old
-            .seal(&a, &b.peer_id(), Kind::Direct, 1, 0, b"x")
+            .seal(&a, &b.peer_id(), Kind::Direct, 1, 0, &[], b"x")
             .unwrap();
         let a_id = a.peer_id();
-        assert!(sb.open(&b, &a_id, Kind::Direct, 1, 0, &first).is_ok());
+        assert!(sb.open(&b, &a_id, Kind::Direct, 1, 0, &[], &first).is_ok());
         for rpc in 0..3 {
             let m = new
-                .seal(&a, &b.peer_id(), Kind::Direct, rpc, 0, b"y")
+                .seal(&a, &b.peer_id(), Kind::Direct, rpc, 0, &[], b"y")
                 .unwrap();
-            assert!(sb.open(&b, &a_id, Kind::Direct, rpc, 0, &m).is_ok());
+            assert!(sb.open(&b, &a_id, Kind::Direct, rpc, 0, &[], &m).is_ok());
         }
         assert_eq!(
-            sb.open(&b, &a_id, Kind::Direct, 1, 0, &first),
+            sb.open(&b, &a_id, Kind::Direct, 1, 0, &[], &first),
             Err(OpenError::Replayed)
         );
     }
