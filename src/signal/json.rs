@@ -760,4 +760,238 @@ mod tests {
         )
         .is_err());
     }
+
+    // ---- Differential property tests against serde_json (issue 20, item 6) ----
+
+    use proptest::prelude::*;
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        // Every char, weighted toward the ones JSON escapes or that break naive codecs.
+        let special = prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('/'),
+            Just('\u{0}'),
+            Just('\u{1f}'),
+            Just('\u{7f}'),
+            Just('\u{2028}'),
+            Just('\u{fffd}'),
+            Just('\u{10ffff}'),
+            Just('\r'),
+            Just('\n'),
+            Just('\t'),
+        ];
+        prop::collection::vec(prop_oneof![3 => any::<char>(), 2 => special], 0..24)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn arb_peer() -> impl Strategy<Value = PeerId> {
+        any::<[u8; 32]>().prop_map(PeerId::from_bytes)
+    }
+
+    fn arb_payload() -> impl Strategy<Value = SignalPayload> {
+        prop_oneof![
+            arb_text().prop_map(|sdp| SignalPayload::Offer { sdp }),
+            arb_text().prop_map(|sdp| SignalPayload::Answer { sdp }),
+            (
+                arb_text(),
+                prop::option::of(arb_text()),
+                prop::option::of(any::<u16>())
+            )
+                .prop_map(|(candidate, sdp_mid, sdp_m_line_index)| {
+                    SignalPayload::Candidate {
+                        candidate,
+                        sdp_mid,
+                        sdp_m_line_index,
+                    }
+                }),
+            Just(SignalPayload::Abort),
+        ]
+    }
+
+    fn arb_envelope() -> impl Strategy<Value = SignedEnvelope> {
+        (
+            arb_peer(),
+            arb_peer(),
+            any::<u64>(),
+            arb_text(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(from, to, attempt, body, half)| {
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(&half);
+                sig[32..].copy_from_slice(&half);
+                SignedEnvelope {
+                    from,
+                    to,
+                    attempt,
+                    body,
+                    sig: Signature::from_bytes(sig),
+                }
+            })
+    }
+
+    fn arb_server_msg() -> impl Strategy<Value = ServerMsg> {
+        prop_oneof![
+            (arb_text(), any::<u32>())
+                .prop_map(|(nonce, version)| ServerMsg::Hello { nonce, version }),
+            prop::collection::vec(arb_peer(), 0..4).prop_map(|peers| ServerMsg::Welcome { peers }),
+            (arb_peer(), arb_envelope()).prop_map(|(from, e)| ServerMsg::Signal {
+                from,
+                envelope: e.to_json(),
+            }),
+            Just(ServerMsg::Pong),
+            (
+                0..ErrorCode::ALL.len(),
+                arb_text(),
+                prop::option::of(arb_peer())
+            )
+                .prop_map(|(i, message, peer)| ServerMsg::Error {
+                    code: ErrorCode::ALL[i],
+                    message,
+                    peer,
+                }),
+        ]
+    }
+
+    /// Bytes an adversary splices into a valid frame: JSON's structural characters,
+    /// escapes, number and literal fragments, whitespace, and other text.
+    fn arb_splice() -> impl Strategy<Value = String> {
+        let pieces: Vec<&'static str> = vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"",
+            "\\",
+            "\\u",
+            "\\ud800",
+            "\\udc00",
+            "\\ud83d\\ude00",
+            "\\n",
+            "\\x",
+            "0",
+            "-",
+            "-0",
+            "01",
+            "1e5",
+            "1.5",
+            "1E-2",
+            "18446744073709551616",
+            "4294967296",
+            "65536",
+            "true",
+            "fals",
+            "null",
+            "nul",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "\u{b}",
+            "\u{a0}",
+            "\u{feff}",
+            "\"type\"",
+            "\"pong\"",
+            "\"kind\"",
+            "\"offer\"",
+            "\"sdp\"",
+            "\"peers\"",
+            "\"version\"",
+            "é",
+            "😀",
+        ];
+        prop_oneof![
+            prop::sample::select(pieces).prop_map(String::from),
+            arb_text(),
+        ]
+    }
+
+    /// A mutation of `text`: up to three splices or deletions at arbitrary char
+    /// positions.
+    fn mutate(text: &str, edits: &[(usize, usize, String)]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for (at, del, ins) in edits {
+            let at = at % (chars.len() + 1);
+            let end = (at + del % 4).min(chars.len());
+            chars.splice(at..end, ins.chars());
+        }
+        chars.into_iter().collect()
+    }
+
+    /// Both readers agree: both refuse, or both accept with the same value.
+    fn agree<T>(
+        text: &str,
+        ours: Result<T>,
+        theirs: serde_json::Result<T>,
+    ) -> std::result::Result<(), TestCaseError>
+    where
+        T: PartialEq + std::fmt::Debug,
+    {
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", text),
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(
+                false,
+                "disagree on {:?}: ours {:?}, serde_json {:?}",
+                text,
+                a,
+                b
+            ),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn writers_match_serde_json_byte_for_byte(p in arb_payload(), e in arb_envelope(), room in arb_text(), to in arb_peer()) {
+            prop_assert_eq!(p.to_text(), serde_json::to_string(&p).unwrap());
+            prop_assert_eq!(SignalPayload::from_text(&p.to_text()).unwrap(), p);
+            prop_assert_eq!(e.to_text(), serde_json::to_string(&e).unwrap());
+            prop_assert_eq!(SignedEnvelope::from_text(&e.to_text()).unwrap(), e.clone());
+            let signal = ClientMsg::Signal { to, envelope: e.to_json() };
+            prop_assert_eq!(signal.to_text(), serde_json::to_string(&signal).unwrap());
+            let join = ClientMsg::Join { room, peer: to, proof: e.sig };
+            prop_assert_eq!(join.to_text(), serde_json::to_string(&join).unwrap());
+        }
+
+        #[test]
+        fn readers_read_what_serde_json_writes(m in arb_server_msg(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&m).unwrap()
+            } else {
+                serde_json::to_string(&m).unwrap()
+            };
+            prop_assert_eq!(ServerMsg::from_text(&text).unwrap(), m);
+        }
+
+        #[test]
+        fn readers_agree_with_serde_json_on_mutated_frames(
+            m in arb_server_msg(),
+            p in arb_payload(),
+            e in arb_envelope(),
+            edits in prop::collection::vec((any::<usize>(), any::<usize>(), arb_splice()), 1..4),
+        ) {
+            let text = mutate(&serde_json::to_string(&m).unwrap(), &edits);
+            agree(&text, ServerMsg::from_text(&text), serde_json::from_str(&text))?;
+            let text = mutate(&p.to_text(), &edits);
+            agree(&text, SignalPayload::from_text(&text), serde_json::from_str(&text))?;
+            let text = mutate(&e.to_text(), &edits);
+            agree(&text, SignedEnvelope::from_text(&text), serde_json::from_str(&text))?;
+        }
+
+        #[test]
+        fn readers_agree_with_serde_json_on_token_soup(
+            parts in prop::collection::vec(arb_splice(), 0..24),
+        ) {
+            let text: String = parts.concat();
+            agree(&text, ServerMsg::from_text(&text), serde_json::from_str(&text))?;
+            agree(&text, SignalPayload::from_text(&text), serde_json::from_str(&text))?;
+            agree(&text, SignedEnvelope::from_text(&text), serde_json::from_str(&text))?;
+        }
+    }
 }
