@@ -924,6 +924,7 @@ impl Dht {
         if key == self.me {
             return;
         }
+        let direct = heard;
         let heard = if heard { now } else { 0 };
         let b = &mut self.buckets[self.me.common_prefix_len(&key).min(255)];
         if let Some(c) = b.iter_mut().find(|c| c.peer == peer) {
@@ -937,11 +938,23 @@ impl Dht {
             heard,
         };
         if b.len() < k.max(1) {
-            b.push(fresh);
-        } else if let Some(oldest) = b.iter_mut().min_by_key(|c| c.seen) {
-            if oldest.seen + stale_ms <= now {
-                *oldest = fresh;
+            return b.push(fresh);
+        }
+        // A peer heard from takes the place of one only named by others at once; hearsay
+        // replaces only stale hearsay. Made-up ids cannot crowd real peers out.
+        let hearsay = b.iter_mut().filter(|c| c.heard == 0).min_by_key(|c| c.seen);
+        match hearsay {
+            Some(h) if direct => *h = fresh,
+            Some(h) if h.seen + stale_ms <= now => *h = fresh,
+            Some(_) => {}
+            None if direct => {
+                if let Some(oldest) = b.iter_mut().min_by_key(|c| c.seen) {
+                    if oldest.seen + stale_ms <= now {
+                        *oldest = fresh;
+                    }
+                }
             }
+            None => {}
         }
     }
 
@@ -1024,14 +1037,18 @@ impl Overlay {
             .min_by_key(|p| Key::of_peer(p).distance(target))
     }
 
-    /// Learns the active view (connected, so heard from), cheap enough for each
-    /// heartbeat. The passive view is hearsay (shuffles carry ids unchecked): it is not
-    /// learned.
+    /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat:
+    /// the active view as heard from (connected), the passive view as hearsay (shuffles
+    /// carry ids unchecked, but without it a room whose server is gone loses the
+    /// candidates its repairs need: the simulator's isolation test partitions). Hearsay
+    /// never displaces a contact heard from, and is displaced by one (see `Dht::learn`).
     fn dht_learn_views(&mut self) {
         let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
-        let active: Vec<PeerId> = self.membership.active.clone();
-        for p in active {
-            self.dht.learn(p, now, k, stale, true);
+        let active = self.membership.active.iter().map(|p| (*p, true));
+        let passive = self.membership.passive.iter().map(|e| (e.peer, false));
+        let peers: Vec<(PeerId, bool)> = active.chain(passive).collect();
+        for (p, heard) in peers {
+            self.dht.learn(p, now, k, stale, heard);
         }
     }
 

@@ -1258,3 +1258,28 @@ fn made_up_ids_in_paths_and_lookup_answers_do_not_enter_the_routing_table() {
         .any(|e| matches!(e, DhtEvent::Direct { from, .. } if *from == far.peer_id())));
     assert!(o.dht.known().any(|p| p == far.peer_id()));
 }
+
+/// Routing-table poisoning by hearsay (issue 20): a bucket full of ids only named by
+/// others (passive-view hearsay) makes room for a peer heard from at once; a bucket of
+/// peers heard from is never displaced by hearsay, however old. Before, a full bucket
+/// took nobody until its oldest contact was stale, whoever it was.
+#[test]
+fn hearsay_never_displaces_a_peer_heard_from_and_gives_way_to_one() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    let in_bucket_3 = |i: u8| peer_in_bucket(&me, 3, i + 1);
+    for i in 0..k as u8 {
+        o.dht.learn(in_bucket_3(i), 10, k, stale, false);
+    }
+    let real = in_bucket_3(100);
+    o.dht.learn(real, 11, k, stale, true);
+    assert!(o.dht.known().any(|p| p == real), "a peer heard from gets in");
+    let mut o = overlay(Mode::Hybrid);
+    for i in 0..k as u8 {
+        o.dht.learn(in_bucket_3(i), 10, k, stale, true);
+    }
+    let fake = in_bucket_3(101);
+    o.dht.learn(fake, 10 + stale * 10, k, stale, false);
+    assert!(!o.dht.known().any(|p| p == fake), "hearsay stays out");
+}
