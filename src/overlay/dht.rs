@@ -940,21 +940,16 @@ impl Dht {
         if b.len() < k.max(1) {
             return b.push(fresh);
         }
-        // A peer heard from takes the place of one only named by others at once; hearsay
-        // replaces only stale hearsay. Made-up ids cannot crowd real peers out.
-        let hearsay = b.iter_mut().filter(|c| c.heard == 0).min_by_key(|c| c.seen);
-        match hearsay {
-            Some(h) if direct => *h = fresh,
-            Some(h) if h.seen + stale_ms <= now => *h = fresh,
-            Some(_) => {}
-            None if direct => {
-                if let Some(oldest) = b.iter_mut().min_by_key(|c| c.seen) {
-                    if oldest.seen + stale_ms <= now {
-                        *oldest = fresh;
-                    }
-                }
+        // The oldest contact goes once stale, as in Kademlia, but hearsay only ever
+        // replaces hearsay: made-up ids cannot push real peers out of a bucket.
+        let oldest = b
+            .iter_mut()
+            .filter(|c| direct || c.heard == 0)
+            .min_by_key(|c| c.seen);
+        if let Some(oldest) = oldest {
+            if oldest.seen + stale_ms <= now {
+                *oldest = fresh;
             }
-            None => {}
         }
     }
 
@@ -1786,8 +1781,11 @@ impl Overlay {
             return; // Not from the peer we asked.
         }
         self.dht.pending.remove(&rpc);
-        // The peers it names go to this lookup's shortlist only, not to the routing
-        // table: each enters it once it answers itself (a poisoner's made-up ids never do).
+        // The peers it names enter the routing table as hearsay only (they never displace
+        // a peer heard from, `Dht::learn`), and as heard from once they answer themselves.
+        for p in &peers {
+            self.dht_learn_from(*p, false);
+        }
         let dht_config = self.config.dht.clone();
         let me = self.me;
         let Some(o) = self.dht.ops.get_mut(&op) else {

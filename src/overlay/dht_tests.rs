@@ -1149,10 +1149,10 @@ fn a_response_goes_back_the_way_its_request_came() {
 }
 
 /// Hostile relay (issue 20, routing-table poisoning): a linked peer relays frames whose
-/// paths name made-up ids, and answers a lookup with made-up ids. None of them enters
-/// the routing table; the relay does, as does a real source whose sealed message opened.
-/// Before, every id of a relayed path entered the table as heard from, and every id of
-/// an answer as hearsay.
+/// paths name made-up ids, and forges a lookup answer "from" a made-up id. None of them
+/// enters the routing table; the relay does, as does a real source whose sealed message
+/// opened. Before, every id of a relayed path entered the table as heard from, and a
+/// relay could answer for anyone.
 #[test]
 fn made_up_ids_in_paths_and_lookup_answers_do_not_enter_the_routing_table() {
     let mut o = overlay(Mode::Hybrid);
@@ -1233,7 +1233,9 @@ fn made_up_ids_in_paths_and_lookup_answers_do_not_enter_the_routing_table() {
     );
     let known: Vec<PeerId> = o.dht.known().collect();
     assert!(known.contains(&link), "{known:?}");
-    for f in &fakes {
+    // The path's ids and the forged answer's are nowhere; the link's own answer is its
+    // word: hearsay, which never displaces a peer heard from (the next test).
+    for f in &fakes[..5] {
         assert!(!known.contains(f), "made-up {f:?} in the table: {known:?}");
     }
     assert_eq!(o.dht_stats().forged, 1, "the forged answer did not open");
@@ -1259,12 +1261,12 @@ fn made_up_ids_in_paths_and_lookup_answers_do_not_enter_the_routing_table() {
     assert!(o.dht.known().any(|p| p == far.peer_id()));
 }
 
-/// Routing-table poisoning by hearsay (issue 20): a bucket full of ids only named by
-/// others (passive-view hearsay) makes room for a peer heard from at once; a bucket of
-/// peers heard from is never displaced by hearsay, however old. Before, a full bucket
-/// took nobody until its oldest contact was stale, whoever it was.
+/// Routing-table poisoning by hearsay (issue 20): a bucket of peers heard from is never
+/// displaced by hearsay (ids only named by others: passive views, lookup answers),
+/// however old; a peer heard from still replaces stale hearsay. Before, a full bucket's
+/// oldest contact went once stale, whoever replaced it.
 #[test]
-fn hearsay_never_displaces_a_peer_heard_from_and_gives_way_to_one() {
+fn hearsay_never_displaces_a_peer_heard_from() {
     let mut o = overlay(Mode::Hybrid);
     let me = Key::of_peer(&o.peer_id());
     let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
@@ -1273,8 +1275,11 @@ fn hearsay_never_displaces_a_peer_heard_from_and_gives_way_to_one() {
         o.dht.learn(in_bucket_3(i), 10, k, stale, false);
     }
     let real = in_bucket_3(100);
-    o.dht.learn(real, 11, k, stale, true);
-    assert!(o.dht.known().any(|p| p == real), "a peer heard from gets in");
+    o.dht.learn(real, 10 + stale, k, stale, true);
+    assert!(
+        o.dht.known().any(|p| p == real),
+        "a peer heard from gets in"
+    );
     let mut o = overlay(Mode::Hybrid);
     for i in 0..k as u8 {
         o.dht.learn(in_bucket_3(i), 10, k, stale, true);
