@@ -187,6 +187,25 @@ impl Identity {
     pub fn sign(&self, context: &[u8], message: &[u8]) -> Signature {
         Signature(self.key.sign(&contextualize(context, message)).to_bytes())
     }
+
+    /// The X25519 shared secret of this identity and `peer`, from both Ed25519 keys
+    /// (the birationally equivalent Montgomery points, as libsodium's
+    /// `crypto_sign_ed25519_pk_to_curve25519`): `peer` computes the same value from its
+    /// own secret and our id. Refused for an id that is not a point, or that is of small
+    /// order (the secret would then be known to anyone), like [`PeerId::verify`].
+    ///
+    /// The secret is not uniformly random: hash it before using it as a key.
+    pub fn key_agreement(&self, peer: &PeerId) -> Result<[u8; 32], IdError> {
+        let key = VerifyingKey::from_bytes(&peer.0).map_err(|_| IdError::InvalidKey)?;
+        if key.is_weak() {
+            return Err(IdError::InvalidKey);
+        }
+        let shared = key.to_montgomery().mul_clamped(self.key.to_scalar_bytes());
+        if shared.to_bytes() == [0; 32] {
+            return Err(IdError::InvalidKey);
+        }
+        Ok(shared.to_bytes())
+    }
 }
 
 impl fmt::Debug for Identity {
@@ -334,6 +353,31 @@ pub(crate) mod byte_array {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_ends_agree_on_the_shared_secret_and_weak_ids_are_refused() {
+        let a = Identity::from_secret_bytes([1; 32]);
+        let b = Identity::from_secret_bytes([2; 32]);
+        let c = Identity::from_secret_bytes([3; 32]);
+        let ab = a.key_agreement(&b.peer_id()).unwrap();
+        assert_eq!(ab, b.key_agreement(&a.peer_id()).unwrap());
+        assert_ne!(ab, a.key_agreement(&c.peer_id()).unwrap());
+        // The identity point (small order) and bytes that are no point at all.
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        assert_eq!(
+            a.key_agreement(&PeerId::from_bytes(identity_point)),
+            Err(IdError::InvalidKey)
+        );
+        let not_a_point = (0u8..=255)
+            .map(|i| [i; 32])
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .unwrap();
+        assert_eq!(
+            a.key_agreement(&PeerId::from_bytes(not_a_point)),
+            Err(IdError::InvalidKey)
+        );
+    }
 
     #[test]
     fn a_byte_array_field_keeps_serdes_own_encoding_in_postcard_and_json() {

@@ -29,6 +29,7 @@
 //! | 2 | DATA pieces, PRUNE naming the origin, DataAck with a list of ids, LEAVE (these went out as version 1 by mistake, so builds misread each other silently) |
 //! | 3 | DHT frames carry an answer's way back (`DhtFrame::route`) |
 //! | 4 | `Data` carries the sender's count of unacknowledged messages (`unacked`), so the receiver can batch its acknowledgements |
+//! | 5 | routed direct messages, requests and responses carry their payload sealed end to end, and `Ack` a sealed tag (`overlay::seal`) |
 
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,7 @@ use crate::id::{PeerId, Signature};
 use crate::signal::SignedEnvelope;
 
 /// Version of the frame format written by [`encode`].
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 /// Largest frame accepted or produced, in bytes (version byte included).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest broadcast payload, in bytes: a frame minus room for the gossip header.

@@ -527,6 +527,7 @@ impl<P: Platform> Shared<P> {
                     overlay::OverlayError::NotJoined => "not-joined",
                     overlay::OverlayError::ForeignEnvelope => "foreign-envelope",
                     overlay::OverlayError::NoSignalPath(_) => "no-signal-path",
+                    overlay::OverlayError::BroadcastRateLimited => "broadcast-rate-limited",
                 },
                 message: e.to_string(),
                 peer: match e {

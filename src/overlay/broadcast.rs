@@ -48,7 +48,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Config, Event, Misbehaviour, Overlay, TimerKind};
+use super::{Config, Event, Misbehaviour, Overlay, OverlayError, TimerKind};
 use crate::collections::{fold_mul, BTreeMap, HashTable, SeededHash};
 use crate::id::PeerId;
 use crate::wire::{self, Gossip, Message, MsgId, MAX_IHAVE};
@@ -61,6 +61,10 @@ const IHAVE_ON_CONNECT_MAX: usize = 64;
 
 /// Most origins with a tree of their own at one peer.
 pub const MAX_TREES: usize = 256;
+
+/// Most origins whose broadcast budget is tracked (least recently heard forgotten first,
+/// which refills its budget: only an adversary with this many identities gains by it).
+pub const MAX_BUDGETS: usize = 1024;
 
 /// The bytes an origin signs for a broadcast.
 pub fn signed_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
@@ -90,9 +94,22 @@ struct Tree {
     used: u64,
 }
 
+/// One origin's token buckets (in thousandths of a message and of a byte, so integer
+/// refills are exact): see [`Config::origin_broadcasts_per_s`].
+#[derive(Debug, Clone)]
+struct Budget {
+    msgs: u64,
+    bytes: u64,
+    at: u64,
+}
+
 /// Plumtree state.
 #[derive(Debug, Clone)]
 pub(super) struct Plumtree {
+    /// Broadcast budgets of the origins heard lately (at most [`MAX_BUDGETS`]).
+    budgets: BTreeMap<PeerId, Budget>,
+    /// Bytes of the frames held in `seen` for GRAFTs.
+    cached_bytes: usize,
     /// Eager links of the shared tree, which seeds the tree of each new origin. Together
     /// with `lazy`: every link a tree may use (our active view).
     pub(super) eager: Vec<PeerId>,
@@ -128,6 +145,8 @@ impl Plumtree {
     /// `seed`: the secret seed of the de-duplication table's hash.
     pub(super) fn new(first_seq: u64, seed: [u64; 4]) -> Self {
         Plumtree {
+            budgets: BTreeMap::new(),
+            cached_bytes: 0,
             eager: Vec::new(),
             lazy: Vec::new(),
             trees: BTreeMap::new(),
@@ -203,10 +222,85 @@ impl Plumtree {
         }
     }
 
-    fn remember(&mut self, id: MsgId, seen: Seen) {
+    fn remember(&mut self, id: MsgId, seen: Seen, config: &Config) {
         self.order.push_back((seen.at, id));
         self.cached.push_back((seen.at, id));
+        self.cached_bytes += seen.frame.as_ref().map_or(0, Vec::len);
         self.seen.insert(id, seen);
+        // The memory bounds, whatever the rate: oldest payloads, then oldest ids, go first.
+        while self.cached_bytes > config.max_cached_broadcast_bytes {
+            let Some((_, old)) = self.cached.pop_front() else {
+                break;
+            };
+            self.drop_frame(&old);
+        }
+        while self.order.len() > config.max_seen_broadcasts.max(1) {
+            let Some((_, old)) = self.order.pop_front() else {
+                break;
+            };
+            self.drop_frame(&old);
+            self.seen.remove(&old);
+        }
+    }
+
+    /// (bytes counted as cached, ids remembered, bytes actually held), for tests.
+    #[cfg(test)]
+    pub(super) fn cache_usage(&self) -> (usize, usize, usize) {
+        let held = self
+            .order
+            .iter()
+            .filter_map(|(_, id)| self.seen.get(id)?.frame.as_ref().map(Vec::len))
+            .sum();
+        (self.cached_bytes, self.order.len(), held)
+    }
+
+    /// Whether the payload of `id` is cached, for tests.
+    #[cfg(test)]
+    pub(super) fn holds(&self, id: &MsgId) -> bool {
+        self.seen.get(id).is_some_and(|s| s.frame.is_some())
+    }
+
+    /// Stops caching the payload of `id` (it can no longer answer a GRAFT).
+    fn drop_frame(&mut self, id: &MsgId) {
+        if let Some(frame) = self.seen.get_mut(id).and_then(|s| s.frame.take()) {
+            self.cached_bytes -= frame.len();
+        }
+    }
+
+    /// Takes one broadcast of `len` payload bytes from `origin`'s budget; `false` if the
+    /// origin is over its rate.
+    fn admit(&mut self, origin: PeerId, len: usize, now: u64, config: &Config) -> bool {
+        let cap_msgs = u64::from(config.origin_broadcast_burst).saturating_mul(1000);
+        let cap_bytes = config.origin_bytes_burst.saturating_mul(1000);
+        if !self.budgets.contains_key(&origin) && self.budgets.len() >= MAX_BUDGETS {
+            let oldest = self
+                .budgets
+                .iter()
+                .min_by_key(|(_, b)| b.at)
+                .map(|(o, _)| *o);
+            if let Some(o) = oldest {
+                self.budgets.remove(&o);
+            }
+        }
+        let b = self.budgets.entry(origin).or_insert(Budget {
+            msgs: cap_msgs,
+            bytes: cap_bytes,
+            at: now,
+        });
+        let elapsed = now.saturating_sub(b.at);
+        b.at = now;
+        let refill = |have: u64, per_s: u64, cap: u64| {
+            have.saturating_add(elapsed.saturating_mul(per_s)).min(cap)
+        };
+        b.msgs = refill(b.msgs, u64::from(config.origin_broadcasts_per_s), cap_msgs);
+        b.bytes = refill(b.bytes, config.origin_bytes_per_s, cap_bytes);
+        let cost = (len as u64).saturating_mul(1000);
+        if b.msgs < 1000 || b.bytes < cost {
+            return false;
+        }
+        b.msgs -= 1000;
+        b.bytes -= cost;
+        true
     }
 
     /// Forgets expired ids, trees of origins gone quiet, and drops expired payloads.
@@ -216,24 +310,32 @@ impl Plumtree {
                 break;
             }
             self.cached.pop_front();
-            if let Some(s) = self.seen.get_mut(&id) {
-                s.frame = None;
-            }
+            self.drop_frame(&id);
         }
         while let Some(&(at, id)) = self.order.front() {
             if now < at + config.seen_ttl_ms {
                 break;
             }
             self.order.pop_front();
+            self.drop_frame(&id);
             self.seen.remove(&id);
         }
         self.trees.retain(|_, t| now < t.used + config.seen_ttl_ms);
+        self.budgets.retain(|_, b| now < b.at + config.seen_ttl_ms);
     }
 }
 
 impl Overlay {
     /// Signs and sends a new broadcast from us.
     pub(super) fn broadcast(&mut self, payload: Vec<u8>) {
+        // Our own broadcasts count against the same budget every peer keeps for us: past
+        // it they would get us banned, so the application hears it instead.
+        if !self
+            .plumtree
+            .admit(self.me, payload.len(), self.now, &self.config)
+        {
+            return self.event(Event::Error(OverlayError::BroadcastRateLimited));
+        }
         let seq = self.plumtree.next_seq;
         self.plumtree.next_seq = seq.wrapping_add(1);
         let id = MsgId {
@@ -258,6 +360,7 @@ impl Overlay {
                 parent: None,
                 frame,
             },
+            &self.config,
         );
         self.event(Event::BroadcastSent(id));
     }
@@ -321,6 +424,12 @@ impl Overlay {
         if id.origin == self.me {
             return; // Our own message, forgotten already: do not deliver it to ourselves.
         }
+        if self.is_banned(&id.origin) {
+            // Flooded (or otherwise misbehaved) lately: dropped before the costly check,
+            // neither delivered nor relayed.
+            self.stats.refused_broadcasts += 1;
+            return;
+        }
         let signed = signed_bytes(id.seq, &gossip.payload);
         if id
             .origin
@@ -330,6 +439,12 @@ impl Overlay {
             return self.punish(from, Misbehaviour::ForgedBroadcast(id.origin));
         }
         drop(signed);
+        // After the signature: forged copies cannot spend an honest origin's budget.
+        let len = gossip.payload.len();
+        if !self.plumtree.admit(id.origin, len, now, &self.config) {
+            self.stats.refused_broadcasts += 1;
+            return self.punish(id.origin, Misbehaviour::Flooding);
+        }
         // Only active-view links form the tree; a DHT link may carry gossip but never
         // becomes a tree edge (eager and lazy peers stay a subset of the active view).
         if self.membership.is_active(&from) {
@@ -354,6 +469,7 @@ impl Overlay {
                 parent: Some(from),
                 frame,
             },
+            &self.config,
         );
         self.event(Event::Broadcast {
             id,

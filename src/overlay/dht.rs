@@ -88,6 +88,7 @@ use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::seal::{self, Kind, OpenError};
 use super::{Conn, Event, Intent, Misbehaviour, Output, Overlay, SignalPath};
 use crate::id::{Identity, PeerId, Signature};
 use crate::signal::SignedEnvelope;
@@ -590,7 +591,8 @@ pub enum DhtBody {
     Direct {
         /// Source's id.
         rpc: u64,
-        /// The bytes (one byte string on the wire, as broadcast payloads).
+        /// The application's bytes sealed by the source for the target (see
+        /// [`super::seal`]: relays see ciphertext); one byte string on the wire.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -600,12 +602,17 @@ pub enum DhtBody {
         rpc: u64,
         /// Hops it travelled.
         hops: u8,
+        /// An empty payload sealed by the acknowledging peer (see [`super::seal`]), so a
+        /// relay cannot acknowledge for it.
+        #[serde(with = "serde_bytes")]
+        seal: Vec<u8>,
     },
     /// A request; acknowledged by `Ack` on arrival, answered by `Response`.
     Request {
         /// Source's id.
         rpc: u64,
-        /// The bytes (one byte string on the wire, as broadcast payloads).
+        /// The application's bytes sealed by the source for the target (see
+        /// [`super::seal`]: relays see ciphertext); one byte string on the wire.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -613,7 +620,8 @@ pub enum DhtBody {
     Response {
         /// The request's id.
         rpc: u64,
-        /// The bytes (one byte string on the wire, as broadcast payloads).
+        /// The application's bytes sealed by the source for the target (see
+        /// [`super::seal`]: relays see ciphertext); one byte string on the wire.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -641,6 +649,10 @@ pub enum DhtBody {
         record: Option<Record>,
         /// Hops the query travelled.
         hops: u8,
+        /// An empty payload sealed by the answering peer over `peers` and `hops` (see
+        /// [`super::seal`]): a relay cannot answer for it, nor alter its list.
+        #[serde(with = "serde_bytes")]
+        seal: Vec<u8>,
     },
     /// "Store this record."
     Store {
@@ -678,13 +690,20 @@ impl DhtFrame {
         match &self.body {
             DhtBody::Direct { payload, .. }
             | DhtBody::Request { payload, .. }
-            | DhtBody::Response { payload, .. } => {
-                bound("payload", payload.len(), MAX_DIRECT_PAYLOAD)
-            }
+            | DhtBody::Response { payload, .. } => bound(
+                "payload",
+                payload.len(),
+                MAX_DIRECT_PAYLOAD + seal::OVERHEAD,
+            ),
+            DhtBody::Ack { seal, .. } => bound("ack seal", seal.len(), seal::OVERHEAD),
             DhtBody::Nodes {
-                peers, record: r, ..
+                peers,
+                record: r,
+                seal: s,
+                ..
             } => {
                 bound("peers", peers.len(), MAX_K)?;
+                bound("nodes seal", s.len(), seal::OVERHEAD)?;
                 r.as_ref().map_or(Ok(()), record)
             }
             DhtBody::Store { record: r, .. } => record(r),
@@ -729,6 +748,11 @@ pub struct DhtStats {
     pub lookups_closest_failed: u64,
     /// Bucket-refresh lookups started (the periodic self-lookup not included).
     pub bucket_refreshes: u64,
+    /// Sealed frames for us that did not open (forged source, altered, or sealed for
+    /// another frame): dropped.
+    pub forged: u64,
+    /// Sealed frames for us that opened but were seen before (replays): dropped.
+    pub replayed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -900,6 +924,7 @@ impl Dht {
         if key == self.me {
             return;
         }
+        let direct = heard;
         let heard = if heard { now } else { 0 };
         let b = &mut self.buckets[self.me.common_prefix_len(&key).min(255)];
         if let Some(c) = b.iter_mut().find(|c| c.peer == peer) {
@@ -913,8 +938,15 @@ impl Dht {
             heard,
         };
         if b.len() < k.max(1) {
-            b.push(fresh);
-        } else if let Some(oldest) = b.iter_mut().min_by_key(|c| c.seen) {
+            return b.push(fresh);
+        }
+        // The oldest contact goes once stale, as in Kademlia, but hearsay only ever
+        // replaces hearsay: made-up ids cannot push real peers out of a bucket.
+        let oldest = b
+            .iter_mut()
+            .filter(|c| direct || c.heard == 0)
+            .min_by_key(|c| c.seen);
+        if let Some(oldest) = oldest {
             if oldest.seen + stale_ms <= now {
                 *oldest = fresh;
             }
@@ -1000,7 +1032,11 @@ impl Overlay {
             .min_by_key(|p| Key::of_peer(p).distance(target))
     }
 
-    /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat.
+    /// Learns every peer the overlay knows about (views), cheap enough for each heartbeat:
+    /// the active view as heard from (connected), the passive view as hearsay (shuffles
+    /// carry ids unchecked, but without it a room whose server is gone loses the
+    /// candidates its repairs need: the simulator's isolation test partitions). Hearsay
+    /// never displaces a contact heard from, and is displaced by one (see `Dht::learn`).
     fn dht_learn_views(&mut self) {
         let (k, stale, now) = (self.config.dht.k, self.config.dht.stale_ms, self.now);
         let active = self.membership.active.iter().map(|p| (*p, true));
@@ -1067,6 +1103,12 @@ impl Overlay {
                 None,
             ),
             Command::Respond { to, id, payload } => {
+                let sealed =
+                    self.seal
+                        .seal(&self.identity, &to, Kind::Response, id, 0, &[], &payload);
+                let Some(payload) = sealed else {
+                    return; // not a usable id: no request came from it
+                };
                 let body = DhtBody::Response { rpc: id, payload };
                 // Back the way the request came, like every answer; greedily if that is
                 // not known (any more).
@@ -1162,22 +1204,35 @@ impl Overlay {
         rpc: Option<u64>,
     ) {
         let rpc = rpc.unwrap_or_else(|| self.dht.new_rpc());
-        let (to, body) = match &what {
-            Waiting::Direct { to, payload, .. } => (
-                *to,
-                DhtBody::Direct {
-                    rpc,
-                    payload: payload.clone(),
-                },
-            ),
-            Waiting::Request { to, payload, .. } => (
-                *to,
-                DhtBody::Request {
-                    rpc,
-                    payload: payload.clone(),
-                },
-            ),
+        // Sealed afresh for every attempt: a retry is a new frame (new nonce), so the
+        // receiver's replay window takes it and its duplicate check acknowledges it.
+        let (to, kind, payload) = match &what {
+            Waiting::Direct { to, payload, .. } => (*to, Kind::Direct, payload),
+            Waiting::Request { to, payload, .. } => (*to, Kind::Request, payload),
             _ => return,
+        };
+        let Some(sealed) = self
+            .seal
+            .seal(&self.identity, &to, kind, rpc, 0, &[], payload)
+        else {
+            // No peer has this id (it is no usable key): nothing could ever answer.
+            let id = match what {
+                Waiting::Direct { app, .. } | Waiting::Request { app, .. } => app,
+                _ => return,
+            };
+            self.dht.app_ids.remove(&id);
+            let error = DhtError::Unreachable;
+            return self.event(Event::Dht(DhtEvent::Failed { id, error }));
+        };
+        let body = match kind {
+            Kind::Direct => DhtBody::Direct {
+                rpc,
+                payload: sealed,
+            },
+            _ => DhtBody::Request {
+                rpc,
+                payload: sealed,
+            },
         };
         let avoid: Vec<PeerId> = avoid.into_iter().collect();
         let deadline = self.now + self.config.dht.request_timeout_ms;
@@ -1280,9 +1335,10 @@ impl Overlay {
         if frame.body == DhtBody::LinkSpare {
             return self.on_link_spare(from);
         }
-        for p in frame.path.clone() {
-            self.dht_learn(p);
-        }
+        // Only the neighbour that sent it is heard from here: the path's other ids are
+        // its word (a made-up id costs a poisoner nothing). A source is learned once what
+        // it sealed opens (`dht_open`).
+        self.dht_learn(from);
         let me_key = self.dht.me;
         if frame.target == me_key {
             return self.dht_deliver(frame);
@@ -1342,6 +1398,9 @@ impl Overlay {
         match frame.body {
             DhtBody::LinkHello | DhtBody::LinkSpare => {}
             DhtBody::Direct { rpc, payload } => {
+                let Some(payload) = self.dht_open(source, Kind::Direct, rpc, 0, &payload) else {
+                    return;
+                };
                 let (first, hops) = self.dht_seen(source, rpc, hops);
                 if first {
                     self.event(Event::Dht(DhtEvent::Direct {
@@ -1351,9 +1410,12 @@ impl Overlay {
                         hops,
                     }));
                 }
-                self.dht_answer(&frame.path, DhtBody::Ack { rpc, hops });
+                self.dht_ack(&frame.path, rpc, hops);
             }
             DhtBody::Request { rpc, payload } => {
+                let Some(payload) = self.dht_open(source, Kind::Request, rpc, 0, &payload) else {
+                    return;
+                };
                 let (first, hops) = self.dht_seen(source, rpc, hops);
                 // The latest way in: a retry came by another path because the first one
                 // (or its way back) broke.
@@ -1368,10 +1430,15 @@ impl Overlay {
                         payload,
                     }));
                 }
-                self.dht_answer(&frame.path, DhtBody::Ack { rpc, hops });
+                self.dht_ack(&frame.path, rpc, hops);
             }
-            DhtBody::Ack { rpc, hops } => {
+            DhtBody::Ack { rpc, hops, seal } => {
                 let response_wait = self.config.dht.response_timeout_ms;
+                if !self.dht.pending.contains_key(&rpc)
+                    || self.dht_open(source, Kind::Ack, rpc, hops, &seal).is_none()
+                {
+                    return;
+                }
                 let Some(p) = self.dht.pending.get_mut(&rpc) else {
                     return;
                 };
@@ -1395,7 +1462,11 @@ impl Overlay {
                     self.dht.pending.get(&rpc),
                     Some(Pending { what: Waiting::Request { to, .. }, .. }) if *to == source
                 );
-                if ours {
+                let payload = match ours {
+                    true => self.dht_open(source, Kind::Response, rpc, 0, &payload),
+                    false => None,
+                };
+                if let Some(payload) = payload {
                     if let Some(Pending {
                         what: Waiting::Request { app, .. },
                         ..
@@ -1427,11 +1498,23 @@ impl Overlay {
                 } else {
                     None
                 };
+                let Some(seal) = self.seal.seal(
+                    &self.identity,
+                    &source,
+                    Kind::Nodes,
+                    rpc,
+                    hops,
+                    &peer_bytes(&peers),
+                    &[],
+                ) else {
+                    return;
+                };
                 let body = DhtBody::Nodes {
                     rpc,
                     peers,
                     record,
                     hops,
+                    seal,
                 };
                 self.dht_answer(&frame.path, body);
             }
@@ -1440,7 +1523,21 @@ impl Overlay {
                 peers,
                 record,
                 hops,
-            } => self.on_nodes(source, rpc, peers, record, hops),
+                seal,
+            } => {
+                // Only answers to our queries are opened (anything else costs no key).
+                if !self.dht.pending.contains_key(&rpc) {
+                    return;
+                }
+                let extra = peer_bytes(&peers);
+                if self
+                    .dht_open_with(source, Kind::Nodes, rpc, hops, &extra, &seal)
+                    .is_none()
+                {
+                    return;
+                }
+                self.on_nodes(source, rpc, peers, record, hops)
+            }
             DhtBody::Store {
                 rpc,
                 record,
@@ -1478,6 +1575,63 @@ impl Overlay {
                 }
             }
         }
+    }
+
+    /// Opens what `source` sealed for us in a frame of `kind`; counts and drops what does
+    /// not open. Nobody is punished: the neighbour that delivered the frame may be an
+    /// honest relay of a forger's frame, and the claimed source may be the victim.
+    fn dht_open(
+        &mut self,
+        source: PeerId,
+        kind: Kind,
+        rpc: u64,
+        aux: u8,
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.dht_open_with(source, kind, rpc, aux, &[], sealed)
+    }
+
+    /// As [`Overlay::dht_open`], with `extra` in the associated data. The source of what
+    /// opens signed something fresh: it enters the routing table as heard from.
+    fn dht_open_with(
+        &mut self,
+        source: PeerId,
+        kind: Kind,
+        rpc: u64,
+        aux: u8,
+        extra: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        match self
+            .seal
+            .open(&self.identity, &source, kind, rpc, aux, extra, sealed)
+        {
+            Ok(plaintext) => {
+                if source != self.me {
+                    self.dht_learn(source);
+                }
+                Some(plaintext)
+            }
+            Err(OpenError::Forged) => {
+                self.dht.stats.forged += 1;
+                None
+            }
+            Err(OpenError::Replayed) => {
+                self.dht.stats.replayed += 1;
+                None
+            }
+        }
+    }
+
+    /// Acknowledges `rpc` of the frame that came along `path`, sealed for its source.
+    fn dht_ack(&mut self, path: &[PeerId], rpc: u64, hops: u8) {
+        let Some(seal) = self
+            .seal
+            .seal(&self.identity, &path[0], Kind::Ack, rpc, hops, &[], &[])
+        else {
+            return;
+        };
+        self.dht_answer(path, DhtBody::Ack { rpc, hops, seal });
     }
 
     fn take_pending(&mut self, rpc: u64) -> Option<Pending> {
@@ -1627,6 +1781,8 @@ impl Overlay {
             return; // Not from the peer we asked.
         }
         self.dht.pending.remove(&rpc);
+        // The peers it names enter the routing table as hearsay only (they never displace
+        // a peer heard from, `Dht::learn`), and as heard from once they answer themselves.
         for p in &peers {
             self.dht_learn_from(*p, false);
         }
@@ -2504,6 +2660,11 @@ impl Overlay {
 }
 
 /// The rpc id of a frame that expects an answer (so a dead end can be reported).
+/// The ids of a lookup answer, as sealed with it.
+fn peer_bytes(peers: &[PeerId]) -> Vec<u8> {
+    peers.iter().flat_map(|p| *p.as_bytes()).collect()
+}
+
 fn request_rpc(body: &DhtBody) -> Option<u64> {
     match body {
         DhtBody::Direct { rpc, .. }

@@ -423,7 +423,11 @@ mod fuzz {
             Just(DhtBody::LinkSpare),
             (any::<u64>(), arb_bytes(300))
                 .prop_map(|(rpc, payload)| DhtBody::Direct { rpc, payload }),
-            (any::<u64>(), any::<u8>()).prop_map(|(rpc, hops)| DhtBody::Ack { rpc, hops }),
+            (any::<u64>(), any::<u8>(), arb_bytes(40)).prop_map(|(rpc, hops, seal)| DhtBody::Ack {
+                rpc,
+                hops,
+                seal
+            }),
             (any::<u64>(), arb_bytes(300))
                 .prop_map(|(rpc, payload)| DhtBody::Request { rpc, payload }),
             (any::<u64>(), arb_bytes(300))
@@ -438,13 +442,15 @@ mod fuzz {
                 any::<u64>(),
                 prop::collection::vec(arb_peer(), 0..=MAX_K),
                 prop::option::of(arb_record()),
-                any::<u8>()
+                any::<u8>(),
+                arb_bytes(40),
             )
-                .prop_map(|(rpc, peers, record, hops)| DhtBody::Nodes {
+                .prop_map(|(rpc, peers, record, hops, seal)| DhtBody::Nodes {
                     rpc,
                     peers,
                     record,
-                    hops
+                    hops,
+                    seal,
                 }),
             (any::<u64>(), arb_record(), any::<u64>()).prop_map(|(rpc, record, age_ms)| {
                 DhtBody::Store {
@@ -936,7 +942,11 @@ fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
             path: vec![peer_in_bucket(&ak, 2, 9), from],
             route,
             detours: 0,
-            body: DhtBody::Ack { rpc: 3, hops: 4 },
+            body: DhtBody::Ack {
+                rpc: 3,
+                hops: 4,
+                seal: vec![0; seal::OVERHEAD],
+            },
         };
         wire::encode(&Message::Dht(Box::new(frame))).unwrap()
     };
@@ -973,6 +983,23 @@ fn a_relay_passes_an_answer_along_its_way_back_and_greedily_once_that_broke() {
     assert_eq!(dht_sends(&out)[0].0, near);
 }
 
+/// The seal of a lookup answer from `from` (one of `ids`, or the link [2; 32]).
+fn sealed_nodes(
+    ids: &[Identity],
+    from: PeerId,
+    to: &PeerId,
+    rpc: u64,
+    peers: &[PeerId],
+    hops: u8,
+) -> Vec<u8> {
+    let link = Identity::from_secret_bytes([2; 32]);
+    let id = ids.iter().find(|i| i.peer_id() == from).unwrap_or(&link);
+    let extra: Vec<u8> = peers.iter().flat_map(|p| *p.as_bytes()).collect();
+    seal::Sealer::new(&from, rpc)
+        .seal(id, to, seal::Kind::Nodes, rpc, hops, &extra, &[])
+        .unwrap()
+}
+
 #[test]
 fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
     let mut o = overlay(Mode::Hybrid);
@@ -984,8 +1011,18 @@ fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
     let record = Record::sign(&writer(), b"n".to_vec(), 1, 60_000, b"v".to_vec());
     let key = record.key();
     // Twenty peers near the key, nearest first; only the 18th holds the record (a put
-    // under churn missed some of the true closest, so a replica sits further out).
-    let near: Vec<PeerId> = (0..20).map(|i| peer_in_bucket(&key, 40 - i, 1)).collect();
+    // under churn missed some of the true closest, so a replica sits further out). Real
+    // identities: each answer is sealed by its peer.
+    let mut ids: Vec<Identity> = (0..400u32)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&i.to_be_bytes());
+            Identity::from_secret_bytes(seed)
+        })
+        .collect();
+    ids.sort_by_key(|id| Key::of_peer(&id.peer_id()).distance(&key));
+    ids.truncate(20);
+    let near: Vec<PeerId> = ids.iter().map(Identity::peer_id).collect();
     let holder = near[17];
     let mut queried = Vec::new();
     let mut frames = o.handle(
@@ -1019,6 +1056,7 @@ fn a_get_finds_a_record_held_only_beyond_the_closest_replicas() {
                     peers: near.clone(),
                     record: (from == holder).then(|| record.clone()),
                     hops: 1,
+                    seal: sealed_nodes(&ids, from, &me, rpc, &near, 1),
                 },
             };
             let bytes = wire::encode(&Message::Dht(Box::new(answer))).unwrap();
@@ -1041,6 +1079,13 @@ fn a_response_goes_back_the_way_its_request_came() {
     // The newcomer's request reached us through `via`.
     let (mut o, newcomer, nk, via, near) = linked_toward_a_newcomer();
     let me = o.peer_id();
+    let newcomer_id = Identity::from_secret_bytes([40; 32]);
+    let mut sealer = seal::Sealer::new(&newcomer, 1);
+    let mut sealed = || {
+        sealer
+            .seal(&newcomer_id, &me, seal::Kind::Request, 7, 0, &[], b"ping")
+            .unwrap()
+    };
     let request = DhtFrame {
         target: Key::of_peer(&me),
         exact: true,
@@ -1049,7 +1094,7 @@ fn a_response_goes_back_the_way_its_request_came() {
         detours: 0,
         body: DhtBody::Request {
             rpc: 7,
-            payload: b"ping".to_vec(),
+            payload: sealed(),
         },
     };
     let bytes = wire::encode(&Message::Dht(Box::new(request.clone()))).unwrap();
@@ -1064,6 +1109,10 @@ fn a_response_goes_back_the_way_its_request_came() {
     accept_link(&mut o, 2, other);
     let retry = DhtFrame {
         path: vec![newcomer, other],
+        body: DhtBody::Request {
+            rpc: 7,
+            payload: sealed(),
+        },
         ..request
     };
     let bytes = wire::encode(&Message::Dht(Box::new(retry))).unwrap();
@@ -1097,4 +1146,145 @@ fn a_response_goes_back_the_way_its_request_came() {
     let out = o.handle(4, Input::Dht(again));
     let hops: Vec<PeerId> = dht_sends(&out).into_iter().map(|(p, _)| p).collect();
     assert_eq!(hops, vec![near]);
+}
+
+/// Hostile relay (issue 20, routing-table poisoning): a linked peer relays frames whose
+/// paths name made-up ids, and forges a lookup answer "from" a made-up id. None of them
+/// enters the routing table; the relay does, as does a real source whose sealed message
+/// opened. Before, every id of a relayed path entered the table as heard from, and a
+/// relay could answer for anyone.
+#[test]
+fn made_up_ids_in_paths_and_lookup_answers_do_not_enter_the_routing_table() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = o.peer_id();
+    let link_id = Identity::from_secret_bytes([2; 32]);
+    let link = link_id.peer_id();
+    accept_link(&mut o, 1, link);
+    let fakes: Vec<PeerId> = (0..8u8)
+        .map(|i| peer_in_bucket(&Key::of_peer(&me), 1 + i as usize, i))
+        .collect();
+    // A Find "from" made-up ids, relayed by the link, ends here (nobody closer).
+    let find = DhtFrame {
+        target: Key::of_peer(&me),
+        exact: false,
+        path: vec![fakes[0], fakes[1], link],
+        route: Vec::new(),
+        detours: 0,
+        body: DhtBody::Find {
+            rpc: 1,
+            key: Key::of_peer(&me),
+            value: false,
+        },
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(find))).unwrap();
+    o.handle(2, Input::Frame { from: link, bytes });
+    // A lookup of ours, answered by the link with made-up ids (sealed: the link said it)
+    // and "by" a made-up id (not sealed by it: a relay's forgery).
+    let out = o.handle(
+        3,
+        Input::Dht(Command::Lookup {
+            id: 5,
+            key: Key::of_peer(&fakes[7]),
+        }),
+    );
+    let rpc = dht_sends(&out)
+        .iter()
+        .find_map(|(_, f)| match f.body {
+            DhtBody::Find { rpc, .. } => Some(rpc),
+            _ => None,
+        })
+        .expect("a query goes out");
+    let answer = |from: PeerId, peers: Vec<PeerId>, seal: Vec<u8>| {
+        let f = DhtFrame {
+            target: Key::of_peer(&me),
+            exact: true,
+            path: if from == link {
+                vec![link]
+            } else {
+                vec![from, link]
+            },
+            route: Vec::new(),
+            detours: 0,
+            body: DhtBody::Nodes {
+                rpc,
+                peers,
+                record: None,
+                hops: 1,
+                seal,
+            },
+        };
+        wire::encode(&Message::Dht(Box::new(f))).unwrap()
+    };
+    let forged = answer(fakes[2], fakes[3..5].to_vec(), vec![0; seal::OVERHEAD]);
+    o.handle(
+        4,
+        Input::Frame {
+            from: link,
+            bytes: forged,
+        },
+    );
+    let seal = sealed_nodes(&[], link, &me, rpc, &fakes[5..8], 1);
+    o.handle(
+        4,
+        Input::Frame {
+            from: link,
+            bytes: answer(link, fakes[5..8].to_vec(), seal),
+        },
+    );
+    let known: Vec<PeerId> = o.dht.known().collect();
+    assert!(known.contains(&link), "{known:?}");
+    // The path's ids and the forged answer's are nowhere; the link's own answer is its
+    // word: hearsay, which never displaces a peer heard from (the next test).
+    for f in &fakes[..5] {
+        assert!(!known.contains(f), "made-up {f:?} in the table: {known:?}");
+    }
+    assert_eq!(o.dht_stats().forged, 1, "the forged answer did not open");
+    // A real peer whose sealed message opened is learned (it signed something fresh).
+    let far = Identity::from_secret_bytes([66; 32]);
+    let mut sealer = seal::Sealer::new(&far.peer_id(), 9);
+    let payload = sealer
+        .seal(&far, &me, seal::Kind::Direct, 3, 0, &[], b"hi")
+        .unwrap();
+    let direct = DhtFrame {
+        target: Key::of_peer(&me),
+        exact: true,
+        path: vec![far.peer_id(), link],
+        route: Vec::new(),
+        detours: 0,
+        body: DhtBody::Direct { rpc: 3, payload },
+    };
+    let bytes = wire::encode(&Message::Dht(Box::new(direct))).unwrap();
+    let out = o.handle(5, Input::Frame { from: link, bytes });
+    assert!(dht_events(&out)
+        .iter()
+        .any(|e| matches!(e, DhtEvent::Direct { from, .. } if *from == far.peer_id())));
+    assert!(o.dht.known().any(|p| p == far.peer_id()));
+}
+
+/// Routing-table poisoning by hearsay (issue 20): a bucket of peers heard from is never
+/// displaced by hearsay (ids only named by others: passive views, lookup answers),
+/// however old; a peer heard from still replaces stale hearsay. Before, a full bucket's
+/// oldest contact went once stale, whoever replaced it.
+#[test]
+fn hearsay_never_displaces_a_peer_heard_from() {
+    let mut o = overlay(Mode::Hybrid);
+    let me = Key::of_peer(&o.peer_id());
+    let (k, stale) = (o.config.dht.k, o.config.dht.stale_ms);
+    let in_bucket_3 = |i: u8| peer_in_bucket(&me, 3, i + 1);
+    for i in 0..k as u8 {
+        o.dht.learn(in_bucket_3(i), 10, k, stale, false);
+    }
+    let real = in_bucket_3(100);
+    o.dht.learn(real, 10 + stale, k, stale, true);
+    assert!(
+        o.dht.known().any(|p| p == real),
+        "a peer heard from gets in"
+    );
+    let mut o = overlay(Mode::Hybrid);
+    for i in 0..k as u8 {
+        o.dht.learn(in_bucket_3(i), 10, k, stale, true);
+    }
+    let fake = in_bucket_3(101);
+    o.dht.learn(fake, 10 + stale * 10, k, stale, false);
+    assert!(!o.dht.known().any(|p| p == fake), "hearsay stays out");
 }

@@ -917,6 +917,215 @@ mod tests {
             .any(|e| matches!(e, DhtEvent::Delivered { id: 6, .. })));
     }
 
+    /// The routed DHT frames in `out`, with their next hop.
+    fn routed(out: &[Output]) -> Vec<(PeerId, dht::DhtFrame)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to, frame } => match wire::decode(frame) {
+                    Ok(Message::Dht(f)) => Some((*to, *f)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn frame_bytes(f: &dht::DhtFrame) -> Vec<u8> {
+        wire::encode(&Message::Dht(Box::new(f.clone()))).unwrap()
+    }
+
+    /// Hostile relay (issue 20): in a — b — c, b carries a's routed message to c. It sees
+    /// only ciphertext, cannot make c believe a said something else, and cannot replay a's
+    /// frame once c's duplicate memory has expired. Before sealing, b read the payload in
+    /// clear and c reported b's forgery, and the replay, as messages from a.
+    #[test]
+    fn a_relay_sees_ciphertext_and_cannot_forge_alter_or_replay_a_routed_message() {
+        let mut nodes = chain();
+        let (a, b, c) = (nodes[0].peer_id(), nodes[1].peer_id(), nodes[2].peer_id());
+        let secret = b"meet at the old mill at nine".to_vec();
+        let out = send(&mut nodes[0], 1, c, secret.clone());
+        let to_b = routed(&out);
+        assert_eq!(to_b.len(), 1);
+        let dht::DhtBody::Direct { payload, .. } = &to_b[0].1.body else {
+            panic!("{to_b:?}")
+        };
+        assert!(
+            !payload
+                .windows(8)
+                .any(|w| secret.windows(8).any(|s| s == w)),
+            "no 8 bytes of the message show on the wire"
+        );
+        let out_b = nodes[1].handle(
+            0,
+            Input::Frame {
+                from: a,
+                bytes: frame_bytes(&to_b[0].1),
+            },
+        );
+        let to_c = routed(&out_b);
+        assert_eq!(to_c[0].0, c);
+        let relayed = to_c[0].1.clone();
+        let out_c = nodes[2].handle(
+            0,
+            Input::Frame {
+                from: b,
+                bytes: frame_bytes(&relayed),
+            },
+        );
+        assert!(dht_events(&out_c).iter().any(
+            |e| matches!(e, DhtEvent::Direct { from, payload, .. } if *from == a && *payload == secret)
+        ));
+
+        // b forges a message "from a", and alters a's: neither is reported.
+        let mut forged = relayed.clone();
+        forged.body = dht::DhtBody::Direct {
+            rpc: 4242,
+            payload: b"send the money to b".to_vec(),
+        };
+        let mut altered = relayed.clone();
+        if let dht::DhtBody::Direct { payload, .. } = &mut altered.body {
+            let last = payload.len() - 1;
+            payload[last - 20] ^= 1;
+        }
+        for f in [forged, altered] {
+            let out = nodes[2].handle(
+                1,
+                Input::Frame {
+                    from: b,
+                    bytes: frame_bytes(&f),
+                },
+            );
+            assert!(
+                !dht_events(&out)
+                    .iter()
+                    .any(|e| matches!(e, DhtEvent::Direct { .. })),
+                "{:?}",
+                dht_events(&out)
+            );
+            assert!(routed(&out).is_empty(), "not acknowledged either");
+        }
+        assert_eq!(nodes[2].dht_stats().forged, 2);
+
+        // b replays a's frame after c's duplicate memory (120 s) expired.
+        // (b keeps talking to c meanwhile, so c keeps the connection.)
+        let ping = wire::encode(&Message::Ping { nonce: 1 }).unwrap();
+        for t in (0..=130_000).step_by(1_000) {
+            nodes[2].handle(
+                t,
+                Input::Frame {
+                    from: b,
+                    bytes: ping.clone(),
+                },
+            );
+            nodes[2].handle(t, Input::Timer);
+        }
+        assert!(nodes[2].connections().any(|p| p == b));
+        let out = nodes[2].handle(
+            130_000,
+            Input::Frame {
+                from: b,
+                bytes: frame_bytes(&relayed),
+            },
+        );
+        assert!(
+            !dht_events(&out)
+                .iter()
+                .any(|e| matches!(e, DhtEvent::Direct { .. })),
+            "a replay is not delivered again"
+        );
+        assert_eq!(nodes[2].dht_stats().replayed, 1);
+    }
+
+    /// Hostile relay (issue 20): b drops a's routed message and acknowledges it "for c";
+    /// or answers a's request "as c". Before, a reported the message delivered and took
+    /// b's response as c's.
+    #[test]
+    fn a_relay_cannot_acknowledge_or_answer_for_the_target() {
+        let mut nodes = chain();
+        let (b, c) = (nodes[1].peer_id(), nodes[2].peer_id());
+        let out = send(&mut nodes[0], 1, c, b"hello".to_vec());
+        let frame = routed(&out).remove(0).1;
+        let rpc = match frame.body {
+            dht::DhtBody::Direct { rpc, .. } => rpc,
+            _ => unreachable!(),
+        };
+        let me = nodes[0].peer_id();
+        let fake_ack = dht::DhtFrame {
+            target: dht::Key::of_peer(&me),
+            exact: true,
+            path: vec![c, b],
+            route: vec![],
+            detours: 0,
+            body: dht::DhtBody::Ack {
+                rpc,
+                hops: 2,
+                seal: vec![0; crate::overlay::seal::OVERHEAD],
+            },
+        };
+        let out = nodes[0].handle(
+            1,
+            Input::Frame {
+                from: b,
+                bytes: frame_bytes(&fake_ack),
+            },
+        );
+        assert!(
+            !dht_events(&out)
+                .iter()
+                .any(|e| matches!(e, DhtEvent::Delivered { .. })),
+            "{:?}",
+            dht_events(&out)
+        );
+        let request = Command::Request {
+            id: 2,
+            to: c,
+            payload: b"balance?".to_vec(),
+        };
+        let request_out = nodes[0].handle(2, Input::Dht(request));
+        let rpc = match routed(&request_out).remove(0).1.body {
+            dht::DhtBody::Request { rpc, .. } => rpc,
+            other => panic!("{other:?}"),
+        };
+        let fake_response = dht::DhtFrame {
+            body: dht::DhtBody::Response {
+                rpc,
+                payload: b"a million".to_vec(),
+            },
+            ..fake_ack
+        };
+        let out = nodes[0].handle(
+            3,
+            Input::Frame {
+                from: b,
+                bytes: frame_bytes(&fake_response),
+            },
+        );
+        assert!(
+            !dht_events(&out)
+                .iter()
+                .any(|e| matches!(e, DhtEvent::Response { .. })),
+            "{:?}",
+            dht_events(&out)
+        );
+        assert_eq!(nodes[0].dht_stats().forged, 2);
+        // The real request and response still get through.
+        let events = pump(&mut nodes, (0, request_out));
+        assert!(events[2]
+            .iter()
+            .any(|e| matches!(e, DhtEvent::Request { id, .. } if *id == rpc)));
+        let a = nodes[0].peer_id();
+        let respond = Command::Respond {
+            to: a,
+            id: rpc,
+            payload: b"42".to_vec(),
+        };
+        let out = nodes[2].handle(4, Input::Dht(respond));
+        let events = pump(&mut nodes, (2, out));
+        assert!(events[0].iter().any(
+            |e| matches!(e, DhtEvent::Response { id: 2, from, payload } if *from == c && payload == b"42")
+        ));
+    }
+
     #[test]
     fn a_large_message_with_no_route_fails_once_without_sending_every_fragment() {
         let (mut a, b) = pair(Mode::Hybrid);

@@ -67,6 +67,7 @@ pub mod direct;
 pub mod failure;
 pub mod membership;
 pub mod route;
+pub mod seal;
 
 #[cfg(test)]
 mod dht_tests;
@@ -132,6 +133,24 @@ pub struct Config {
     pub message_cache_ms: u64,
     /// How long a broadcast's id is remembered for de-duplication. Default 5 min.
     pub seen_ttl_ms: u64,
+    /// Broadcasts per second accepted from one origin, on average (a token bucket per
+    /// origin, checked after the signature): an origin over it is reported
+    /// ([`Misbehaviour::Flooding`]) and banned for [`Config::ban_ms`], and its broadcasts
+    /// are neither delivered nor relayed meanwhile. Default 1,000.
+    pub origin_broadcasts_per_s: u32,
+    /// Broadcasts one origin may send at once above that rate (the bucket's size).
+    /// Default 10,000.
+    pub origin_broadcast_burst: u32,
+    /// Broadcast payload bytes per second accepted from one origin. Default 8 MiB.
+    pub origin_bytes_per_s: u64,
+    /// Payload bytes one origin may send at once above that rate. Default 64 MiB.
+    pub origin_bytes_burst: u64,
+    /// Most bytes of broadcast frames cached for GRAFTs, all origins together: the oldest
+    /// go first beyond it (before [`Config::message_cache_ms`]). Default 32 MiB.
+    pub max_cached_broadcast_bytes: usize,
+    /// Most broadcast ids remembered for de-duplication: the oldest go first beyond it
+    /// (before [`Config::seen_ttl_ms`]). Default 200,000 (~20 MB).
+    pub max_seen_broadcasts: usize,
     /// Messages at most this old are announced (IHAVE) to a new neighbour, so a peer
     /// that was cut off catches up after repair. Default 30 s.
     pub ihave_on_connect_ms: u64,
@@ -171,6 +190,12 @@ impl Default for Config {
             optimization_threshold: 3,
             message_cache_ms: 60_000,
             seen_ttl_ms: 300_000,
+            origin_broadcasts_per_s: 1_000,
+            origin_broadcast_burst: 10_000,
+            origin_bytes_per_s: 8 << 20,
+            origin_bytes_burst: 64 << 20,
+            max_cached_broadcast_bytes: 32 << 20,
+            max_seen_broadcasts: 200_000,
             ihave_on_connect_ms: 30_000,
             max_route_len: 10,
             ban_ms: 600_000,
@@ -370,6 +395,11 @@ pub enum Misbehaviour {
     /// It broke the protocol in a way an honest peer never does.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// It broadcast faster than [`Config::origin_broadcasts_per_s`] or
+    /// [`Config::origin_bytes_per_s`] allow (checked at every peer, against the origin
+    /// that signed: relays are not blamed).
+    #[error("broadcast faster than the per-origin limits")]
+    Flooding,
 }
 
 /// Errors about local commands.
@@ -387,6 +417,10 @@ pub enum OverlayError {
     /// No path (server or overlay) to carry a signal to this peer.
     #[error("no signal path to {0:?}")]
     NoSignalPath(PeerId),
+    /// Our broadcast would exceed the per-origin limits every peer applies
+    /// ([`Config::origin_broadcasts_per_s`], [`Config::origin_bytes_per_s`]): not sent.
+    #[error("broadcast rate limit reached; not sent")]
+    BroadcastRateLimited,
 }
 
 /// Counters for the driver's `stats()` and for the simulator.
@@ -422,6 +456,8 @@ pub struct Stats {
     pub refused: u64,
     /// Connection attempts that failed or timed out.
     pub failed_connects: u64,
+    /// Broadcasts dropped for their origin's rate (or because it was banned).
+    pub refused_broadcasts: u64,
 }
 
 /// Most peers remembered as already reported incompatible.
@@ -488,6 +524,7 @@ pub struct Overlay {
     detector: failure::Detector,
     dht: dht::Dht,
     direct: direct::Direct,
+    seal: seal::Sealer,
 }
 
 impl Overlay {
@@ -527,6 +564,7 @@ impl Overlay {
             detector: failure::Detector::default(),
             dht,
             direct: direct::Direct::default(),
+            seal: seal::Sealer::new(&me, rng_seed),
         }
     }
 

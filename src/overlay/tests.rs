@@ -338,6 +338,159 @@ fn a_broadcast_is_delivered_once_and_a_forgery_is_reported() {
     assert!(b.active_view().is_empty());
 }
 
+/// A GOSSIP frame of `origin`'s broadcast `seq` (properly signed), as a relay sends it.
+fn signed_gossip(origin: &Identity, seq: u64, payload: Vec<u8>) -> Vec<u8> {
+    let sig = origin.sign(
+        broadcast::BROADCAST_CONTEXT,
+        &broadcast::signed_bytes(seq, &payload),
+    );
+    let g = Gossip {
+        id: MsgId {
+            origin: origin.peer_id(),
+            seq,
+        },
+        round: 3,
+        payload,
+        sig,
+    };
+    wire::encode(&Message::Gossip(g)).unwrap()
+}
+
+fn delivered(out: &[Output]) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Output::Event(Event::Broadcast { .. })))
+        .count()
+}
+
+/// Hostile origin (issue 20): a peer somewhere in the room floods validly signed
+/// broadcasts. Past its budget it is reported (`peer-misbehaved`), banned, and its
+/// broadcasts are neither delivered nor relayed (dropped before `forward`); the honest relay that carried them is
+/// not blamed; after the ban its budget has refilled. Before, every one was delivered
+/// and relayed.
+#[test]
+fn a_flooding_origin_is_reported_and_banned_and_its_relay_is_not_blamed() {
+    let (mut a, mut b) = two_neighbours();
+    b.config.origin_broadcasts_per_s = 10;
+    b.config.origin_broadcast_burst = 20;
+    let flooder = Identity::from_secret_bytes([77; 32]);
+    let (mut got, mut reported) = (0, 0);
+    for seq in 0..30 {
+        let bytes = signed_gossip(&flooder, seq, vec![seq as u8; 100]);
+        let out = b.handle(
+            10,
+            Input::Frame {
+                from: a.peer_id(),
+                bytes,
+            },
+        );
+        got += delivered(&out);
+        reported += out
+            .iter()
+            .filter(|o| {
+                matches!(o, Output::Event(Event::Misbehaving { peer, reason: Misbehaviour::Flooding })
+                    if *peer == flooder.peer_id())
+            })
+            .count();
+    }
+    assert_eq!(got, 20, "the burst is delivered, then nothing");
+    assert_eq!(reported, 1, "reported once, then banned");
+    assert_eq!(b.stats().refused_broadcasts, 10);
+    assert_eq!(b.active_view(), &[a.peer_id()], "the relay is not blamed");
+    // A byte budget too: one origin's 64 KiB payloads beyond it are refused alike.
+    b.config.origin_bytes_per_s = 1_000;
+    b.config.origin_bytes_burst = 150_000;
+    let heavy = Identity::from_secret_bytes([78; 32]);
+    let out: Vec<Output> = (0..4)
+        .flat_map(|seq| {
+            let bytes = signed_gossip(&heavy, seq, vec![1; 60_000]);
+            b.handle(
+                11,
+                Input::Frame {
+                    from: a.peer_id(),
+                    bytes,
+                },
+            )
+        })
+        .collect();
+    assert_eq!(delivered(&out), 2);
+    // After the ban (and the refill), the flooder is heard again.
+    let later = 11 + b.config.ban_ms + 1_000;
+    b.handle(
+        later,
+        Input::Frame {
+            from: a.peer_id(),
+            bytes: wire::encode(&Message::Ping { nonce: 1 }).unwrap(),
+        },
+    );
+    b.handle(later, Input::Timer);
+    let bytes = signed_gossip(&flooder, 100, b"again".to_vec());
+    let out = b.handle(
+        later,
+        Input::Frame {
+            from: a.peer_id(),
+            bytes,
+        },
+    );
+    assert_eq!(delivered(&out), 1);
+    // Our own broadcasts meet the same budget: the application is told, nothing is sent.
+    a.config.origin_broadcasts_per_s = 1;
+    a.config.origin_broadcast_burst = 2;
+    let errors: Vec<Output> = (0..3)
+        .flat_map(|_| {
+            a.handle(
+                12,
+                Input::Broadcast {
+                    payload: b"x".to_vec(),
+                },
+            )
+        })
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Event(Event::Error(OverlayError::BroadcastRateLimited))
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 1);
+}
+
+/// Hostile origins within their rates (issue 20): many broadcasts of large payloads
+/// cannot make a peer cache more than its bounds. Before, the cache held every payload
+/// for 60 s and every id for 5 min, however many.
+#[test]
+fn broadcast_caches_stay_within_their_bounds() {
+    let (a, mut b) = two_neighbours();
+    b.config.max_cached_broadcast_bytes = 50_000;
+    b.config.max_seen_broadcasts = 60;
+    let origins: Vec<Identity> = (0..5)
+        .map(|i| Identity::from_secret_bytes([90 + i; 32]))
+        .collect();
+    let mut got = 0;
+    for seq in 0..40 {
+        for o in &origins {
+            let bytes = signed_gossip(o, seq, vec![7; 5_000]);
+            got += delivered(&b.handle(
+                20,
+                Input::Frame {
+                    from: a.peer_id(),
+                    bytes,
+                },
+            ));
+            assert!(b.plumtree.cache_usage().0 <= 50_000);
+        }
+    }
+    assert_eq!(got, 200, "all delivered: within their rates");
+    let (counted, ids, held) = b.plumtree.cache_usage();
+    assert!(ids <= 60, "{ids}");
+    assert_eq!(held, counted, "the count matches what is held");
+    // The newest is still served to a GRAFT.
+    let newest = MsgId {
+        origin: origins[4].peer_id(),
+        seq: 39,
+    };
+    assert!(b.plumtree.holds(&newest));
+}
+
 #[test]
 fn a_silent_neighbour_is_suspected_then_dropped() {
     let (mut a, b) = two_neighbours();

@@ -199,7 +199,7 @@ impl SignedEnvelope {
 
     /// Reads an envelope from JSON text.
     pub fn from_text(text: &str) -> Result<Self> {
-        let f = Fields::parse(text)?;
+        let f = Fields::parse_struct(text)?;
         Ok(SignedEnvelope {
             from: f.peer("from")?,
             to: f.peer("to")?,
@@ -284,7 +284,22 @@ struct Fields<'a>(Vec<(String, &'a str)>);
 impl<'a> Fields<'a> {
     /// Parses `text` as exactly one JSON object (whitespace around it allowed).
     fn parse(text: &'a str) -> Result<Self> {
-        let mut r = Reader { text, at: 0 };
+        Self::parse_with(text, false)
+    }
+
+    /// As [`Fields::parse`] for a plain struct, whose unknown fields serde_json skips
+    /// without pairing the surrogates of their `\u` escapes (an internally tagged enum
+    /// buffers and decodes them all, as `parse` does). Found by the differential tests.
+    fn parse_struct(text: &'a str) -> Result<Self> {
+        Self::parse_with(text, true)
+    }
+
+    fn parse_with(text: &'a str, lenient: bool) -> Result<Self> {
+        let mut r = Reader {
+            text,
+            at: 0,
+            lenient,
+        };
         r.ws();
         if r.peek() != Some(b'{') {
             return Err(JsonError("expected an object"));
@@ -342,8 +357,12 @@ fn peer_id(raw: &str) -> Result<PeerId> {
 
 /// A string from the raw text of a JSON value.
 fn string(raw: &str) -> Result<String> {
-    let mut r = Reader { text: raw, at: 0 };
-    let s = r.string()?;
+    let mut r = Reader {
+        text: raw,
+        at: 0,
+        lenient: false,
+    };
+    let s = r.string(true)?;
     if r.at != raw.len() {
         return Err(JsonError("expected a string"));
     }
@@ -360,7 +379,11 @@ fn number(raw: &str) -> Result<u64> {
 
 /// The raw text of each element of a JSON array.
 fn array(raw: &str) -> Result<Vec<&str>> {
-    let mut r = Reader { text: raw, at: 0 };
+    let mut r = Reader {
+        text: raw,
+        at: 0,
+        lenient: false,
+    };
     if r.peek() != Some(b'[') {
         return Err(JsonError("expected an array"));
     }
@@ -373,6 +396,9 @@ fn array(raw: &str) -> Result<Vec<&str>> {
 struct Reader<'a> {
     text: &'a str,
     at: usize,
+    /// Skipped values' strings may hold unpaired surrogate escapes (see
+    /// [`Fields::parse_struct`]); a top-level key is still decoded strictly.
+    lenient: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -408,7 +434,7 @@ impl<'a> Reader<'a> {
             b'{' => self.object(depth + 1, None)?,
             b'[' => self.array(depth + 1, None)?,
             b'"' => {
-                self.string()?;
+                self.string(!self.lenient)?;
             }
             b't' => self.literal("true")?,
             b'f' => self.literal("false")?,
@@ -487,7 +513,7 @@ impl<'a> Reader<'a> {
         }
         loop {
             self.ws();
-            let key = self.string()?;
+            let key = self.string(!self.lenient || depth == 0)?;
             self.ws();
             self.expect(b':')?;
             let value = self.value(depth)?;
@@ -528,8 +554,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A string starting at `"`, unescaped.
-    fn string(&mut self) -> Result<String> {
+    /// A string starting at `"`, unescaped; with `strict` false, an unpaired surrogate
+    /// escape is taken as U+FFFD instead of refused.
+    fn string(&mut self, strict: bool) -> Result<String> {
         self.expect(b'"')?;
         let mut out = String::new();
         loop {
@@ -555,7 +582,11 @@ impl<'a> Reader<'a> {
                 b'n' => '\n',
                 b'r' => '\r',
                 b't' => '\t',
-                b'u' => self.unicode_escape()?,
+                b'u' if strict => self.unicode_escape()?,
+                b'u' => {
+                    self.hex4()?;
+                    '\u{fffd}'
+                }
                 _ => return Err(JsonError("bad escape")),
             };
             out.push(c);
@@ -759,5 +790,443 @@ mod tests {
             r#"{"kind":"candidate","candidate":"c","sdp_m_line_index":70000}"#
         )
         .is_err());
+    }
+
+    // ---- Differential property tests against serde_json (issue 20, item 6) ----
+
+    use proptest::prelude::*;
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        // Every char, weighted toward the ones JSON escapes or that break naive codecs.
+        let special = prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('/'),
+            Just('\u{0}'),
+            Just('\u{1f}'),
+            Just('\u{7f}'),
+            Just('\u{2028}'),
+            Just('\u{fffd}'),
+            Just('\u{10ffff}'),
+            Just('\r'),
+            Just('\n'),
+            Just('\t'),
+        ];
+        prop::collection::vec(prop_oneof![3 => any::<char>(), 2 => special], 0..24)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn arb_peer() -> impl Strategy<Value = PeerId> {
+        any::<[u8; 32]>().prop_map(PeerId::from_bytes)
+    }
+
+    fn arb_payload() -> impl Strategy<Value = SignalPayload> {
+        prop_oneof![
+            arb_text().prop_map(|sdp| SignalPayload::Offer { sdp }),
+            arb_text().prop_map(|sdp| SignalPayload::Answer { sdp }),
+            (
+                arb_text(),
+                prop::option::of(arb_text()),
+                prop::option::of(any::<u16>())
+            )
+                .prop_map(|(candidate, sdp_mid, sdp_m_line_index)| {
+                    SignalPayload::Candidate {
+                        candidate,
+                        sdp_mid,
+                        sdp_m_line_index,
+                    }
+                }),
+            Just(SignalPayload::Abort),
+        ]
+    }
+
+    fn arb_envelope() -> impl Strategy<Value = SignedEnvelope> {
+        (
+            arb_peer(),
+            arb_peer(),
+            any::<u64>(),
+            arb_text(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(from, to, attempt, body, half)| {
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(&half);
+                sig[32..].copy_from_slice(&half);
+                SignedEnvelope {
+                    from,
+                    to,
+                    attempt,
+                    body,
+                    sig: Signature::from_bytes(sig),
+                }
+            })
+    }
+
+    fn arb_server_msg() -> impl Strategy<Value = ServerMsg> {
+        prop_oneof![
+            (arb_text(), any::<u32>())
+                .prop_map(|(nonce, version)| ServerMsg::Hello { nonce, version }),
+            prop::collection::vec(arb_peer(), 0..4).prop_map(|peers| ServerMsg::Welcome { peers }),
+            (arb_peer(), arb_envelope()).prop_map(|(from, e)| ServerMsg::Signal {
+                from,
+                envelope: e.to_json(),
+            }),
+            Just(ServerMsg::Pong),
+            (
+                0..ErrorCode::ALL.len(),
+                arb_text(),
+                prop::option::of(arb_peer())
+            )
+                .prop_map(|(i, message, peer)| ServerMsg::Error {
+                    code: ErrorCode::ALL[i],
+                    message,
+                    peer,
+                }),
+        ]
+    }
+
+    /// Bytes an adversary splices into a valid frame: JSON's structural characters,
+    /// escapes, number and literal fragments, whitespace, and other text.
+    fn arb_splice() -> impl Strategy<Value = String> {
+        let pieces: Vec<&'static str> = vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"",
+            "\\",
+            "\\u",
+            "\\ud800",
+            "\\udc00",
+            "\\ud83d\\ude00",
+            "\\n",
+            "\\x",
+            "0",
+            "-",
+            "-0",
+            "01",
+            "1e5",
+            "1.5",
+            "1E-2",
+            "18446744073709551616",
+            "4294967296",
+            "65536",
+            "true",
+            "fals",
+            "null",
+            "nul",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "\u{b}",
+            "\u{a0}",
+            "\u{feff}",
+            "\"type\"",
+            "\"pong\"",
+            "\"kind\"",
+            "\"offer\"",
+            "\"sdp\"",
+            "\"peers\"",
+            "\"version\"",
+            "é",
+            "😀",
+        ];
+        prop_oneof![
+            prop::sample::select(pieces).prop_map(String::from),
+            arb_text(),
+        ]
+    }
+
+    /// A mutation of `text`: up to three splices or deletions at arbitrary char
+    /// positions.
+    fn mutate(text: &str, edits: &[(usize, usize, String)]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for (at, del, ins) in edits {
+            let at = at % (chars.len() + 1);
+            let end = (at + del % 4).min(chars.len());
+            chars.splice(at..end, ins.chars());
+        }
+        chars.into_iter().collect()
+    }
+
+    /// Both readers agree: both refuse, or both accept with the same value.
+    fn agree<T>(
+        text: &str,
+        ours: Result<T>,
+        theirs: serde_json::Result<T>,
+    ) -> std::result::Result<(), TestCaseError>
+    where
+        T: PartialEq + std::fmt::Debug,
+    {
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", text),
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(
+                false,
+                "disagree on {:?}: ours {:?}, serde_json {:?}",
+                text,
+                a,
+                b
+            ),
+        }
+        Ok(())
+    }
+
+    /// A raw JSON-ish value: valid and invalid numbers, strings and literals where a
+    /// reader's checks matter, and nested arrays and objects.
+    fn arb_raw_value() -> impl Strategy<Value = String> {
+        let numbers = prop::sample::select(vec![
+            "0",
+            "1",
+            "7",
+            "-0",
+            "-1",
+            "01",
+            "00",
+            "1.0",
+            "1.",
+            ".5",
+            "+1",
+            "1e2",
+            "1E+2",
+            "1e-2",
+            "1e",
+            "0x1",
+            "65535",
+            "65536",
+            "4294967295",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1_0",
+            "Infinity",
+            "NaN",
+        ])
+        .prop_map(String::from);
+        let strings = prop_oneof![
+            arb_text().prop_map(|t| serde_json::to_string(&t).unwrap()),
+            prop::sample::select(vec![
+                r#""\ud800""#,
+                r#""\udc00\ud800""#,
+                r#""\ud83d\ude00""#,
+                r#""\u00e9""#,
+                r#""\u00""#,
+                r#""a\/b""#,
+                r#""\x""#,
+                "\"\t\"",
+                "\"\u{0}\"",
+                r#""\""#,
+                "\"é",
+                r#""\U0041""#,
+            ])
+            .prop_map(String::from),
+        ];
+        let literals = prop::sample::select(vec!["true", "false", "null", "tru", "nul", "True"])
+            .prop_map(String::from);
+        let leaf = prop_oneof![numbers, strings, literals];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((arb_text(), inner), 0..3).prop_map(|v| {
+                    let fields: Vec<String> = v
+                        .into_iter()
+                        .map(|(k, v)| format!("{}:{v}", serde_json::to_string(&k).unwrap()))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// A frame shaped like the signaling messages: a random set (with repeats) of their
+    /// field names, each with a value that is right for it, or any raw value, and odd
+    /// whitespace. Near-valid, so the readers' checks of each field are what decide.
+    fn arb_near_frame() -> impl Strategy<Value = String> {
+        let hex = |n: usize| {
+            prop::collection::vec(any::<u8>(), n).prop_map(|b| format!("\"{}\"", hex::encode(b)))
+        };
+        let good = prop_oneof![
+            prop::sample::select(vec![
+                r#""hello""#,
+                r#""welcome""#,
+                r#""signal""#,
+                r#""pong""#,
+                r#""error""#,
+                r#""offer""#,
+                r#""answer""#,
+                r#""candidate""#,
+                r#""abort""#,
+                r#""Pong""#,
+                r#""unknown-peer""#,
+                r#""room-full""#,
+                r#""nope""#,
+                "[]",
+            ])
+            .prop_map(String::from),
+            hex(32),
+            hex(64),
+            hex(31),
+            prop::collection::vec(hex(32), 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+            arb_envelope().prop_map(|e| e.to_text()),
+        ];
+        let value = prop_oneof![good, arb_raw_value()];
+        let name = prop::sample::select(vec![
+            "type",
+            "kind",
+            "nonce",
+            "version",
+            "peers",
+            "from",
+            "to",
+            "envelope",
+            "code",
+            "message",
+            "peer",
+            "sdp",
+            "candidate",
+            "sdp_mid",
+            "sdp_m_line_index",
+            "attempt",
+            "body",
+            "sig",
+            "x",
+        ]);
+        let space = prop::sample::select(vec!["", "", " ", "\n\t", "\r\n ", "\u{a0}", "\u{b}"]);
+        prop::collection::vec((name, value, space), 0..7).prop_map(|fields| {
+            let body: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    /// A valid message (as serde_json writes it) with one to three of its fields
+    /// replaced by, or joined by, raw values (or a field removed or repeated).
+    fn edited(value: serde_json::Value, edits: &[(u8, usize, &str, String)]) -> String {
+        let serde_json::Value::Object(map) = value else {
+            return String::new();
+        };
+        let mut fields: Vec<(String, String)> =
+            map.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+        for (op, at, name, raw) in edits {
+            let i = at % fields.len().max(1);
+            match op % 4 {
+                0 if !fields.is_empty() => fields[i].1 = raw.clone(),
+                1 => fields.insert(i.min(fields.len()), (name.to_string(), raw.clone())),
+                2 if !fields.is_empty() => {
+                    fields.remove(i);
+                }
+                _ if !fields.is_empty() => fields.push(fields[i].clone()),
+                _ => {}
+            }
+        }
+        let body: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::to_string(&k).unwrap()))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    fn arb_edits() -> impl Strategy<Value = Vec<(u8, usize, &'static str, String)>> {
+        let name = prop::sample::select(vec![
+            "type",
+            "kind",
+            "nonce",
+            "version",
+            "peers",
+            "from",
+            "to",
+            "envelope",
+            "code",
+            "message",
+            "peer",
+            "sdp",
+            "candidate",
+            "sdp_mid",
+            "sdp_m_line_index",
+            "attempt",
+            "body",
+            "sig",
+            "x",
+        ]);
+        prop::collection::vec((any::<u8>(), any::<usize>(), name, arb_raw_value()), 1..3)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn readers_agree_with_serde_json_on_edited_messages(
+            m in arb_server_msg(),
+            p in arb_payload(),
+            e in arb_envelope(),
+            edits in arb_edits(),
+        ) {
+            let text = edited(serde_json::to_value(&m).unwrap(), &edits);
+            agree(&text, ServerMsg::from_text(&text), serde_json::from_str(&text))?;
+            let text = edited(serde_json::to_value(&p).unwrap(), &edits);
+            agree(&text, SignalPayload::from_text(&text), serde_json::from_str(&text))?;
+            let text = edited(serde_json::to_value(&e).unwrap(), &edits);
+            agree(&text, SignedEnvelope::from_text(&text), serde_json::from_str(&text))?;
+        }
+
+        #[test]
+        fn readers_agree_with_serde_json_on_near_valid_frames(text in arb_near_frame()) {
+            agree(&text, ServerMsg::from_text(&text), serde_json::from_str(&text))?;
+            agree(&text, SignalPayload::from_text(&text), serde_json::from_str(&text))?;
+            agree(&text, SignedEnvelope::from_text(&text), serde_json::from_str(&text))?;
+        }
+
+        #[test]
+        fn writers_match_serde_json_byte_for_byte(p in arb_payload(), e in arb_envelope(), room in arb_text(), to in arb_peer()) {
+            prop_assert_eq!(p.to_text(), serde_json::to_string(&p).unwrap());
+            prop_assert_eq!(SignalPayload::from_text(&p.to_text()).unwrap(), p);
+            prop_assert_eq!(e.to_text(), serde_json::to_string(&e).unwrap());
+            prop_assert_eq!(SignedEnvelope::from_text(&e.to_text()).unwrap(), e.clone());
+            let signal = ClientMsg::Signal { to, envelope: e.to_json() };
+            prop_assert_eq!(signal.to_text(), serde_json::to_string(&signal).unwrap());
+            let join = ClientMsg::Join { room, peer: to, proof: e.sig };
+            prop_assert_eq!(join.to_text(), serde_json::to_string(&join).unwrap());
+        }
+
+        #[test]
+        fn readers_read_what_serde_json_writes(m in arb_server_msg(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&m).unwrap()
+            } else {
+                serde_json::to_string(&m).unwrap()
+            };
+            prop_assert_eq!(ServerMsg::from_text(&text).unwrap(), m);
+        }
+
+        #[test]
+        fn readers_agree_with_serde_json_on_mutated_frames(
+            m in arb_server_msg(),
+            p in arb_payload(),
+            e in arb_envelope(),
+            edits in prop::collection::vec((any::<usize>(), any::<usize>(), arb_splice()), 1..4),
+        ) {
+            let text = mutate(&serde_json::to_string(&m).unwrap(), &edits);
+            agree(&text, ServerMsg::from_text(&text), serde_json::from_str(&text))?;
+            let text = mutate(&p.to_text(), &edits);
+            agree(&text, SignalPayload::from_text(&text), serde_json::from_str(&text))?;
+            let text = mutate(&e.to_text(), &edits);
+            agree(&text, SignedEnvelope::from_text(&text), serde_json::from_str(&text))?;
+        }
+
+        #[test]
+        fn readers_agree_with_serde_json_on_token_soup(
+            parts in prop::collection::vec(arb_splice(), 0..24),
+        ) {
+            let text: String = parts.concat();
+            agree(&text, ServerMsg::from_text(&text), serde_json::from_str(&text))?;
+            agree(&text, SignalPayload::from_text(&text), serde_json::from_str(&text))?;
+            agree(&text, SignedEnvelope::from_text(&text), serde_json::from_str(&text))?;
+        }
     }
 }
