@@ -106,8 +106,12 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     cross_share: f64,
+    cross_per_sec: f64,
+    cross_p50_ms: f64,
+    cross_p99_ms: f64,
+    local_p99_ms: f64,
+    redis_bytes_per_member: f64,
     redis_per_join: f64,
-    redis_per_relay: f64,
     redis_per_cross_relay: f64,
     join_breakdown: String,
     relay_breakdown: String,
@@ -161,11 +165,11 @@ async fn run(args: Args) {
         rows.push(bench(&args, &bin, n.max(1), true).await);
     }
     println!();
-    println!("| servers | sessions | joins/s | relayed/s | p50 ms | p99 ms | cross-server share | RSS/session B | Redis cmds/join | Redis cmds/relay (/cross relay) | Redis CPU s (joins, relay) | servers CPU s (joins, relay) | failed |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| servers | sessions | joins/s | relayed/s | p50 ms | p99 ms | crossing servers: share, /s, p50 ms, p99 ms | local p99 ms | RSS/session B | Redis B/member | Redis cmds/join | Redis cmds/crossing signal | Redis CPU s (joins, relay) | servers CPU s (joins, relay) | failed |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0}% | {:.0} | {:.1} | {:.1} ({:.1}) | {:.2}, {:.2} | {:.2}, {:.2} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0}%, {:.0}, {:.2}, {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2}, {:.2} | {:.2}, {:.2} | {} |",
             r.label,
             r.sessions,
             r.joins_per_sec,
@@ -173,9 +177,13 @@ async fn run(args: Args) {
             r.p50_ms,
             r.p99_ms,
             r.cross_share * 100.0,
+            r.cross_per_sec,
+            r.cross_p50_ms,
+            r.cross_p99_ms,
+            r.local_p99_ms,
             r.bytes_per_session,
+            r.redis_bytes_per_member,
             r.redis_per_join,
-            r.redis_per_relay,
             r.redis_per_cross_relay,
             r.redis_cpu_join,
             r.redis_cpu_relay,
@@ -188,7 +196,7 @@ async fn run(args: Args) {
     for r in &rows {
         if !r.join_breakdown.is_empty() {
             println!(
-                "{}: per join {}; per relayed signal {}",
+                "{}: per join {}; per signal crossing servers {}",
                 r.label, r.join_breakdown, r.relay_breakdown
             );
         }
@@ -272,6 +280,22 @@ async fn commandstats(conn: &mut Option<redis::aio::MultiplexedConnection>) -> B
             Some((name.to_string(), calls))
         })
         .collect()
+}
+
+/// Redis's `used_memory`, in bytes.
+async fn used_memory(conn: &mut Option<redis::aio::MultiplexedConnection>) -> u64 {
+    let Some(c) = conn.as_mut() else {
+        return 0;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(c)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
@@ -384,6 +408,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
     let rss0: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
 
     // Phase 1: joins, round-robin over the servers.
+    let mem0 = used_memory(&mut conn).await;
     let stats0 = commandstats(&mut conn).await;
     let (c0, r0) = (server_cpu(), redis_cpu());
     let t0 = Instant::now();
@@ -421,6 +446,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
     let join_secs = t0.elapsed().as_secs_f64();
     let (c1, r1) = (server_cpu(), redis_cpu());
     let stats1 = commandstats(&mut conn).await;
+    let mem1 = used_memory(&mut conn).await;
     let held = sessions.len();
     eprintln!("{label}: {held} sessions joined in {join_secs:.2} s ({failed} failed)");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -445,7 +471,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
         }
     }
     let cross = pairs.iter().filter(|(a, b)| a.server != b.server).count();
-    let cross_share = cross as f64 / pairs.len().max(1) as f64;
+    eprintln!("{label}: {cross} of {} pairs cross servers", pairs.len());
     let stats2 = commandstats(&mut conn).await;
     let (c2, r2) = (server_cpu(), redis_cpu());
     let start = Instant::now();
@@ -454,6 +480,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
     let mut handles = Vec::new();
     let mut keep = Vec::new();
     for (tx, rx) in pairs {
+        let crosses = tx.server != rx.server;
         let window = Arc::new(Semaphore::new(args.window.max(1)));
         let (mut sink, tx_stream) = tx.ws.split();
         let (rx_sink, mut stream) = rx.ws.split();
@@ -481,7 +508,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
                 }
             }
             drop(sink);
-            Vec::new()
+            (false, Vec::new())
         }));
         let until = start + relay_for;
         handles.push(tokio::spawn(async move {
@@ -502,31 +529,42 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
                 }
             }
             drop(stream);
-            lat
+            (crosses, lat)
         }));
     }
     tokio::time::sleep(relay_for + Duration::from_millis(300)).await;
     let (c3, r3) = (server_cpu(), redis_cpu());
     let mut lat: Vec<u64> = Vec::new();
+    let mut cross_lat: Vec<u64> = Vec::new();
+    let mut local_lat: Vec<u64> = Vec::new();
     for h in handles {
-        if let Ok(l) = h.await {
+        if let Ok((crosses, l)) = h.await {
+            if crosses {
+                cross_lat.extend(&l);
+            } else {
+                local_lat.extend(&l);
+            }
             lat.extend(l);
         }
     }
+    cross_lat.sort_unstable();
+    local_lat.sort_unstable();
     let stats3 = commandstats(&mut conn).await;
     drop(keep);
     lat.sort_unstable();
-    let pct = |p: f64| {
-        if lat.is_empty() {
+    let pct_of = |v: &[u64], p: f64| {
+        if v.is_empty() {
             f64::NAN
         } else {
-            lat[((lat.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6
+            v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6
         }
     };
+    let pct = |p: f64| pct_of(&lat, p);
     let (per_join, join_breakdown) = breakdown(&delta(&stats0, &stats1), held);
     let relay_delta = delta(&stats2, &stats3);
-    let (per_relay, relay_breakdown) = breakdown(&relay_delta, lat.len());
-    let cross_relays = (lat.len() as f64 * cross_share).max(1.0);
+    // Each signal that crosses servers is one script call (`evalsha`) in Redis.
+    let cross_relays = relay_delta.get("evalsha").copied().unwrap_or(0).max(1) as f64;
+    let (_, relay_breakdown) = breakdown(&relay_delta, cross_relays as usize);
     let row = Row {
         label,
         sessions: held,
@@ -536,9 +574,13 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
         relay_per_sec: lat.len() as f64 / relay_for.as_secs_f64(),
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
-        cross_share,
+        cross_share: cross_lat.len() as f64 / lat.len().max(1) as f64,
+        cross_per_sec: cross_lat.len() as f64 / relay_for.as_secs_f64(),
+        cross_p50_ms: pct_of(&cross_lat, 0.5),
+        cross_p99_ms: pct_of(&cross_lat, 0.99),
+        local_p99_ms: pct_of(&local_lat, 0.99),
+        redis_bytes_per_member: mem1.saturating_sub(mem0) as f64 / held.max(1) as f64,
         redis_per_join: per_join,
-        redis_per_relay: per_relay,
         redis_per_cross_relay: relay_delta.values().sum::<u64>() as f64 / cross_relays,
         join_breakdown,
         relay_breakdown,
@@ -549,7 +591,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
         failed,
     };
     eprintln!(
-        "{}: {:.0} joins/s, {} relayed ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, cross {:.0}%, {:.0} B/session",
+        "{}: {:.0} joins/s, {} relayed ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, crossing {:.0}% (p99 {:.2} ms), {:.0} B/session",
         row.label,
         row.joins_per_sec,
         row.relayed,
@@ -557,6 +599,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
         row.p50_ms,
         row.p99_ms,
         row.cross_share * 100.0,
+        row.cross_p99_ms,
         row.bytes_per_session
     );
     drop(servers);

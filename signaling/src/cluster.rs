@@ -97,7 +97,14 @@ struct Scripts {
 const NOW: &str = "local t = redis.call('TIME')\n\
      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n\
      local function server_of(v) if type(v) ~= 'string' then return nil end return string.match(v, '^([^:]+):') end\n\
-     local function alive(sid) if not sid then return false end local s = redis.call('ZSCORE', KEYS[1], sid) return s ~= false and s ~= nil and tonumber(s) ~= nil and tonumber(s) >= now end\n";
+     local seen = {}\n\
+     local function alive(sid)\n\
+       if not sid then return false end\n\
+       if seen[sid] ~= nil then return seen[sid] end\n\
+       local s = tonumber(redis.call('ZSCORE', KEYS[1], sid))\n\
+       seen[sid] = s ~= nil and s >= now\n\
+       return seen[sid]\n\
+     end\n";
 
 impl Scripts {
     fn new() -> Self {
@@ -653,6 +660,15 @@ impl Cluster {
     /// Heartbeats, janitor work, and re-joining after an outage, until `stop`.
     async fn maintain(self: Arc<Self>, rooms: Arc<Rooms>, stop: CancellationToken) {
         let beat = self.ttl / 4;
+        // The subscription comes up in parallel; give it a moment before the first
+        // heartbeat, so a normal start is not reported as an outage.
+        let first = tokio::time::Instant::now() + OP_TIMEOUT * 2;
+        while !self.subscribed.load(Ordering::Acquire) && tokio::time::Instant::now() < first {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
         loop {
             let healthy = self.is_healthy();
             match self.heartbeat().await {
