@@ -563,8 +563,13 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
     let (per_join, join_breakdown) = breakdown(&delta(&stats0, &stats1), held);
     let relay_delta = delta(&stats2, &stats3);
     // Each signal that crosses servers is one script call (`evalsha`) in Redis.
-    let cross_relays = relay_delta.get("evalsha").copied().unwrap_or(0).max(1) as f64;
-    let (_, relay_breakdown) = breakdown(&relay_delta, cross_relays as usize);
+    let evalsha = relay_delta.get("evalsha").copied().unwrap_or(0);
+    let cross_relays = evalsha.max(1) as f64;
+    let relay_breakdown = if evalsha == 0 {
+        "none crossed".to_string()
+    } else {
+        breakdown(&relay_delta, evalsha as usize).1
+    };
     let row = Row {
         label,
         sessions: held,
@@ -581,7 +586,11 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
         local_p99_ms: pct_of(&local_lat, 0.99),
         redis_bytes_per_member: mem1.saturating_sub(mem0) as f64 / held.max(1) as f64,
         redis_per_join: per_join,
-        redis_per_cross_relay: relay_delta.values().sum::<u64>() as f64 / cross_relays,
+        redis_per_cross_relay: if evalsha == 0 {
+            0.0
+        } else {
+            relay_delta.values().sum::<u64>() as f64 / cross_relays
+        },
         join_breakdown,
         relay_breakdown,
         redis_cpu_join: r1 - r0,

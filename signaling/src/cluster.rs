@@ -810,6 +810,8 @@ impl Cluster {
 
     /// Re-joins: deletes what this server had published and publishes its members now.
     async fn rejoin(&self, rooms: &Rooms) -> Result<usize, String> {
+        // Nothing may be published while the old entries are being swept.
+        self.healthy.store(false, Ordering::Release);
         self.sweep(&self.sid.clone(), true).await;
         // Healthy from here on, so joins and leaves from now are written as they happen;
         // the snapshot below covers those before.
