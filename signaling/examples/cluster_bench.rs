@@ -14,8 +14,9 @@
 //!    `--window` signals in flight for `--relay-secs`. Signals delivered per second, and
 //!    send-to-receive latency at p50 and p99 (one clock, both ends in this process).
 //! 4. **Redis load**: `INFO commandstats` before and after each phase, so commands per
-//!    join and per relayed signal (commands run inside scripts count one by one; the
-//!    round trips are the `evalsha` and `publish` lines), and Redis's own CPU time.
+//!    join and per signal crossing servers (commands run inside scripts count one by
+//!    one; each join and each crossing signal is one `evalsha` round trip), Redis's
+//!    memory per member and its own CPU time.
 //!
 //! Every server runs with its anti-abuse rate limit lifted and long timeouts, as in
 //! `bench`. Everything is bounded by `--max-secs`. See docs/BENCHMARKS.md.
@@ -259,7 +260,9 @@ async fn start_server(bin: &PathBuf, cluster: Option<&str>) -> (Proc, String) {
 }
 
 /// `INFO commandstats` as command → calls.
-async fn commandstats(conn: &mut Option<redis::aio::MultiplexedConnection>) -> BTreeMap<String, u64> {
+async fn commandstats(
+    conn: &mut Option<redis::aio::MultiplexedConnection>,
+) -> BTreeMap<String, u64> {
     let Some(c) = conn.as_mut() else {
         return BTreeMap::new();
     };
@@ -485,10 +488,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
         let (mut sink, tx_stream) = tx.ws.split();
         let (rx_sink, mut stream) = rx.ws.split();
         keep.push((tx_stream, rx_sink));
-        let prefix = format!(
-            r#"{{"type":"signal","to":"{}","envelope":{{"t":"#,
-            rx.id
-        );
+        let prefix = format!(r#"{{"type":"signal","to":"{}","envelope":{{"t":"#, rx.id);
         let suffix = format!(r#","pad":"{pad}"}}}}"#);
         let w = window.clone();
         let until = start + relay_for;
@@ -562,8 +562,9 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
     let pct = |p: f64| pct_of(&lat, p);
     let (per_join, join_breakdown) = breakdown(&delta(&stats0, &stats1), held);
     let relay_delta = delta(&stats2, &stats3);
-    // Each signal that crosses servers is one script call (`evalsha`) in Redis.
-    let evalsha = relay_delta.get("evalsha").copied().unwrap_or(0);
+    // Each signal that crosses servers is one script call and one `publish` in Redis
+    // (heartbeats are script calls too, but publish nothing).
+    let evalsha = relay_delta.get("publish").copied().unwrap_or(0);
     let cross_relays = evalsha.max(1) as f64;
     let relay_breakdown = if evalsha == 0 {
         "none crossed".to_string()

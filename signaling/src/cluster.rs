@@ -886,7 +886,13 @@ mod tests {
         let back: Wire = serde_json::from_str(&text).unwrap();
         assert_eq!(back.r, "room \"x\"\n");
         assert_eq!(back.e.unwrap().get(), r#"{"x":[1,2]}"#);
-        for bad in ["", "{", "[]", r#"{"t":"s"}"#, r#"{"t":"s","r":"x","p":"zz"}"#] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"t":"s"}"#,
+            r#"{"t":"s","r":"x","p":"zz"}"#,
+        ] {
             assert!(serde_json::from_str::<Wire>(bad).is_err(), "{bad}");
         }
     }

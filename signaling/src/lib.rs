@@ -42,6 +42,6 @@ mod server;
 mod session;
 pub mod telemetry;
 
-pub use config::Config;
 pub use cluster::ClusterError;
+pub use config::Config;
 pub use server::{bind, serve, serve_ready, ServeError};

@@ -86,7 +86,8 @@ impl Redis {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
                 let mut buf = [0u8; 16];
                 if s.write_all(b"PING\r\n").is_ok()
-                    && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
                 {
                     return;
                 }
@@ -144,7 +145,10 @@ impl Node {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         let _ = BufReader::new(stdout).read_line(&mut line);
-        let Some(addr) = line.trim().strip_prefix("rhizome-signaling listening on http://") else {
+        let Some(addr) = line
+            .trim()
+            .strip_prefix("rhizome-signaling listening on http://")
+        else {
             let _ = child.kill();
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
@@ -260,7 +264,10 @@ async fn welcome_samples_the_whole_room_across_three_servers() {
     }
     assert_eq!(seen.len(), 12, "every member sampled at least once");
     for (s, n) in per_server.iter().enumerate() {
-        assert!(*n >= 15, "server {s} members sampled {n} times: {per_server:?}");
+        assert!(
+            *n >= 15,
+            "server {s} members sampled {n} times: {per_server:?}"
+        );
     }
 }
 
@@ -286,7 +293,10 @@ async fn a_signal_crosses_servers_in_order_and_an_unknown_target_is_refused() {
     assert_eq!(expect_signal(&mut on_a).await.1, json!("back"));
     // A member of another room, and a peer nobody knows: refused, never silent.
     let (other, _) = c.join("elsewhere").await;
-    for target in [other.peer(), rhizome::id::Identity::generate().unwrap().peer_id()] {
+    for target in [
+        other.peer(),
+        rhizome::id::Identity::generate().unwrap().peer_id(),
+    ] {
         on_a.signal(target, json!(1)).await;
         let (_, about) = on_a.expect_error_about(ErrorCode::UnknownPeer).await;
         assert_eq!(about, Some(target));
@@ -297,7 +307,10 @@ async fn a_signal_crosses_servers_in_order_and_an_unknown_target_is_refused() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     on_a.signal(gone, json!(2)).await;
     on_a.expect_error(ErrorCode::UnknownPeer).await;
-    assert!(a.metrics().await.contains("rhizome_signaling_cluster_relayed_total"));
+    assert!(a
+        .metrics()
+        .await
+        .contains("rhizome_signaling_cluster_relayed_total"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +362,11 @@ async fn a_killed_servers_members_vanish_within_the_expiry() {
         if !sample.iter().any(|p| doomed.contains(p)) {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < TTL * 3, "still sampled after {:?}", killed.elapsed());
+        assert!(
+            killed.elapsed() < TTL * 3,
+            "still sampled after {:?}",
+            killed.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(vanished <= TTL + Duration::from_millis(300), "{vanished:?}");
@@ -365,7 +382,9 @@ async fn a_killed_servers_members_vanish_within_the_expiry() {
         .await
         .unwrap();
     assert!(
-        !left.keys().any(|k| doomed.iter().any(|d| d.to_string() == *k)),
+        !left
+            .keys()
+            .any(|k| doomed.iter().any(|d| d.to_string() == *k)),
         "the janitor deleted them from Redis: {left:?}"
     );
     eprintln!("killed server's members vanished from samples after {vanished:?}");
@@ -421,7 +440,9 @@ async fn without_redis_servers_serve_locally_then_rejoin_when_it_returns() {
 async fn redis_unreachable_at_start_refuses_unless_optional() {
     need_redis!();
     let nowhere = format!("redis://127.0.0.1:{}", free_port());
-    let err = Node::try_start(&nowhere, &[]).err().expect("refuses to start");
+    let err = Node::try_start(&nowhere, &[])
+        .err()
+        .expect("refuses to start");
     assert!(err.contains("refusing to start"), "{err}");
     assert!(err.contains("--cluster-optional"), "{err}");
     let alone = Node::start(&nowhere, &["--cluster-optional"]);
