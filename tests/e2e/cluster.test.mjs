@@ -1,25 +1,29 @@
 // Two signaling servers over one Redis (`--cluster`), native peers (rhizome-node,
-// webrtc-rs) spread round-robin over them: they form ONE overlay (a broadcast reaches
-// every peer exactly once), although no peer ever talks to both servers. Then server B is
+// webrtc-rs) and Chromium pages spread round-robin over them: they form ONE overlay (a
+// broadcast reaches every peer exactly once), although no peer ever talks to both
+// servers. Then server B is
 // SIGKILLed: its peers carry on peer to peer, and a newcomer on A joins the same overlay.
 // Without the cluster, the peers of A and of B would be two islands that never meet.
 //
 // Run by `npm test` inside its network namespace; needs redis-server (scripts/setup
-// installs it) and target/debug/rhizome-node (or $RHIZOME_NODE_BIN).
+// installs it), target/debug/rhizome-node (or $RHIZOME_NODE_BIN) and pkg/ (wasm-pack) from
+// the same tree.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { startServer, root, until } from './harness.mjs';
+import { startServer, launchBrowser, openPeerPage, root, until } from './harness.mjs';
 
 const NODE_BIN = process.env.RHIZOME_NODE_BIN
   ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'rhizome-node');
 const HAVE_REDIS = spawnSync('redis-server', ['--version']).status === 0;
-const PEERS = 6;
+const PKG = process.env.RHIZOME_PKG_DIR ?? join(root, 'pkg');
+const NATIVES = 4;
 
 let redis;
+let browser;
 let servers = [];
 const natives = [];
 
@@ -61,7 +65,7 @@ function startNative(server, room) {
     lines,
     stderr: () => stderr,
     send: (line) => child.stdin.write(`${line}\n`),
-    neighbors: () => {
+    neighbors: async () => {
       const up = new Set();
       for (const l of lines) {
         if (l.startsWith('neighbor-up ')) up.add(l.slice(12));
@@ -69,7 +73,7 @@ function startNative(server, room) {
       }
       return up;
     },
-    heard: (text) => lines.filter((l) => l.startsWith('broadcast ') && l.endsWith(` ${text}`)).length,
+    heard: async (text) => lines.filter((l) => l.startsWith('broadcast ') && l.endsWith(` ${text}`)).length,
     stop: () => new Promise((done) => {
       if (child.exitCode !== null || child.signalCode !== null) return done();
       child.once('exit', () => done());
@@ -90,24 +94,43 @@ function startNative(server, room) {
   });
 }
 
+/** A Chromium page in `room` through `server`, with the same interface as a native peer. */
+async function startPage(server, room) {
+  const { page, id } = await openPeerPage(browser, server, room);
+  return {
+    id,
+    page,
+    send: (text) => page.evaluate((t) => window.node.broadcast(t), text),
+    neighbors: async () => new Set(await page.evaluate(() => window.node.neighbors())),
+    heard: async (text) => (await page.evaluate(() => window.heard)).filter((m) => m.text === text).length,
+    stop: () => page.close(),
+  };
+}
+
+const counts = (peers, text) => Promise.all(peers.map((p) => p.heard(text)));
+
 /** Broadcasts from `from` and checks that every peer in `to` hears it exactly once. */
 async function broadcastReachesAllOnce(from, to, text) {
-  from.send(text);
-  await until(`"${text}" reaches all ${to.length} peers`, () =>
-    to.every((n) => n.heard(text) >= 1) || to.map((n) => n.heard(text)), 20_000);
+  await from.send(text);
+  await until(`"${text}" reaches all ${to.length} peers`, async () => {
+    const heard = await counts(to, text);
+    return heard.every((n) => n >= 1) || heard;
+  }, 20_000);
   await new Promise((r) => setTimeout(r, 500));
-  assert.deepEqual(to.map((n) => n.heard(text)), to.map(() => 1), 'exactly once each');
+  assert.deepEqual(await counts(to, text), to.map(() => 1), 'exactly once each');
 }
 
 before(async () => {
-  if (!HAVE_REDIS || !existsSync(NODE_BIN)) return;
+  if (!HAVE_REDIS || !existsSync(NODE_BIN) || !existsSync(PKG)) return;
   redis = await startRedis();
   const args = ['--cluster', redis.url, '--cluster-ttl', '2s'];
   servers = [await startServer(args), await startServer(args)];
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await Promise.all(natives.map((n) => n.stop()));
+  await browser?.close();
   await Promise.all(servers.filter((s) => s.process.exitCode === null && s.process.signalCode === null)
     .map((s) => s.stop()));
   redis?.stop();
@@ -115,25 +138,34 @@ after(async () => {
 
 test('peers spread over two clustered servers form one overlay; it survives a server kill', {
   skip: !HAVE_REDIS ? 'redis-server is not installed (scripts/setup installs it)'
-    : !existsSync(NODE_BIN) ? `${NODE_BIN} is missing (cargo build -p rhizome-node)` : false,
-  timeout: 60_000,
+    : !existsSync(NODE_BIN) ? `${NODE_BIN} is missing (cargo build -p rhizome-node)`
+      : !existsSync(PKG) ? `${PKG} is missing (wasm-pack build)` : false,
+  timeout: 90_000,
 }, async () => {
   const room = `cluster-${Date.now()}`;
   const [a, b] = servers;
-  const peers = [];
-  for (let i = 0; i < PEERS; i += 1) {
-    peers.push(await startNative(servers[i % 2], room));
+  const onA = [];
+  const onB = [];
+  for (let i = 0; i < NATIVES; i += 1) {
+    (i % 2 === 0 ? onA : onB).push(await startNative(servers[i % 2], room));
   }
-  const onA = peers.filter((_, i) => i % 2 === 0);
-  const onB = peers.filter((_, i) => i % 2 === 1);
+  onA.push(await startPage(a, room));
+  onB.push(await startPage(b, room));
+  const peers = [...onA, ...onB];
   // Every peer has neighbours, and some links join a peer of A to a peer of B.
-  await until('every peer has a neighbour', () => peers.every((p) => p.neighbors().size > 0)
-    || peers.map((p) => p.neighbors().size), 30_000);
+  await until('every peer has a neighbour', async () => {
+    const sizes = await Promise.all(peers.map(async (p) => (await p.neighbors()).size));
+    return sizes.every((n) => n > 0) || sizes;
+  }, 30_000);
   const idsB = new Set(onB.map((p) => p.id));
-  await until('a link crosses the servers', () => onA.some((p) => [...p.neighbors()].some((n) => idsB.has(n)))
-    || 'none yet', 20_000);
+  await until('a link crosses the servers', async () => {
+    for (const p of onA) if ([...await p.neighbors()].some((n) => idsB.has(n))) return true;
+    return 'none yet';
+  }, 20_000);
   // One overlay: a broadcast from a peer of A reaches every other peer once.
   await broadcastReachesAllOnce(onA[0], peers.filter((p) => p !== onA[0]), 'one-overlay');
+  const pageA = onA[onA.length - 1];
+  await broadcastReachesAllOnce(pageA, peers.filter((p) => p !== pageA), 'from-a-page');
 
   // Kill server B: its peers keep their links and still hear the overlay...
   b.process.kill('SIGKILL');
@@ -141,6 +173,8 @@ test('peers spread over two clustered servers form one overlay; it survives a se
   // ...and a newcomer on A (once B's members have expired) joins the same overlay.
   await new Promise((r) => setTimeout(r, 2_500));
   const late = await startNative(a, room);
-  await until('the newcomer has a neighbour', () => late.neighbors().size > 0 || 'none yet', 20_000);
-  await broadcastReachesAllOnce(onB[1], [...peers.filter((p) => p !== onB[1]), late], 'newcomer');
+  await until('the newcomer has a neighbour', async () => (await late.neighbors()).size > 0 || 'none yet', 20_000);
+  // From the page that was on B, to everyone including the newcomer.
+  const pageB = onB[onB.length - 1];
+  await broadcastReachesAllOnce(pageB, [...peers.filter((p) => p !== pageB), late], 'newcomer');
 });
