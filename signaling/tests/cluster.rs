@@ -589,3 +589,66 @@ async fn a_rejoin_storm_from_a_killed_server_is_absorbed() {
         .unwrap();
     assert_eq!(n, STORM + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_signal_is_bounced_to_its_sender_as_an_error() {
+    need_redis!();
+    use futures_util::StreamExt;
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), &[]);
+    let (mut member, _) = a.join("r").await;
+    let sid = a.health().await["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = redis.conn().await;
+    // A server "origin" (played by the test) relays to a peer that is not on A: A
+    // answers on origin's channel with a bounce naming the sender and the target.
+    let mut sub = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    sub.subscribe("rhz:ch:origin").await.unwrap();
+    let stranger = rhizome::id::Identity::generate().unwrap().peer_id();
+    let sender = rhizome::id::Identity::generate().unwrap().peer_id();
+    let signal =
+        json!({"t": "s", "r": "r", "p": stranger, "f": sender, "o": "origin", "e": {"x": 1}});
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("rhz:ch:{sid}"))
+        .arg(signal.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.on_message().next())
+        .await
+        .expect("a bounce in time")
+        .expect("a message");
+    let bounce: serde_json::Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+    assert_eq!(bounce["t"], "b");
+    assert_eq!(bounce["c"], "unknown-peer");
+    assert_eq!(bounce["p"], json!(stranger));
+    assert_eq!(bounce["f"], json!(sender));
+    // A bounce addressed to A's member reaches it as an error frame about the target.
+    let bounce = json!({"t": "b", "r": "r", "p": stranger, "f": member.peer(), "c": "peer-busy"});
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("rhz:ch:{sid}"))
+        .arg(bounce.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (_, about) = member.expect_error_about(ErrorCode::PeerBusy).await;
+    assert_eq!(about, Some(stranger));
+    // And a signal from "origin" to the member is delivered with its sender.
+    let signal = json!({"t": "s", "r": "r", "p": member.peer(), "f": sender, "o": "origin", "e": [1, "two"]});
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("rhz:ch:{sid}"))
+        .arg(signal.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_signal(&mut member).await,
+        (sender, json!([1, "two"]))
+    );
+}
