@@ -356,20 +356,24 @@ async fn a_killed_servers_members_vanish_within_the_expiry() {
     assert_eq!(sample.len(), 6);
     b.kill();
     let killed = Instant::now();
-    // Poll with fresh joins until no sample names B's members.
+    // Poll with fresh joins until no sample names B's members. The bound is on when the
+    // last join that still saw one *started* (a slow join on a loaded machine must not
+    // count against the expiry).
+    let mut last_seen = Duration::ZERO;
     let vanished = loop {
+        let started = killed.elapsed();
         let (_c, sample) = a.join("r").await;
         if !sample.iter().any(|p| doomed.contains(p)) {
             break killed.elapsed();
         }
-        assert!(
-            killed.elapsed() < TTL * 3,
-            "still sampled after {:?}",
-            killed.elapsed()
-        );
+        last_seen = started;
+        assert!(started < TTL * 3, "still sampled after {started:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(vanished <= TTL + Duration::from_millis(300), "{vanished:?}");
+    assert!(
+        last_seen <= TTL + Duration::from_millis(100),
+        "a join {last_seen:?} after the kill still sampled the dead server's members"
+    );
     // Signals to them are refused, and they never come back.
     let target = *doomed.iter().next().unwrap();
     on_a.signal(target, json!(1)).await;
