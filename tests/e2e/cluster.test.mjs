@@ -74,6 +74,7 @@ function startNative(server, room) {
       return up;
     },
     heard: async (text) => lines.filter((l) => l.startsWith('broadcast ') && l.endsWith(` ${text}`)).length,
+    received: async (text) => lines.some((l) => l.startsWith('message ') && l.endsWith(` ${text}`)),
     stop: () => new Promise((done) => {
       if (child.exitCode !== null || child.signalCode !== null) return done();
       child.once('exit', () => done());
@@ -103,6 +104,7 @@ async function startPage(server, room) {
     send: (text) => page.evaluate((t) => window.node.broadcast(t), text),
     neighbors: async () => new Set(await page.evaluate(() => window.node.neighbors())),
     heard: async (text) => (await page.evaluate(() => window.heard)).filter((m) => m.text === text).length,
+    received: async (text) => (await page.evaluate(() => window.messages)).some((m) => m.text === text),
     stop: () => page.close(),
   };
 }
@@ -166,6 +168,15 @@ test('peers spread over two clustered servers form one overlay; it survives a se
   await broadcastReachesAllOnce(onA[0], peers.filter((p) => p !== onA[0]), 'one-overlay');
   const pageA = onA[onA.length - 1];
   await broadcastReachesAllOnce(pageA, peers.filter((p) => p !== pageA), 'from-a-page');
+  // The DHT finds every peer: a direct message from the page on A to each, acknowledged.
+  for (const p of peers.filter((x) => x !== pageA)) {
+    const sent = await pageA.page.evaluate(([to, t]) => window.node.send(to, t), [p.id, `direct-${p.id}`]);
+    assert.ok(sent.hops >= 1, `a direct message to ${p.id}`);
+  }
+  await until('every peer received its direct message', async () => {
+    const got = await Promise.all(peers.filter((x) => x !== pageA).map((p) => p.received(`direct-${p.id}`)));
+    return got.every(Boolean) || got;
+  }, 10_000);
 
   // Kill server B: its peers keep their links and still hear the overlay...
   b.process.kill('SIGKILL');
