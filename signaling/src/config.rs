@@ -113,6 +113,23 @@ pub struct Config {
     /// Directory served at `/pkg/`: the wasm-pack output (`.wasm` as application/wasm).
     #[arg(long, env = "RHIZOME_PKG_DIR")]
     pub pkg_dir: Option<PathBuf>,
+
+    /// Run as one of several servers sharing rooms through this Redis (e.g.
+    /// `redis://127.0.0.1:6379`): samples cover the whole room, signals reach members
+    /// held by other servers, a replaced session closes wherever it is. Without it the
+    /// server is alone and needs nothing else.
+    #[arg(long, env = "RHIZOME_CLUSTER", value_name = "REDIS_URL")]
+    pub cluster: Option<String>,
+
+    /// Start even if the cluster's Redis is unreachable (serving alone, degraded, and
+    /// joining once it answers). Without it the server refuses to start.
+    #[arg(long, env = "RHIZOME_CLUSTER_OPTIONAL")]
+    pub cluster_optional: bool,
+
+    /// How long a server's members stay visible to the others after its last heartbeat
+    /// (it beats every quarter of this): a crashed server's members vanish within it.
+    #[arg(long, env = "RHIZOME_CLUSTER_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cluster_ttl: Duration,
 }
 
 impl Default for Config {
@@ -137,6 +154,9 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             static_dir: None,
             pkg_dir: None,
+            cluster: None,
+            cluster_optional: false,
+            cluster_ttl: Duration::from_secs(10),
         }
     }
 }

@@ -28,10 +28,11 @@
 //! Modules: [`config`] (every limit), `server` (accept loop, routes and shutdown),
 //! `connections` (the connection cap), `session` (one WebSocket), `rooms` (the
 //! registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
-//! (Prometheus metrics).
+//! (Prometheus metrics), `cluster` (several servers as one, over Redis).
 
 #![warn(missing_docs)]
 
+mod cluster;
 pub mod config;
 mod connections;
 mod mailbox;
@@ -41,5 +42,6 @@ mod server;
 mod session;
 pub mod telemetry;
 
+pub use cluster::ClusterError;
 pub use config::Config;
-pub use server::{bind, serve, ServeError};
+pub use server::{bind, serve, serve_ready, ServeError};

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rhizome_signaling::{bind, serve, Config};
+use rhizome_signaling::{bind, serve_ready, Config};
 use tracing::{error, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -83,11 +83,12 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "rhizome-signaling listening on http://{addr}");
-    let _ = out.flush();
-    drop(out);
-    match serve(cli.config, listener, shutdown_signal()).await {
+    let ready = move || {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "rhizome-signaling listening on http://{addr}");
+        let _ = out.flush();
+    };
+    match serve_ready(cli.config, listener, shutdown_signal(), ready).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -210,6 +210,54 @@ impl Rooms {
         })
     }
 
+    /// Queues `frame` for member `to` of `room` on behalf of another server (a signal
+    /// relayed through the cluster, or an error frame bounced back to its sender).
+    pub fn deliver(&self, room: &str, to: &PeerId, frame: Utf8Bytes) -> Result<(), RelayError> {
+        let rooms = self.lock();
+        let Some((_, target)) = rooms.get(room).and_then(|r| r.members.get(to)) else {
+            return Err(RelayError::UnknownPeer);
+        };
+        target.mailbox.push(frame).map_err(|e| match e {
+            PushError::Full => RelayError::PeerBusy,
+            PushError::Closed => RelayError::UnknownPeer,
+        })
+    }
+
+    /// Tells the local session answering for `peer` in `room` that a session on another
+    /// server replaced it. Its session then ends and leaves. Returns whether there was one.
+    pub fn replace_remote(&self, room: &str, peer: &PeerId) -> bool {
+        let rooms = self.lock();
+        match rooms.get(room).and_then(|r| r.members.get(peer)) {
+            Some((_, m)) => {
+                m.mailbox.replace();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every member: room, peer id and session (to publish them to the cluster again).
+    pub fn members(&self) -> Vec<(Box<str>, PeerId, SessionId)> {
+        let rooms = self.lock();
+        rooms
+            .iter()
+            .flat_map(|(name, r)| {
+                r.members
+                    .iter()
+                    .map(move |(p, (_, m))| (name.clone(), *p, m.session))
+            })
+            .collect()
+    }
+
+    /// Whether `session` still answers for `peer` in `room`.
+    pub fn holds(&self, room: &str, peer: &PeerId, session: SessionId) -> bool {
+        let rooms = self.lock();
+        rooms
+            .get(room)
+            .and_then(|r| r.members.get(peer))
+            .is_some_and(|(_, m)| m.session == session)
+    }
+
     /// Number of rooms and of joined members.
     pub fn counts(&self) -> (usize, usize) {
         let rooms = self.lock();

@@ -44,6 +44,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{debug, info, warn};
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::connections::{connection_cap, Conn, Connections};
 use crate::rooms::{Rooms, SessionId};
@@ -70,6 +71,9 @@ pub enum ServeError {
     /// Accepting or serving connections failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// `--cluster` names a Redis that does not answer (and `--cluster-optional` is off).
+    #[error("{0}; refusing to start (pass --cluster-optional to serve alone until it answers)")]
+    Cluster(#[from] ClusterError),
 }
 
 /// Bytes of relayed frames gathered before a write (see `Session::send_relayed`); single
@@ -125,7 +129,9 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 /// State shared by every handler and session of one server.
 pub(crate) struct Shared {
     pub config: Config,
-    pub rooms: Rooms,
+    pub rooms: Arc<Rooms>,
+    /// Present with `--cluster`.
+    pub cluster: Option<Arc<Cluster>>,
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace has run out: whatever is still open is dropped.
     pub force: CancellationToken,
@@ -139,7 +145,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(config: Config) -> Self {
+    fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Self {
         let serves_files = config.static_dir.is_some() || config.pkg_dir.is_some();
         let cap = connection_cap(config.max_connections, serves_files);
         // Sessions never take the last connections: plain HTTP (health checks, the demo
@@ -152,11 +158,12 @@ impl Shared {
             conns: Connections::new(cap),
             force: CancellationToken::new(),
             session_cap,
-            rooms: Rooms::new(
+            rooms: Arc::new(Rooms::new(
                 config.max_rooms,
                 config.max_peers_per_room,
                 config.sample_size,
-            ),
+            )),
+            cluster,
             slots: Arc::new(Semaphore::new(session_cap)),
             config,
             shutdown: CancellationToken::new(),
@@ -177,6 +184,23 @@ pub async fn serve<F>(config: Config, listener: TcpListener, shutdown: F) -> Res
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_ready(config, listener, shutdown, || {}).await
+}
+
+/// [`serve`], calling `ready` once the server is about to accept connections: after the
+/// directories were checked and, with `--cluster`, Redis answered (or was found missing
+/// with `--cluster-optional`). The binary prints its "listening" line there, so a
+/// server that refuses to start never announces itself.
+pub async fn serve_ready<F, R>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: F,
+    ready: R,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+    R: FnOnce(),
+{
     for (flag, dir) in [
         ("--static-dir", &config.static_dir),
         ("--pkg-dir", &config.pkg_dir),
@@ -191,8 +215,38 @@ where
         }
     }
     telemetry::handle();
+    let cluster = match &config.cluster {
+        None => None,
+        Some(url) => {
+            let cluster = Cluster::new(
+                url,
+                config.cluster_ttl,
+                config.sample_size,
+                config.max_frame_bytes,
+            )?;
+            match cluster.probe().await {
+                Ok(()) => {}
+                Err(e) if config.cluster_optional => {
+                    warn!("{e}; serving alone (degraded) until it answers");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Some(cluster)
+        }
+    };
     let grace = config.shutdown_grace;
-    let shared = Arc::new(Shared::new(config));
+    let shared = Arc::new(Shared::new(config, cluster));
+    let cluster_stop = CancellationToken::new();
+    if let Some(cluster) = &shared.cluster {
+        cluster.start(shared.rooms.clone(), cluster_stop.clone());
+        // Give the first heartbeat and the subscription a moment, so the first
+        // sessions already get samples of the whole room.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !cluster.is_healthy() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    ready();
     let app = router(shared.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -229,6 +283,11 @@ where
         );
         shared.force.cancel();
         let _ = timeout(Duration::from_millis(200), shared.tasks.wait()).await;
+    }
+    // The cluster's loop withdraws this server's members from Redis as it ends.
+    cluster_stop.cancel();
+    if let Some(cluster) = &shared.cluster {
+        cluster.stopped().await;
     }
     Ok(())
 }
@@ -344,13 +403,25 @@ async fn websocket(
 async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let (rooms, members) = shared.rooms.counts();
     let sessions = shared.session_cap - shared.slots.available_permits();
-    Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "ok",
         "connections": shared.conns.count(),
         "sessions": sessions,
         "rooms": rooms,
         "members": members,
-    }))
+    });
+    if let Some(cluster) = &shared.cluster {
+        let healthy = cluster.is_healthy();
+        if !healthy {
+            body["status"] = "degraded".into();
+        }
+        body["cluster"] = serde_json::json!({
+            "server": cluster.id(),
+            "state": if healthy { "ok" } else { "degraded" },
+            "servers": cluster.servers(),
+        });
+    }
+    Json(body)
 }
 
 async fn metrics() -> Response {

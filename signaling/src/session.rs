@@ -275,12 +275,16 @@ impl Session {
             Ok(joined) => {
                 telemetry::joined(joined.replaced);
                 debug!(peer = %peer.short(), room, replaced = joined.replaced, "joined");
+                let mut sample = joined.sample;
+                if let Some(cluster) = &self.shared.cluster {
+                    // The whole room, across servers; the local sample if Redis is lost.
+                    if let Ok(whole) = cluster.join(&room, &peer, self.id).await {
+                        sample = whole;
+                    }
+                }
                 self.joined = Some((room, peer));
                 self.signal_prefix = signal_prefix(&peer);
-                self.send(&ServerMsg::Welcome {
-                    peers: joined.sample,
-                })
-                .await
+                self.send(&ServerMsg::Welcome { peers: sample }).await
             }
             Err(JoinError::RoomFull) => {
                 let message = format!(
@@ -303,7 +307,16 @@ impl Session {
                 .await;
         };
         let frame = encode_signal(&self.signal_prefix, envelope);
-        match self.shared.rooms.relay(room, from, self.id, &to, frame) {
+        let mut relayed = self.shared.rooms.relay(room, from, self.id, &to, frame);
+        if relayed == Err(RelayError::UnknownPeer) && to != *from {
+            // Not a member here: maybe of the same room on another server.
+            if let Some(cluster) = &self.shared.cluster {
+                if cluster.relay(room, from, &to, envelope).await.is_ok() {
+                    relayed = Ok(());
+                }
+            }
+        }
+        match relayed {
             Ok(()) => {
                 telemetry::relayed();
                 Ok(())
@@ -437,6 +450,11 @@ impl Session {
         if let Some((room, peer)) = self.joined.take() {
             if self.shared.rooms.leave(&room, &peer, self.id) {
                 telemetry::left();
+                if let Some(cluster) = &self.shared.cluster {
+                    let cluster = cluster.clone();
+                    let id = self.id;
+                    tokio::spawn(async move { cluster.leave(&room, &peer, id).await });
+                }
             }
         }
     }
@@ -586,7 +604,7 @@ fn decode(text: &str) -> Result<Incoming<'_>, (ErrorCode, String)> {
 
 /// The relayed form of a signal, `ServerMsg::Signal` on the wire, with the envelope
 /// copied as it arrived.
-fn encode_signal(prefix: &str, envelope: &RawValue) -> Utf8Bytes {
+pub(crate) fn encode_signal(prefix: &str, envelope: &RawValue) -> Utf8Bytes {
     let raw = envelope.get();
     let mut frame = String::with_capacity(prefix.len() + raw.len() + 1);
     frame.push_str(prefix);
@@ -597,7 +615,7 @@ fn encode_signal(prefix: &str, envelope: &RawValue) -> Utf8Bytes {
 
 /// Everything of a relayed signal before the envelope; made once per session at join,
 /// because hex-encoding the sender's id for every signal showed up in profiles.
-fn signal_prefix(from: &PeerId) -> String {
+pub(crate) fn signal_prefix(from: &PeerId) -> String {
     format!(r#"{{"type":"signal","from":"{from}","envelope":"#)
 }
 

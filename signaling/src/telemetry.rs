@@ -35,6 +35,19 @@ pub const OPEN_CONNECTIONS: &str = "rhizome_signaling_open_connections";
 /// connection dropped to make room) or `full` (a new one closed at once).
 pub const DROPPED: &str = "rhizome_signaling_dropped_connections_total";
 
+/// 1 while a server of this process has lost its cluster (Redis) and serves its own
+/// sessions alone (one per degraded server when several run in one process).
+pub const CLUSTER_DEGRADED: &str = "rhizome_signaling_cluster_degraded";
+/// Times a server lost its cluster (Redis unreachable, subscription dropped).
+pub const CLUSTER_DEGRADATIONS: &str = "rhizome_signaling_cluster_degradations_total";
+/// Times a server (re-)joined its cluster and published its members.
+pub const CLUSTER_REJOINS: &str = "rhizome_signaling_cluster_rejoins_total";
+/// Signals relayed through the cluster, by `direction`: `out` (sent to the server
+/// holding the target) or `in` (delivered here for a sender on another server).
+pub const CLUSTER_RELAYED: &str = "rhizome_signaling_cluster_relayed_total";
+/// Malformed messages read from the cluster's channel (dropped).
+pub const CLUSTER_MALFORMED: &str = "rhizome_signaling_cluster_malformed_total";
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process) and returns its handle, or `None`
@@ -57,6 +70,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 DROPPED,
                 "Connections closed by the connection cap, by reason"
             );
+            describe_gauge!(CLUSTER_DEGRADED, "Servers serving alone for want of Redis");
+            describe_counter!(CLUSTER_DEGRADATIONS, "Times the cluster (Redis) was lost");
+            describe_counter!(CLUSTER_REJOINS, "Times the cluster was joined again");
+            describe_counter!(CLUSTER_RELAYED, "Signals relayed between servers");
+            describe_counter!(CLUSTER_MALFORMED, "Malformed cluster messages dropped");
             // Make the gauges and totals visible from the first scrape.
             gauge!(SESSIONS).increment(0.0);
             gauge!(ROOMS).increment(0.0);
@@ -136,4 +154,29 @@ pub fn connection_closed() {
 /// The connection cap closed a connection (`reason`: `evicted` or `full`).
 pub fn connection_dropped(reason: &'static str) {
     counter!(DROPPED, "reason" => reason).increment(1);
+}
+
+/// The server lost (`true`) or regained (`false`) its cluster.
+pub fn cluster_degraded(lost: bool) {
+    if lost {
+        counter!(CLUSTER_DEGRADATIONS).increment(1);
+        gauge!(CLUSTER_DEGRADED).increment(1.0);
+    } else {
+        gauge!(CLUSTER_DEGRADED).decrement(1.0);
+    }
+}
+
+/// The server published its members to the cluster again after an outage.
+pub fn cluster_rejoined() {
+    counter!(CLUSTER_REJOINS).increment(1);
+}
+
+/// A signal crossed servers (`direction`: `out` or `in`).
+pub fn cluster_relayed(direction: &'static str) {
+    counter!(CLUSTER_RELAYED, "direction" => direction).increment(1);
+}
+
+/// A malformed cluster message was dropped.
+pub fn cluster_malformed() {
+    counter!(CLUSTER_MALFORMED).increment(1);
 }
