@@ -14,10 +14,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openPeerPage, root, until } from './harness.mjs';
+import {
+  startServer, launchBrowser, openPeerPage, root, until, NODE_BIN, startNative as startNativeNode,
+} from './harness.mjs';
 
-const NODE_BIN = process.env.RHIZOME_NODE_BIN
-  ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'rhizome-node');
 const HAVE_REDIS = spawnSync('redis-server', ['--version']).status === 0;
 const PKG = process.env.RHIZOME_PKG_DIR ?? join(root, 'pkg');
 const NATIVES = 4;
@@ -49,50 +49,10 @@ async function startRedis() {
 }
 
 /** rhizome-node in `room` through `server`; resolves once it printed its id. */
-function startNative(server, room) {
-  const child = spawn(NODE_BIN, ['--signaling', server.wsUrl, '--room', room, '--seed'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines = [];
-  let partial = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    partial += d;
-    const parts = partial.split('\n');
-    partial = parts.pop();
-    lines.push(...parts);
-  });
-  child.stderr.on('data', (d) => { stderr += d; });
-  const native = {
-    lines,
-    stderr: () => stderr,
-    send: (line) => child.stdin.write(`${line}\n`),
-    neighbors: async () => {
-      const up = new Set();
-      for (const l of lines) {
-        if (l.startsWith('neighbor-up ')) up.add(l.slice(12));
-        if (l.startsWith('neighbor-down ')) up.delete(l.slice(14));
-      }
-      return up;
-    },
-    heard: async (text) => lines.filter((l) => l.startsWith('broadcast ') && l.endsWith(` ${text}`)).length,
-    received: async (text) => lines.some((l) => l.startsWith('message ') && l.endsWith(` ${text}`)),
-    stop: () => new Promise((done) => {
-      if (child.exitCode !== null || child.signalCode !== null) return done();
-      child.once('exit', () => done());
-      child.kill('SIGTERM');
-    }),
-  };
+async function startNative(server, room) {
+  const native = await startNativeNode(server.wsUrl, room);
   natives.push(native);
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`rhizome-node exited with ${code}:\n${stderr}`)));
-    const timer = setInterval(() => {
-      const peer = lines.find((l) => l.startsWith('peer '));
-      if (peer) {
-        clearInterval(timer);
-        native.id = peer.slice('peer '.length);
-        resolve(native);
-      }
-    }, 50);
-  });
+  return native;
 }
 
 /** A Chromium page in `room` through `server`, with the same interface as a native peer. */

@@ -156,3 +156,67 @@ export async function openDemoPage(browser, url, { viewport = { width: 1440, hei
 
 /** What a demo page shows, as plain data (`window.rhizomeDemo.snapshot()`). */
 export const demoSnapshot = (page) => page.evaluate(() => window.rhizomeDemo.snapshot());
+
+/** The rhizome-node binary the e2e tests run (built by `cargo test --workspace --no-run`). */
+export const NODE_BIN = process.env.RHIZOME_NODE_BIN
+  ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'rhizome-node');
+
+/**
+ * Starts rhizome-node in `room` through the signaling endpoint `wsUrl` and follows its
+ * stdout. Resolves once it printed its id, to { id, process, lines, stderr(), send(line),
+ * waitFor(what, predicate, ms), neighbors(), heard(text), received(text), stop() }.
+ */
+export function startNative(wsUrl, room, extraArgs = []) {
+  const child = spawn(NODE_BIN, ['--signaling', wsUrl, '--room', room, '--seed', ...extraArgs], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  let partial = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    partial += d;
+    const parts = partial.split('\n');
+    partial = parts.pop();
+    lines.push(...parts);
+  });
+  child.stderr.on('data', (d) => { stderr += d; });
+  const native = {
+    process: child,
+    lines,
+    stderr: () => stderr,
+    send: (line) => child.stdin.write(`${line}\n`),
+    async waitFor(what, predicate, ms = 30_000) {
+      await until(what, () => lines.some(predicate) || { lines, stderr }, ms);
+    },
+    /** Its neighbours now, from its neighbor-up / neighbor-down lines. */
+    neighbors: async () => {
+      const up = new Set();
+      for (const l of lines) {
+        if (l.startsWith('neighbor-up ')) up.add(l.slice(12));
+        if (l.startsWith('neighbor-down ')) up.delete(l.slice(14));
+      }
+      return up;
+    },
+    /** How many times it heard the broadcast `text`. */
+    heard: async (text) => lines.filter((l) => l.startsWith('broadcast ') && l.endsWith(` ${text}`)).length,
+    /** Whether it received the direct message `text`. */
+    received: async (text) => lines.some((l) => l.startsWith('message ') && l.endsWith(` ${text}`)),
+    stop: () => new Promise((done) => {
+      if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
+      child.once('exit', (code) => done(code));
+      child.kill('SIGTERM');
+    }),
+  };
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`rhizome-node exited with ${code}:\n${stderr}`)));
+    const timer = setInterval(() => {
+      const peer = lines.find((l) => l.startsWith('peer '));
+      if (peer) {
+        clearInterval(timer);
+        native.id = peer.slice('peer '.length);
+        resolve(native);
+      }
+    }, 50);
+  });
+}
+

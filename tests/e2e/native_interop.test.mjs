@@ -6,14 +6,11 @@
 // tree: peers of different builds may not speak the same wire format.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { startServer, launchBrowser, root, until, joinInPage, openPeerPage } from './harness.mjs';
+import {
+  startServer, launchBrowser, until, joinInPage, openPeerPage, NODE_BIN, startNative as startNativeNode,
+} from './harness.mjs';
 import { launchFirefox } from './firefox.mjs';
-
-const NODE_BIN = process.env.RHIZOME_NODE_BIN
-  ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'rhizome-node');
 
 let server;
 let browser;
@@ -34,50 +31,8 @@ after(async () => {
   await server?.stop();
 });
 
-/**
- * Starts rhizome-node in `room` (through `via`, by default the suite's server) and follows its stdout. Resolves once it printed its id,
- * to { id, lines, stderr, send(line), waitFor(what, predicate), stop() }.
- */
-function startNative(room, extraArgs = [], via = server) {
-  const child = spawn(NODE_BIN, ['--signaling', via.wsUrl, '--room', room, '--seed', ...extraArgs], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const lines = [];
-  let partial = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    partial += d;
-    const parts = partial.split('\n');
-    partial = parts.pop();
-    lines.push(...parts);
-  });
-  child.stderr.on('data', (d) => { stderr += d; });
-  const native = {
-    process: child,
-    lines,
-    stderr: () => stderr,
-    send: (line) => child.stdin.write(`${line}\n`),
-    async waitFor(what, predicate, ms = 30_000) {
-      await until(what, () => lines.some(predicate) || { lines, stderr }, ms);
-    },
-    stop: () => new Promise((done) => {
-      if (child.exitCode !== null) return done(child.exitCode);
-      child.once('exit', (code) => done(code));
-      child.kill('SIGTERM');
-    }),
-  };
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`rhizome-node exited with ${code}:\n${stderr}`)));
-    const timer = setInterval(() => {
-      const peer = lines.find((l) => l.startsWith('peer '));
-      if (peer) {
-        clearInterval(timer);
-        native.id = peer.slice('peer '.length);
-        resolve(native);
-      }
-    }, 50);
-  });
-}
+/** rhizome-node in `room`, through `via` (by default the suite's server). */
+const startNative = (room, extraArgs = [], via = server) => startNativeNode(via.wsUrl, room, extraArgs);
 
 /**
  * Opens a page, in Chromium or in Firefox (`engine`), that joins `room` through the JS API
