@@ -1348,6 +1348,28 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     leave_all(&nodes).await;
 }
 
+/// Two nodes in `room`, linked to each other only; alice's identity is returned too, so a
+/// test can sign as her.
+async fn alice_and_bob_linked(
+    url: &str,
+    room: &str,
+) -> (rhizome::id::Identity, TestNode, TestNode) {
+    let alice_id = rhizome::id::Identity::generate().expect("randomness");
+    let mut config = NodeConfig::new(vec![url.to_string()], room);
+    config.identity = Some(alice_id.clone());
+    let alice = start_node_with(config).await;
+    let bob = start_node(url, room).await;
+    eventually(15_000, "alice and bob are linked", || {
+        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
+            Ok(())
+        } else {
+            Err(format!("{:?}", bob.node.neighbors()))
+        }
+    })
+    .await;
+    (alice_id, alice, bob)
+}
+
 /// Item 5 of issue 18: a malicious server (or relay) replays a validly signed offer of an
 /// earlier attempt from one end of a live link to the other. The link stays up: no
 /// neighbour-down, no new `RTCPeerConnection`, and it still carries messages.
@@ -1359,19 +1381,7 @@ async fn a_replayed_old_offer_leaves_a_live_link_up() {
 
     let url = signaling_url();
     let room = fresh_room();
-    let alice_id = Identity::generate().expect("randomness");
-    let mut config = NodeConfig::new(vec![url.clone()], room.clone());
-    config.identity = Some(alice_id.clone());
-    let alice = start_node_with(config).await;
-    let bob = start_node(&url, &room).await;
-    eventually(15_000, "alice and bob are linked", || {
-        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
-            Ok(())
-        } else {
-            Err(format!("{:?}", bob.node.neighbors()))
-        }
-    })
-    .await;
+    let (alice_id, alice, bob) = alice_and_bob_linked(&url, &room).await;
     let sdp = a_real_offer_sdp().await;
     let downs_before = bob.events.borrow().len();
     let before = rhizome::transport::web::connections_created();
@@ -1431,19 +1441,7 @@ async fn an_offer_of_a_newer_attempt_from_a_linked_peer_replaces_the_connection_
 
     let url = signaling_url();
     let room = fresh_room();
-    let alice_id = Identity::generate().expect("randomness");
-    let mut config = NodeConfig::new(vec![url.clone()], room.clone());
-    config.identity = Some(alice_id.clone());
-    let alice = start_node_with(config).await;
-    let bob = start_node(&url, &room).await;
-    eventually(15_000, "alice and bob are linked", || {
-        if bob.node.neighbors() == vec![alice.id()] && alice.node.neighbors() == vec![bob.id()] {
-            Ok(())
-        } else {
-            Err(format!("{:?}", bob.node.neighbors()))
-        }
-    })
-    .await;
+    let (alice_id, alice, bob) = alice_and_bob_linked(&url, &room).await;
     let sdp = a_real_offer_sdp().await;
     let seen = bob.events.borrow().len();
     let before = rhizome::transport::web::connections_created();
