@@ -399,51 +399,21 @@ impl Session {
             }
             ws.flush().await
         };
-        tokio::select! {
-            sent = timeout(limit, batch) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Disconnected),
-                Err(_) => {
-                    debug!("write timed out; dropping a client that does not read");
-                    Err(End::Disconnected)
-                }
-            },
-            _ = self.shared.shutdown.cancelled() => Err(End::Disconnected),
-        }
+        write_within(limit, &self.shared.shutdown, batch).await
     }
 
     /// Writes out whatever the WebSocket layer holds (an automatic pong), giving up like
     /// [`Session::send_frame`].
     async fn flush(&mut self) -> Result<(), End> {
         let limit = self.shared.config.write_timeout;
-        tokio::select! {
-            sent = timeout(limit, self.ws.flush()) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Disconnected),
-                Err(_) => {
-                    debug!("write timed out; dropping a client that does not read");
-                    Err(End::Disconnected)
-                }
-            },
-            _ = self.shared.shutdown.cancelled() => Err(End::Disconnected),
-        }
+        write_within(limit, &self.shared.shutdown, self.ws.flush()).await
     }
 
     /// Writes one frame, giving up on a client that does not read within the write
     /// timeout, or when the server shuts down meanwhile.
     async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
         let limit = self.shared.config.write_timeout;
-        tokio::select! {
-            sent = timeout(limit, self.ws.send(frame)) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Disconnected),
-                Err(_) => {
-                    debug!("write timed out; dropping a client that does not read");
-                    Err(End::Disconnected)
-                }
-            },
-            _ = self.shared.shutdown.cancelled() => Err(End::Disconnected),
-        }
+        write_within(limit, &self.shared.shutdown, self.ws.send(frame)).await
     }
 
     fn leave(&mut self) {
@@ -631,6 +601,26 @@ fn encode(msg: &ServerMsg) -> Utf8Bytes {
 fn new_nonce() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a write on the WebSocket, giving up on a client that does not read within `limit`
+/// (the write timeout), or when the server shuts down meanwhile.
+async fn write_within<E>(
+    limit: std::time::Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), End> {
+    tokio::select! {
+        sent = timeout(limit, write) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Disconnected),
+            Err(_) => {
+                debug!("write timed out; dropping a client that does not read");
+                Err(End::Disconnected)
+            }
+        },
+        _ = shutdown.cancelled() => Err(End::Disconnected),
+    }
 }
 
 #[cfg(test)]
