@@ -12,10 +12,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import {
-  startServer, launchBrowser, openPeerPage, root, until, NODE_BIN, startNative as startNativeNode,
+  startServer, launchBrowser, openPeerPage, root, until, NODE_BIN, startNative as startNativeNode, freePort,
 } from './harness.mjs';
 
 const HAVE_REDIS = spawnSync('redis-server', ['--version']).status === 0;
@@ -26,17 +25,6 @@ let redis;
 let browser;
 let servers = [];
 const natives = [];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRedis() {
   const port = await freePort();

@@ -3,9 +3,9 @@
 // downloaded here. Just enough WebDriver for the e2e tests: open a URL, run a script.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './harness.mjs';
 
 /**
  * Preferences that keep Firefox quiet on a closed network: no proxy, no background
@@ -41,17 +41,6 @@ export function firefoxBinaries() {
     geckodriver: process.env.GECKODRIVER ?? 'geckodriver',
     firefox: process.env.FIREFOX,
   };
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**

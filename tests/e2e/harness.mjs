@@ -1,6 +1,7 @@
 // Shared helpers for the end-to-end tests: a real signaling server and a real headless
 // Chromium (Debian's, driven by playwright-core; Playwright never downloads a browser).
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -220,3 +221,14 @@ export function startNative(wsUrl, room, extraArgs = []) {
   });
 }
 
+/** A TCP port free on loopback now (for a server a test starts). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
