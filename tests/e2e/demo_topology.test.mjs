@@ -21,6 +21,7 @@ const shots = join(root, 'results', 'e2e');
 
 let server;
 let browser;
+let serverStopped = false;
 const room = `demo-${Date.now().toString(36)}`;
 const pages = []; // { page, id, errors }
 
@@ -121,6 +122,7 @@ test('closing 2 pages leaves 4 connected peers on the others', async () => {
 
 test('with the signaling server stopped, a new message still reaches every open page', async () => {
   assert.equal(await server.stop(), 0, 'the server shuts down cleanly');
+  serverStopped = true;
   await until('every page says the server is not needed', async () => {
     const snaps = await Promise.all(open().map(snapshot));
     return snaps.every((s) => s.server === 'not-needed') || snaps.map((s) => s.server);
@@ -138,5 +140,8 @@ test('with the signaling server stopped, a new message still reaches every open 
 });
 
 test('no page logged a console error', () => {
-  for (const p of pages) assert.deepEqual(p.errors, [], `page ${p.i + 1}`);
+  // Once the server is stopped (above), each node tries to reconnect in the background;
+  // the browser itself logs each refused WebSocket, which is expected and not ours.
+  const reconnecting = (e) => serverStopped && /^console: WebSocket connection to '[^']*\/ws' failed/.test(e);
+  for (const p of pages) assert.deepEqual(p.errors.filter((e) => !reconnecting(e)), [], `page ${p.i + 1}`);
 });
