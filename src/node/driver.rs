@@ -49,7 +49,7 @@ use crate::topology::{
 };
 use crate::transport::guard::{self, Admit, Claim, OfferVerdict};
 use crate::transport::signaling_types::SignalingEvent;
-use crate::transport::ConnEvent;
+use crate::transport::{ConnEvent, IceServer};
 use crate::wire::MsgId;
 /// Most signals (offer or answer, candidates) taken from the remote side for one
 /// connection; the rest are dropped.
@@ -137,6 +137,9 @@ pub(super) struct State<P: Platform> {
     pub(super) pacer: guard::Pacer,
     /// Offers from unknown peers dropped before a connection was made.
     pub(super) offers_refused: u64,
+    /// The application's own ICE servers (`config.ice_servers` as given); the config's
+    /// list is these merged with what the signaling server offers.
+    own_ice: Vec<IceServer>,
 }
 
 impl<P: Platform> State<P> {
@@ -177,6 +180,13 @@ impl<P: Platform> State<P> {
     }
 
     /// The round-trip time to `peer` in whole microseconds, as announcements carry it.
+    /// Takes the ICE servers the current signaling server offers (replacing what an
+    /// earlier server or `welcome` offered) into use for every later connection: the
+    /// application's own first, then the server's that the application does not name.
+    fn use_server_ice(&mut self, offered: Vec<IceServer>) {
+        self.config.ice_servers = merge_ice(&self.own_ice, offered);
+    }
+
     fn link_rtt_us(&self, peer: &PeerId) -> Option<u32> {
         self.link_rtt_ms(peer)
             .map(|ms| (ms * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32)
@@ -245,6 +255,7 @@ impl<P: Platform> Shared<P> {
         )
         .await?;
         let (events, rx) = mpsc::unbounded();
+        let own_ice = config.ice_servers.clone();
         let overlay = Overlay::new(identity.clone(), config.overlay.clone(), random_u64::<P>());
         let shared = Rc::new(Shared {
             state: RefCell::new(State {
@@ -275,6 +286,7 @@ impl<P: Platform> Shared<P> {
                 memory: guard::Memory::default(),
                 pacer: guard::Pacer::new(P::now_ms()),
                 offers_refused: 0,
+                own_ice,
             }),
         });
         shared.attach_server(client, contacts);
@@ -1046,8 +1058,10 @@ impl<P: Platform> Shared<P> {
     /// pings it, until it closes or the node lets it go.
     fn attach_server(self: &Rc<Self>, mut client: P::Signaling, contacts: Vec<PeerId>) {
         let (stop_tx, mut stop) = oneshot::channel::<()>();
+        let offered = client.ice_servers();
         let (session, ping_ms) = {
             let mut s = self.state.borrow_mut();
+            s.use_server_ice(offered);
             s.server = Some(client.sender());
             s.server_stop = Some(stop_tx);
             s.server_session += 1;
@@ -1127,6 +1141,9 @@ impl<P: Platform> Shared<P> {
                             shared.remove_connection(p);
                         }
                     }
+                    SignalingEvent::IceServers(offered) => {
+                        shared.state.borrow_mut().use_server_ice(offered);
+                    }
                     SignalingEvent::Closed(_) => break,
                 }
             }
@@ -1192,6 +1209,17 @@ impl<P: Platform> Shared<P> {
             }
         });
     }
+}
+
+/// The application's ICE servers, then the offered ones whose URLs it does not list.
+pub(super) fn merge_ice(own: &[IceServer], offered: Vec<IceServer>) -> Vec<IceServer> {
+    let mut merged = own.to_vec();
+    for server in offered {
+        if !own.iter().any(|o| o.urls == server.urls) {
+            merged.push(server);
+        }
+    }
+    merged
 }
 
 /// Closes a connection once what it has queued is sent (at most ~2 s).
@@ -1291,5 +1319,41 @@ async fn forward_events<P: Platform>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, user: Option<&str>) -> IceServer {
+        IceServer {
+            urls: vec![url.to_string()],
+            username: user.map(str::to_string),
+            credential: user.map(|_| "c".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_applications_ice_servers_come_first_and_win_over_offered_duplicates() {
+        let own = vec![server("stun:own", None), server("turn:shared", Some("app"))];
+        let offered = vec![
+            server("turn:shared", Some("srv")),
+            server("turn:srv", Some("srv")),
+        ];
+        let merged = merge_ice(&own, offered);
+        assert_eq!(
+            merged,
+            vec![
+                server("stun:own", None),
+                server("turn:shared", Some("app")),
+                server("turn:srv", Some("srv")),
+            ]
+        );
+        assert_eq!(merge_ice(&own, vec![]), own);
+        assert_eq!(
+            merge_ice(&[], vec![server("stun:x", None)]),
+            vec![server("stun:x", None)]
+        );
     }
 }

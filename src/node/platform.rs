@@ -18,7 +18,7 @@ use super::NodeConfig;
 use crate::id::{Identity, PeerId};
 use crate::signal::{SignalPayload, SignedEnvelope};
 use crate::transport::signaling_types::{SignalingError, SignalingEvent};
-use crate::transport::{ConnEvent, TransportError};
+use crate::transport::{ConnEvent, IceServer, TransportError};
 
 /// A result of creating a connection: the connection and the stream of its events.
 pub(crate) type Created<C> = Result<(C, mpsc::UnboundedReceiver<ConnEvent>), TransportError>;
@@ -104,6 +104,8 @@ pub(crate) trait SignalingSession: 'static {
     fn sender(&self) -> Self::Sender;
     /// Sends a heartbeat.
     fn ping(&self) -> Result<(), SignalingError>;
+    /// The ICE servers the server offered when we joined.
+    fn ice_servers(&self) -> Vec<IceServer>;
     /// The next thing the server said; `None` once closed. Cancel-safe.
     async fn next_event(&mut self) -> Option<SignalingEvent>;
     /// Closes the session.

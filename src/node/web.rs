@@ -147,6 +147,10 @@ impl SignalingSession for SignalingClient {
         SignalingClient::ping(self)
     }
 
+    fn ice_servers(&self) -> Vec<crate::transport::IceServer> {
+        SignalingClient::ice_servers(self).to_vec()
+    }
+
     async fn next_event(&mut self) -> Option<SignalingEvent> {
         SignalingClient::next_event(self).await
     }
