@@ -622,6 +622,13 @@ impl Node {
         self.shared.state.borrow().overlay.connections().collect()
     }
 
+    /// The ICE servers this node's next connections use: the configured
+    /// [`NodeConfig::ice_servers`], then those the signaling server offered (with TURN
+    /// credentials, refreshed by the server before they expire).
+    pub fn ice_servers(&self) -> Vec<IceServer> {
+        self.shared.state.borrow().config.ice_servers.clone()
+    }
+
     /// The passive view: peers known by address, kept for repair.
     pub fn passive(&self) -> Vec<PeerId> {
         self.shared.state.borrow().overlay.passive_view().collect()
