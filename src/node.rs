@@ -260,6 +260,10 @@ pub struct LinkStats {
     /// Round-trip time in ms, from the transport's ICE statistics (`getStats()` in the
     /// browser), re-read at most every 2 s; `None` until measured.
     pub rtt_ms: Option<f64>,
+    /// The selected ICE candidate pair's types, `local/remote` (`host`, `srflx`,
+    /// `prflx` or `relay` each; `relay` on either side means through a TURN server),
+    /// read with the round-trip time; `None` until known.
+    pub candidate_pair: Option<String>,
     /// Bytes handed to it (all frames).
     pub bytes_sent: u64,
     /// Bytes received on it (all frames).

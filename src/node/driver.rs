@@ -171,6 +171,11 @@ impl<P: Platform> State<P> {
                 },
                 open: c.open,
                 rtt_ms: self.link_rtt_ms(peer),
+                candidate_pair: c
+                    .conn
+                    .as_ref()
+                    .filter(|_| c.open)
+                    .and_then(|c| c.candidate_pair()),
                 bytes_sent: c.bytes_sent,
                 bytes_received: c.bytes_received,
             })

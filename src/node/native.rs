@@ -134,6 +134,10 @@ impl Connection for NativeConnection {
         NativeConnection::rtt_ms(self)
     }
 
+    fn candidate_pair(&self) -> Option<String> {
+        NativeConnection::candidate_pair(self)
+    }
+
     fn close(&self) {
         NativeConnection::close(self)
     }

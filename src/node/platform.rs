@@ -87,6 +87,11 @@ pub(crate) trait Connection: 'static {
     /// Round-trip time to the peer in ms, as last measured; `None` until measured. Cheap:
     /// the transport re-measures in the background at most every 2 s, never per message.
     fn rtt_ms(&self) -> Option<f64>;
+    /// The selected ICE candidate pair's types, `local/remote`, as last read with the
+    /// round-trip time; `None` until known or where the platform does not tell.
+    fn candidate_pair(&self) -> Option<String> {
+        None
+    }
     /// Closes at once; a `Closed` event follows (or has been sent).
     fn close(&self);
     /// Closes and, where the platform can tell, waits until the peer has been told (a

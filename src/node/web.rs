@@ -123,6 +123,10 @@ impl Connection for WebConnection {
         WebConnection::rtt_ms(self)
     }
 
+    fn candidate_pair(&self) -> Option<String> {
+        WebConnection::candidate_pair(self)
+    }
+
     fn close(&self) {
         WebConnection::close(self)
     }

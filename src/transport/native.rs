@@ -162,6 +162,8 @@ pub const RTT_POLL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Rtt {
     ms: Option<f64>,
+    /// The selected candidate pair's types, `local/remote` (e.g. `srflx/relay`).
+    pair: Option<String>,
     polled_at: Option<std::time::Instant>,
     polling: bool,
 }
@@ -447,11 +449,16 @@ impl NativeConnection {
                 r.polled_at = Some(now);
                 let (pc, rtt) = (self.pc.clone(), self.rtt.clone());
                 rt.spawn(async move {
-                    let ms = selected_pair_rtt(&pc.get_stats(now, StatsSelector::None).await);
+                    let report = pc.get_stats(now, StatsSelector::None).await;
+                    let ms = selected_pair_rtt(&report);
+                    let pair = selected_pair_types(&report);
                     let mut r = lock(&rtt);
                     r.polling = false;
                     if ms.is_some() {
                         r.ms = ms;
+                    }
+                    if pair.is_some() {
+                        r.pair = pair;
                     }
                 });
             }
@@ -467,10 +474,23 @@ impl NativeConnection {
             .get_stats(std::time::Instant::now(), StatsSelector::None)
             .await;
         let ms = selected_pair_rtt(&report);
+        let pair = selected_pair_types(&report);
+        let mut r = lock(&self.rtt);
         if ms.is_some() {
-            lock(&self.rtt).ms = ms;
+            r.ms = ms;
+        }
+        if pair.is_some() {
+            r.pair = pair;
         }
         ms
+    }
+
+    /// The selected ICE candidate pair's types as `local/remote` (`host`, `srflx`,
+    /// `prflx` or `relay` each, e.g. `srflx/relay`), as last read with the round-trip
+    /// time (see [`NativeConnection::rtt_ms`], which also starts a new read); `None`
+    /// until a pair was selected.
+    pub fn candidate_pair(&self) -> Option<String> {
+        lock(&self.rtt).pair.clone()
     }
 
     /// Sends one message of up to [`ConnLimits::max_message`] bytes, in order with every
@@ -662,6 +682,42 @@ fn selected_pair_rtt(report: &RTCStatsReport) -> Option<f64> {
         })
         .last()?;
     Some(pair.current_round_trip_time.max(0.0) * 1000.0)
+}
+
+/// The selected candidate pair's `local/remote` candidate types.
+fn selected_pair_types(report: &RTCStatsReport) -> Option<String> {
+    use webrtc::peer_connection::{RTCIceCandidateType, RTCStatsReportEntry};
+    let selected = report
+        .transport()
+        .map(|t| t.selected_candidate_pair_id.as_str())
+        .filter(|id| !id.is_empty());
+    let pair = report
+        .candidate_pairs()
+        .filter(|p| match selected {
+            Some(id) => p.stats.id == id,
+            None => p.nominated,
+        })
+        .last()?;
+    let kind = |id: &str| {
+        let ty = match report.get(id)? {
+            RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c) => {
+                c.candidate_type
+            }
+            _ => return None,
+        };
+        Some(match ty {
+            RTCIceCandidateType::Host => "host",
+            RTCIceCandidateType::Srflx => "srflx",
+            RTCIceCandidateType::Prflx => "prflx",
+            RTCIceCandidateType::Relay => "relay",
+            _ => "unknown",
+        })
+    };
+    Some(format!(
+        "{}/{}",
+        kind(&pair.local_candidate_id)?,
+        kind(&pair.remote_candidate_id)?
+    ))
 }
 
 fn ice_server(s: &IceServer) -> RTCIceServer {
