@@ -51,6 +51,13 @@ use crate::transport::guard::{self, Admit, Claim, OfferVerdict};
 use crate::transport::signaling_types::SignalingEvent;
 use crate::transport::{ConnEvent, IceServer};
 use crate::wire::MsgId;
+/// A connection that did not open this long after it was registered, although the peer
+/// answered, counts as a failed ICE negotiation (`ice-failed`).
+pub(super) const ICE_FAILED_AFTER_MS: u64 = 5_000;
+/// `ice-failed` is raised at most once per peer in this long.
+pub(super) const ICE_FAILED_REPEAT_MS: u64 = 3_600_000;
+/// Peers remembered for that; beyond, the oldest are forgotten (a warning repeats).
+const MAX_ICE_FAILED_REMEMBERED: usize = 1024;
 /// Most signals (offer or answer, candidates) taken from the remote side for one
 /// connection; the rest are dropped.
 const MAX_SIGNALS_PER_ATTEMPT: u32 = 128;
@@ -140,6 +147,8 @@ pub(super) struct State<P: Platform> {
     /// The application's own ICE servers (`config.ice_servers` as given); the config's
     /// list is these merged with what the signaling server offers.
     own_ice: Vec<IceServer>,
+    /// When an `ice-failed` error was last raised for each peer (at most once an hour).
+    ice_failed_at: BTreeMap<PeerId, u64>,
 }
 
 impl<P: Platform> State<P> {
@@ -292,6 +301,7 @@ impl<P: Platform> Shared<P> {
                 pacer: guard::Pacer::new(P::now_ms()),
                 offers_refused: 0,
                 own_ice,
+                ice_failed_at: BTreeMap::new(),
             }),
         });
         shared.attach_server(client, contacts);
@@ -364,6 +374,9 @@ impl<P: Platform> Shared<P> {
                 // A connection still being made is closed by its maker, which finds
                 // itself replaced.
                 let conn = self.state.borrow_mut().conns.remove(&peer);
+                if let Some(c) = &conn {
+                    self.note_failed_ice(peer, c);
+                }
                 if let Some(conn) = conn.and_then(|c| c.conn) {
                     self.state.borrow_mut().flushing += 1;
                     let weak = Rc::downgrade(self);
@@ -893,11 +906,56 @@ impl<P: Platform> Shared<P> {
     pub(super) fn remove_connection(self: &Rc<Self>, peer: PeerId) -> bool {
         let conn = self.state.borrow_mut().conns.remove(&peer);
         let Some(c) = conn else { return false };
+        self.note_failed_ice(peer, &c);
         if let Some(conn) = c.conn {
             conn.close();
         }
         self.input(Input::ConnectionDown { peer });
         true
+    }
+
+    /// A connection given up before it opened although the peer answered (it sent
+    /// signals for it) and ICE had [`ICE_FAILED_AFTER_MS`] to find a path: signaling
+    /// worked, so the peer is there, but no candidate pair did — typically two NATs that
+    /// need a TURN relay and none is configured. Raises `ice-failed` naming the peer, at
+    /// most once per peer per [`ICE_FAILED_REPEAT_MS`], so an application can tell this
+    /// from a peer that is gone.
+    fn note_failed_ice(&self, peer: PeerId, c: &Conn<P>) {
+        let now = P::now_ms();
+        if c.open || c.remote_attempt.is_none() || now.saturating_sub(c.since) < ICE_FAILED_AFTER_MS
+        {
+            return;
+        }
+        let raise = {
+            let mut s = self.state.borrow_mut();
+            let recent = s
+                .ice_failed_at
+                .get(&peer)
+                .is_some_and(|&at| now.saturating_sub(at) < ICE_FAILED_REPEAT_MS);
+            if !recent {
+                if s.ice_failed_at.len() >= MAX_ICE_FAILED_REMEMBERED {
+                    s.ice_failed_at
+                        .retain(|_, at| now.saturating_sub(*at) < ICE_FAILED_REPEAT_MS);
+                }
+                if s.ice_failed_at.len() < MAX_ICE_FAILED_REMEMBERED {
+                    s.ice_failed_at.insert(peer, now);
+                }
+            }
+            !recent
+        };
+        if raise {
+            let servers = self.state.borrow().config.ice_servers.len();
+            self.emit(NodeEvent::Error {
+                code: "ice-failed",
+                message: format!(
+                    "the peer answered but no ICE candidate pair worked within {} s ({} ICE \
+                     server(s) configured); behind NATs that need a relay, only a TURN server helps",
+                    now.saturating_sub(c.since) / 1000,
+                    servers
+                ),
+                peer: Some(peer),
+            });
+        }
     }
 
     fn deliver_signal(self: &Rc<Self>, envelope: SignedEnvelope, payload: SignalPayload) {

@@ -236,6 +236,9 @@ impl PeerConnectionEventHandler for Handler {
         if init.candidate.is_empty() {
             return;
         }
+        if std::env::var_os("RHIZOME_DEBUG_ICE").is_some() {
+            eprintln!("ice: local {}", init.candidate);
+        }
         // webrtc-rs names the m-section "" here; browsers want a real mid or none, and
         // there is exactly one m-section (the data channel's): index 0.
         let sdp_mid = init.sdp_mid.filter(|m| !m.is_empty());
@@ -253,6 +256,9 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if std::env::var_os("RHIZOME_DEBUG_ICE").is_some() {
+            eprintln!("ice: state {state:?}");
+        }
         match state {
             RTCIceConnectionState::Failed => self.shared.close_once("ICE failed"),
             RTCIceConnectionState::Closed => self.shared.close_once("ICE closed"),
@@ -451,7 +457,7 @@ impl NativeConnection {
                 rt.spawn(async move {
                     let report = pc.get_stats(now, StatsSelector::None).await;
                     let ms = selected_pair_rtt(&report);
-                    let pair = selected_pair_types(&report);
+                    let pair = selected_pair_types(&pc).await;
                     let mut r = lock(&rtt);
                     r.polling = false;
                     if ms.is_some() {
@@ -474,7 +480,7 @@ impl NativeConnection {
             .get_stats(std::time::Instant::now(), StatsSelector::None)
             .await;
         let ms = selected_pair_rtt(&report);
-        let pair = selected_pair_types(&report);
+        let pair = selected_pair_types(&self.pc).await;
         let mut r = lock(&self.rtt);
         if ms.is_some() {
             r.ms = ms;
@@ -567,6 +573,9 @@ impl NativeConnection {
         neg: &Negotiation,
         init: RTCIceCandidateInit,
     ) -> Result<(), TransportError> {
+        if std::env::var_os("RHIZOME_DEBUG_ICE").is_some() {
+            eprintln!("ice: remote {}", init.candidate);
+        }
         match self.pc.add_ice_candidate(init).await {
             Ok(()) => Ok(()),
             // Candidates belonging to an offer we ignored during glare fail; that is fine.
@@ -684,39 +693,22 @@ fn selected_pair_rtt(report: &RTCStatsReport) -> Option<f64> {
     Some(pair.current_round_trip_time.max(0.0) * 1000.0)
 }
 
-/// The selected candidate pair's `local/remote` candidate types.
-fn selected_pair_types(report: &RTCStatsReport) -> Option<String> {
-    use webrtc::peer_connection::{RTCIceCandidateType, RTCStatsReportEntry};
-    let selected = report
-        .transport()
-        .map(|t| t.selected_candidate_pair_id.as_str())
-        .filter(|id| !id.is_empty());
-    let pair = report
-        .candidate_pairs()
-        .filter(|p| match selected {
-            Some(id) => p.stats.id == id,
-            None => p.nominated,
-        })
-        .last()?;
-    let kind = |id: &str| {
-        let ty = match report.get(id)? {
-            RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c) => {
-                c.candidate_type
-            }
-            _ => return None,
-        };
-        Some(match ty {
-            RTCIceCandidateType::Host => "host",
-            RTCIceCandidateType::Srflx => "srflx",
-            RTCIceCandidateType::Prflx => "prflx",
-            RTCIceCandidateType::Relay => "relay",
-            _ => "unknown",
-        })
+/// The selected candidate pair's `local/remote` candidate types, from the ICE transport.
+async fn selected_pair_types(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use webrtc::peer_connection::RTCIceCandidateType;
+    let ice = pc.sctp().await?.transport().ice_transport();
+    let pair = ice.get_selected_candidate_pair().await.ok()??;
+    let kind = |t: RTCIceCandidateType| match t {
+        RTCIceCandidateType::Host => "host",
+        RTCIceCandidateType::Srflx => "srflx",
+        RTCIceCandidateType::Prflx => "prflx",
+        RTCIceCandidateType::Relay => "relay",
+        _ => "unknown",
     };
     Some(format!(
         "{}/{}",
-        kind(&pair.local_candidate_id)?,
-        kind(&pair.remote_candidate_id)?
+        kind(pair.local().typ),
+        kind(pair.remote().typ)
     ))
 }
 
