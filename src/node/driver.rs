@@ -305,6 +305,12 @@ impl<P: Platform> Shared<P> {
             }),
         });
         shared.attach_server(client, contacts);
+        {
+            let s = shared.state.borrow();
+            if needs_ice_warning(&s.config.signaling, &s.config.ice_servers) {
+                warn_once::<P>();
+            }
+        }
         shared.start_announcing();
         Ok((shared, rx))
     }
@@ -1274,6 +1280,51 @@ impl<P: Platform> Shared<P> {
     }
 }
 
+/// Warns, once per page or process, that peers behind NATs will not connect.
+fn warn_once<P: Platform>() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        P::warn(
+            "rhizome: no ICE servers are configured and the signaling server offered none, \
+             but it is not on this machine or a private network: peers behind NATs will not \
+             connect to each other. Give `iceServers` (STUN and TURN) or run the signaling \
+             server with --stun/--turn (see README, Deploying).",
+        );
+    }
+}
+
+/// Whether a node should warn that it has no ICE servers: none configured or offered,
+/// and a signaling server that is neither loopback nor on a private network (so its
+/// peers are probably spread over the Internet, behind NATs).
+pub(super) fn needs_ice_warning(signaling: &[String], ice: &[IceServer]) -> bool {
+    ice.is_empty() && signaling.iter().any(|url| !is_local_url(url))
+}
+
+/// Whether a `ws://host:port/...` URL names a loopback, private or link-local host.
+fn is_local_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
+}
+
 /// The application's ICE servers, then the offered ones whose URLs it does not list.
 pub(super) fn merge_ice(own: &[IceServer], offered: Vec<IceServer>) -> Vec<IceServer> {
     let mut merged = own.to_vec();
@@ -1414,9 +1465,35 @@ mod tests {
             ]
         );
         assert_eq!(merge_ice(&own, vec![]), own);
+        assert!(!needs_ice_warning(&["wss://x.example/ws".into()], &own));
         assert_eq!(
             merge_ice(&[], vec![server("stun:x", None)]),
             vec![server("stun:x", None)]
         );
+    }
+
+    #[test]
+    fn only_a_public_signaling_server_without_ice_servers_warns() {
+        let warns = |url: &str| needs_ice_warning(&[url.to_string()], &[]);
+        for local in [
+            "ws://127.0.0.1:8080/ws",
+            "ws://localhost:8080/ws",
+            "ws://10.1.2.3/ws",
+            "ws://172.16.0.1:1/ws",
+            "ws://192.168.1.10:8080/ws",
+            "ws://[::1]:8080/ws",
+            "ws://[fd00::1]/ws",
+            "ws://box.local:8080/ws",
+        ] {
+            assert!(!warns(local), "{local}");
+        }
+        for public in [
+            "wss://signal.example/ws",
+            "ws://203.0.113.1:8080/ws",
+            "wss://user@8.8.8.8/ws",
+            "ws://[2001:db8::1]:80/ws",
+        ] {
+            assert!(warns(public), "{public}");
+        }
     }
 }

@@ -53,6 +53,9 @@ pub(crate) trait Platform: Sized + 'static {
     fn connections_alive() -> u32 {
         0
     }
+    /// Tells the developer something once (the browser's console); natively nothing,
+    /// since a library does not write to a process's stderr on its own.
+    fn warn(_message: &str) {}
     /// Called while the node's first signaling session is opening: a platform may prepare
     /// what its first connection will need (the browser makes an `RTCPeerConnection`).
     fn prewarm(_config: &NodeConfig) {}

@@ -71,6 +71,10 @@ impl Platform for Web {
         web::connections_alive()
     }
 
+    fn warn(message: &str) {
+        web_sys::console::warn_1(&message.into());
+    }
+
     fn prewarm(config: &NodeConfig) {
         web::prewarm(&config.ice_servers);
     }
