@@ -7,7 +7,8 @@
 // too.
 //
 // Runs inside scripts/nat-lab (scripts/test does that); without a lab it is skipped.
-// Set RHIZOME_NAT_REPORT=path to write the measured table as JSON.
+// Set RHIZOME_NAT_REPORT=path to write the measured table as JSON, and
+// RHIZOME_NAT_SEQUENTIAL=1 to run the pairs one at a time (for timings).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -136,13 +137,23 @@ function pairs() {
 const relayed = (pair) => pair?.includes('relay') ?? false;
 const results = { turn: [], stun: [] };
 
-test('NAT matrix (native peers): without a relay, all but symmetric-involving pairs connect directly; the rest report ice-failed', { skip, timeout: 150_000 }, async () => {
+test('NAT matrix (native peers): without a relay, all but symmetric-involving pairs connect directly; the rest report ice-failed', { skip, timeout: process.env.RHIZOME_NAT_SEQUENTIAL ? 600_000 : 150_000 }, async () => {
   const all = pairs();
   const started = performance.now();
-  const [turn, stun] = await Promise.all([
-    Promise.all(all.map(([a, b, kind]) => runPair(a, b, process.env.RHIZOME_LAB_SIGNALING_TURN, 'turn').then((r) => ({ kind, ...r })))),
-    Promise.all(all.map(([a, b, kind]) => runPair(a, b, process.env.RHIZOME_LAB_SIGNALING_STUN, 'stun').then((r) => ({ kind, ...r })))),
-  ]);
+  const run = (url, tag) => ([a, b, kind]) => runPair(a, b, url, tag).then((r) => ({ kind, ...r }));
+  const turnRun = run(process.env.RHIZOME_LAB_SIGNALING_TURN, 'turn');
+  const stunRun = run(process.env.RHIZOME_LAB_SIGNALING_STUN, 'stun');
+  let turn;
+  let stun;
+  if (process.env.RHIZOME_NAT_SEQUENTIAL) {
+    // One pair at a time, for set-up times not inflated by 43 other processes (~3 min).
+    turn = [];
+    stun = [];
+    for (const p of all) turn.push(await turnRun(p));
+    for (const p of all) stun.push(await stunRun(p));
+  } else {
+    [turn, stun] = await Promise.all([Promise.all(all.map(turnRun)), Promise.all(all.map(stunRun))]);
+  }
   results.turn = turn;
   results.stun = stun;
   const row = (r) => `${r.kind.padEnd(22)} ${r.connected ? `connected ${String(r.setupMs).padStart(5)} ms  ${r.pair ?? '?'}` : (r.iceFailed ? `ice-failed after ${r.failedAfterMs} ms` : 'no connection, no ice-failed')}`;
