@@ -192,6 +192,12 @@ export interface LinkStats {
   open: boolean;
   /** Round-trip time in ms (ICE stats, re-read at most every 2 s); `null` until measured. */
   rtt_ms: number | null;
+  /**
+   * The selected ICE candidate pair's types, `"local/remote"` (`host`, `srflx`, `prflx`
+   * or `relay` each; `relay` on a side: through a TURN server), read with `rtt_ms`;
+   * `null` until known.
+   */
+  candidate_pair: string | null;
   bytes_sent: number;
   bytes_received: number;
 }
@@ -1069,6 +1075,7 @@ fn stats_to_js(s: &NodeStats) -> JsValue {
             kind,
             open,
             rtt_ms,
+            candidate_pair,
             bytes_sent,
             bytes_received,
         } = l;
@@ -1077,6 +1084,12 @@ fn stats_to_js(s: &NodeStats) -> JsValue {
             ("kind", (*kind).into()),
             ("open", (*open).into()),
             ("rtt_ms", js_opt(*rtt_ms)),
+            (
+                "candidate_pair",
+                candidate_pair
+                    .as_deref()
+                    .map_or(JsValue::NULL, JsValue::from_str),
+            ),
             ("bytes_sent", js_num(*bytes_sent)),
             ("bytes_received", js_num(*bytes_received)),
         ])

@@ -260,6 +260,10 @@ pub struct LinkStats {
     /// Round-trip time in ms, from the transport's ICE statistics (`getStats()` in the
     /// browser), re-read at most every 2 s; `None` until measured.
     pub rtt_ms: Option<f64>,
+    /// The selected ICE candidate pair's types, `local/remote` (`host`, `srflx`,
+    /// `prflx` or `relay` each; `relay` on either side means through a TURN server),
+    /// read with the round-trip time; `None` until known.
+    pub candidate_pair: Option<String>,
     /// Bytes handed to it (all frames).
     pub bytes_sent: u64,
     /// Bytes received on it (all frames).
@@ -620,6 +624,13 @@ impl Node {
     /// DHT links, and handshakes under way.
     pub fn connections(&self) -> Vec<PeerId> {
         self.shared.state.borrow().overlay.connections().collect()
+    }
+
+    /// The ICE servers this node's next connections use: the configured
+    /// [`NodeConfig::ice_servers`], then those the signaling server offered (with TURN
+    /// credentials, refreshed by the server before they expire).
+    pub fn ice_servers(&self) -> Vec<IceServer> {
+        self.shared.state.borrow().config.ice_servers.clone()
     }
 
     /// The passive view: peers known by address, kept for repair.

@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::id::{IdError, Identity, PeerId, Signature};
+pub use crate::transport::IceServer;
 
 mod json;
 pub use json::JsonError;
@@ -131,6 +132,22 @@ pub enum ServerMsg {
     Welcome {
         /// Other members to connect to.
         peers: Vec<PeerId>,
+        /// STUN/TURN servers the server offers (TURN ones with short-lived credentials),
+        /// for the client's connections from now on, merged with its own. JSON
+        /// `iceServers`, absent when empty, so older clients and servers are unaffected.
+        #[cfg_attr(
+            not(target_arch = "wasm32"),
+            serde(default, rename = "iceServers", skip_serializing_if = "Vec::is_empty")
+        )]
+        ice_servers: Vec<IceServer>,
+    },
+    /// Fresh ICE servers (new TURN credentials) for a joined session, sent before the
+    /// previous ones expire; they replace the ones of the `welcome` (or of the previous
+    /// `ice-servers`). A client that does not know this message may ignore it.
+    IceServers {
+        /// As in [`ServerMsg::Welcome`].
+        #[cfg_attr(not(target_arch = "wasm32"), serde(rename = "iceServers"))]
+        ice_servers: Vec<IceServer>,
     },
     /// An envelope relayed from another member of the room.
     Signal {

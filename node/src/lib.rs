@@ -24,6 +24,17 @@
 //! `message` is a direct message for us; `delivered` says a direct message we sent was
 //! acknowledged (a failed one is reported on stderr with its code).
 //!
+//! The input line `/links` is not broadcast: it prints one line per connection and an end
+//! marker, `<pair>` being the selected ICE candidate pair's types (`host/srflx`,
+//! `relay/srflx`, ...; `-` until known) and `<rtt>` the round-trip time in ms (`-` until
+//! measured). Both are re-read in the background at most every 2 s, so ask again for
+//! fresh values:
+//!
+//! ```text
+//! link <peer id> <active|dht|other> <open|opening> <pair> <rtt>
+//! links-end
+//! ```
+//!
 //! `<text>` is the payload as UTF-8 (invalid bytes replaced), with `\`, newlines and
 //! carriage returns escaped as `\\`, `\n` and `\r` so each broadcast stays on one line.
 //! Errors the node survives go to stderr.
@@ -176,6 +187,21 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             line = lines.next(), if reading => match line {
+                Some(line) if line.trim() == "/links" => {
+                    for l in node.stats().links {
+                        writeln!(
+                            out,
+                            "link {} {} {} {} {}",
+                            l.peer,
+                            l.kind,
+                            if l.open { "open" } else { "opening" },
+                            l.candidate_pair.as_deref().unwrap_or("-"),
+                            l.rtt_ms.map_or("-".to_string(), |ms| format!("{ms:.1}")),
+                        )?;
+                    }
+                    writeln!(out, "links-end")?;
+                    out.flush()?;
+                }
                 Some(line) => match direct_line(&line) {
                     Some(Ok((to, text))) => {
                         let sent = node.send(to, text.as_bytes().to_vec());

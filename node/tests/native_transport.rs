@@ -122,7 +122,7 @@ impl Endpoint {
                 }
                 Some(SignalingEvent::Closed(r)) => panic!("server closed: {r}"),
                 None => panic!("the session ended"),
-                Some(SignalingEvent::Error { .. }) => continue,
+                Some(SignalingEvent::Error { .. } | SignalingEvent::IceServers(_)) => continue,
             }
         };
         let first = envelope.open(&me.peer_id()).expect("a valid envelope");

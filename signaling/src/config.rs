@@ -130,6 +130,66 @@ pub struct Config {
     /// (it beats every quarter of this): a crashed server's members vanish within it.
     #[arg(long, env = "RHIZOME_CLUSTER_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cluster_ttl: Duration,
+
+    /// STUN server URL offered to clients in `welcome` (e.g. `stun:turn.example:3478`);
+    /// repeat the flag or separate with commas.
+    #[arg(long = "stun", env = "RHIZOME_STUN", value_delimiter = ',')]
+    pub stun: Vec<String>,
+
+    /// TURN server URL offered to clients with short-lived credentials (e.g.
+    /// `turn:turn.example:3478?transport=udp`); repeat the flag or separate with commas.
+    /// Needs `--turn-secret`.
+    #[arg(
+        long = "turn",
+        env = "RHIZOME_TURN",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
+    pub turn: Vec<String>,
+
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`), from
+    /// which each client's credentials are derived. Never sent to a client nor logged.
+    #[arg(long, env = "RHIZOME_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<TurnSecret>,
+
+    /// Lifetime of the TURN credentials in a `welcome`; joined sessions get fresh ones
+    /// (an `ice-servers` message) every half of it (e.g. "1h", "10m").
+    #[arg(long, env = "RHIZOME_TURN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub turn_ttl: Duration,
+}
+
+/// The TURN shared secret. Its `Debug` form is redacted, so a logged [`Config`] does not
+/// show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnSecret(String);
+
+impl TurnSecret {
+    /// A secret from its text.
+    pub fn new(secret: impl Into<String>) -> Self {
+        TurnSecret(secret.into())
+    }
+
+    /// The secret's bytes, the HMAC key.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for TurnSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnSecret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for TurnSecret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("the TURN secret is empty".into());
+        }
+        Ok(TurnSecret(s.to_string()))
+    }
 }
 
 impl Default for Config {
@@ -157,6 +217,10 @@ impl Default for Config {
             cluster: None,
             cluster_optional: false,
             cluster_ttl: Duration::from_secs(10),
+            stun: Vec::new(),
+            turn: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -198,6 +262,31 @@ mod tests {
     fn the_command_line_defaults_are_the_library_defaults() {
         let cli = Cli::try_parse_from(["rhizome-signaling"]).unwrap();
         assert_eq!(cli.config, Config::default());
+    }
+
+    #[test]
+    fn ice_flags_parse_and_the_secret_is_redacted() {
+        let cli = Cli::try_parse_from([
+            "rhizome-signaling",
+            "--stun",
+            "stun:a:3478",
+            "--turn",
+            "turn:a:3478?transport=udp,turn:a:3478?transport=tcp",
+            "--turn-secret",
+            "s3cr3t-value",
+            "--turn-ttl",
+            "10m",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.stun, ["stun:a:3478"]);
+        assert_eq!(cli.config.turn.len(), 2);
+        assert_eq!(cli.config.turn_ttl, Duration::from_secs(600));
+        let shown = format!("{:?}", cli.config);
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("redacted"));
+        // TURN without a secret is refused: credentials could not be made.
+        assert!(Cli::try_parse_from(["rhizome-signaling", "--turn", "turn:a"]).is_err());
+        assert!(Cli::try_parse_from(["rhizome-signaling", "--turn-secret", ""]).is_err());
     }
 
     #[test]

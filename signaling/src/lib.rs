@@ -25,7 +25,8 @@
 //! # }
 //! ```
 //!
-//! Modules: [`config`] (every limit), `server` (accept loop, routes and shutdown),
+//! Modules: [`config`] (every limit), [`ice`] (STUN/TURN servers offered, with TURN
+//! credentials), `server` (accept loop, routes and shutdown),
 //! `connections` (the connection cap), `session` (one WebSocket), `rooms` (the
 //! registry), `mailbox` (relay queues), `rate_limit` (token bucket), [`telemetry`]
 //! (Prometheus metrics), `cluster` (several servers as one, over Redis).
@@ -35,6 +36,7 @@
 mod cluster;
 pub mod config;
 mod connections;
+pub mod ice;
 mod mailbox;
 mod rate_limit;
 mod rooms;

@@ -166,7 +166,19 @@ impl Session {
         // would cost more than the frame.
         let timer = sleep_until(deadline(false, idle_at).0);
         tokio::pin!(timer);
+        // Fresh TURN credentials for a joined session every half of their lifetime.
+        let refresh_every = crate::ice::refresh_every(config);
+        let refresh =
+            sleep_until(Instant::now() + refresh_every.unwrap_or(Duration::from_secs(3600)));
+        tokio::pin!(refresh);
+        let mut refresh_armed = false;
         loop {
+            if !refresh_armed && self.joined.is_some() {
+                if let Some(every) = refresh_every {
+                    refresh.as_mut().reset(Instant::now() + every);
+                    refresh_armed = true;
+                }
+            }
             let step = tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => {
@@ -179,6 +191,16 @@ impl Session {
                         "a newer session joined with the same peer id",
                     )),
                 },
+                () = &mut refresh, if refresh_armed => {
+                    refresh_armed = false;
+                    match &self.joined {
+                        Some((_, peer)) => {
+                            let ice_servers = crate::ice::offer(config, peer);
+                            self.send(&ServerMsg::IceServers { ice_servers }).await
+                        }
+                        None => Ok(()),
+                    }
+                }
                 () = &mut timer => {
                     let (at, expired) = deadline(self.joined.is_some(), idle_at);
                     if Instant::now() >= at {
@@ -284,7 +306,11 @@ impl Session {
                 }
                 self.joined = Some((room, peer));
                 self.signal_prefix = signal_prefix(&peer);
-                self.send(&ServerMsg::Welcome { peers: sample }).await
+                self.send(&ServerMsg::Welcome {
+                    peers: sample,
+                    ice_servers: crate::ice::offer(&self.shared.config, &peer),
+                })
+                .await
             }
             Err(JoinError::RoomFull) => {
                 let message = format!(

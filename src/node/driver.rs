@@ -49,8 +49,15 @@ use crate::topology::{
 };
 use crate::transport::guard::{self, Admit, Claim, OfferVerdict};
 use crate::transport::signaling_types::SignalingEvent;
-use crate::transport::ConnEvent;
+use crate::transport::{ConnEvent, IceServer};
 use crate::wire::MsgId;
+/// A connection that did not open this long after it was registered, although the peer
+/// answered, counts as a failed ICE negotiation (`ice-failed`).
+pub(super) const ICE_FAILED_AFTER_MS: u64 = 5_000;
+/// `ice-failed` is raised at most once per peer in this long.
+pub(super) const ICE_FAILED_REPEAT_MS: u64 = 3_600_000;
+/// Peers remembered for that; beyond, the oldest are forgotten (a warning repeats).
+const MAX_ICE_FAILED_REMEMBERED: usize = 1024;
 /// Most signals (offer or answer, candidates) taken from the remote side for one
 /// connection; the rest are dropped.
 const MAX_SIGNALS_PER_ATTEMPT: u32 = 128;
@@ -137,6 +144,11 @@ pub(super) struct State<P: Platform> {
     pub(super) pacer: guard::Pacer,
     /// Offers from unknown peers dropped before a connection was made.
     pub(super) offers_refused: u64,
+    /// The application's own ICE servers (`config.ice_servers` as given); the config's
+    /// list is these merged with what the signaling server offers.
+    own_ice: Vec<IceServer>,
+    /// When an `ice-failed` error was last raised for each peer (at most once an hour).
+    ice_failed_at: BTreeMap<PeerId, u64>,
 }
 
 impl<P: Platform> State<P> {
@@ -168,6 +180,11 @@ impl<P: Platform> State<P> {
                 },
                 open: c.open,
                 rtt_ms: self.link_rtt_ms(peer),
+                candidate_pair: c
+                    .conn
+                    .as_ref()
+                    .filter(|_| c.open)
+                    .and_then(|c| c.candidate_pair()),
                 bytes_sent: c.bytes_sent,
                 bytes_received: c.bytes_received,
             })
@@ -177,6 +194,13 @@ impl<P: Platform> State<P> {
     }
 
     /// The round-trip time to `peer` in whole microseconds, as announcements carry it.
+    /// Takes the ICE servers the current signaling server offers (replacing what an
+    /// earlier server or `welcome` offered) into use for every later connection: the
+    /// application's own first, then the server's that the application does not name.
+    fn use_server_ice(&mut self, offered: Vec<IceServer>) {
+        self.config.ice_servers = merge_ice(&self.own_ice, offered);
+    }
+
     fn link_rtt_us(&self, peer: &PeerId) -> Option<u32> {
         self.link_rtt_ms(peer)
             .map(|ms| (ms * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32)
@@ -245,6 +269,7 @@ impl<P: Platform> Shared<P> {
         )
         .await?;
         let (events, rx) = mpsc::unbounded();
+        let own_ice = config.ice_servers.clone();
         let overlay = Overlay::new(identity.clone(), config.overlay.clone(), random_u64::<P>());
         let shared = Rc::new(Shared {
             state: RefCell::new(State {
@@ -275,9 +300,17 @@ impl<P: Platform> Shared<P> {
                 memory: guard::Memory::default(),
                 pacer: guard::Pacer::new(P::now_ms()),
                 offers_refused: 0,
+                own_ice,
+                ice_failed_at: BTreeMap::new(),
             }),
         });
         shared.attach_server(client, contacts);
+        {
+            let s = shared.state.borrow();
+            if needs_ice_warning(&s.config.signaling, &s.config.ice_servers) {
+                warn_once::<P>();
+            }
+        }
         shared.start_announcing();
         Ok((shared, rx))
     }
@@ -347,6 +380,9 @@ impl<P: Platform> Shared<P> {
                 // A connection still being made is closed by its maker, which finds
                 // itself replaced.
                 let conn = self.state.borrow_mut().conns.remove(&peer);
+                if let Some(c) = &conn {
+                    self.note_failed_ice(peer, c);
+                }
                 if let Some(conn) = conn.and_then(|c| c.conn) {
                     self.state.borrow_mut().flushing += 1;
                     let weak = Rc::downgrade(self);
@@ -877,11 +913,56 @@ impl<P: Platform> Shared<P> {
     pub(super) fn remove_connection(self: &Rc<Self>, peer: PeerId) -> bool {
         let conn = self.state.borrow_mut().conns.remove(&peer);
         let Some(c) = conn else { return false };
+        self.note_failed_ice(peer, &c);
         if let Some(conn) = c.conn {
             conn.close();
         }
         self.input(Input::ConnectionDown { peer });
         true
+    }
+
+    /// A connection given up before it opened although the peer answered (it sent
+    /// signals for it) and ICE had [`ICE_FAILED_AFTER_MS`] to find a path: signaling
+    /// worked, so the peer is there, but no candidate pair did — typically two NATs that
+    /// need a TURN relay and none is configured. Raises `ice-failed` naming the peer, at
+    /// most once per peer per [`ICE_FAILED_REPEAT_MS`], so an application can tell this
+    /// from a peer that is gone.
+    fn note_failed_ice(&self, peer: PeerId, c: &Conn<P>) {
+        let now = P::now_ms();
+        if c.open || c.remote_attempt.is_none() || now.saturating_sub(c.since) < ICE_FAILED_AFTER_MS
+        {
+            return;
+        }
+        let raise = {
+            let mut s = self.state.borrow_mut();
+            let recent = s
+                .ice_failed_at
+                .get(&peer)
+                .is_some_and(|&at| now.saturating_sub(at) < ICE_FAILED_REPEAT_MS);
+            if !recent {
+                if s.ice_failed_at.len() >= MAX_ICE_FAILED_REMEMBERED {
+                    s.ice_failed_at
+                        .retain(|_, at| now.saturating_sub(*at) < ICE_FAILED_REPEAT_MS);
+                }
+                if s.ice_failed_at.len() < MAX_ICE_FAILED_REMEMBERED {
+                    s.ice_failed_at.insert(peer, now);
+                }
+            }
+            !recent
+        };
+        if raise {
+            let servers = self.state.borrow().config.ice_servers.len();
+            self.emit(NodeEvent::Error {
+                code: "ice-failed",
+                message: format!(
+                    "the peer answered but no ICE candidate pair worked within {} s ({} ICE \
+                     server(s) configured); behind NATs that need a relay, only a TURN server helps",
+                    now.saturating_sub(c.since) / 1000,
+                    servers
+                ),
+                peer: Some(peer),
+            });
+        }
     }
 
     fn deliver_signal(self: &Rc<Self>, envelope: SignedEnvelope, payload: SignalPayload) {
@@ -1047,8 +1128,10 @@ impl<P: Platform> Shared<P> {
     /// pings it, until it closes or the node lets it go.
     fn attach_server(self: &Rc<Self>, mut client: P::Signaling, contacts: Vec<PeerId>) {
         let (stop_tx, mut stop) = oneshot::channel::<()>();
+        let offered = client.ice_servers();
         let (session, ping_ms) = {
             let mut s = self.state.borrow_mut();
+            s.use_server_ice(offered);
             s.server = Some(client.sender());
             s.server_stop = Some(stop_tx);
             s.server_session += 1;
@@ -1128,6 +1211,9 @@ impl<P: Platform> Shared<P> {
                             shared.remove_connection(p);
                         }
                     }
+                    SignalingEvent::IceServers(offered) => {
+                        shared.state.borrow_mut().use_server_ice(offered);
+                    }
                     SignalingEvent::Closed(_) => break,
                 }
             }
@@ -1193,6 +1279,62 @@ impl<P: Platform> Shared<P> {
             }
         });
     }
+}
+
+/// Warns, once per page or process, that peers behind NATs will not connect.
+fn warn_once<P: Platform>() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        P::warn(
+            "rhizome: no ICE servers are configured and the signaling server offered none, \
+             but it is not on this machine or a private network: peers behind NATs will not \
+             connect to each other. Give `iceServers` (STUN and TURN) or run the signaling \
+             server with --stun/--turn (see README, Deploying).",
+        );
+    }
+}
+
+/// Whether a node should warn that it has no ICE servers: none configured or offered,
+/// and a signaling server that is neither loopback nor on a private network (so its
+/// peers are probably spread over the Internet, behind NATs).
+pub(super) fn needs_ice_warning(signaling: &[String], ice: &[IceServer]) -> bool {
+    ice.is_empty() && signaling.iter().any(|url| !is_local_url(url))
+}
+
+/// Whether a `ws://host:port/...` URL names a loopback, private or link-local host.
+fn is_local_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
+}
+
+/// The application's ICE servers, then the offered ones whose URLs it does not list.
+pub(super) fn merge_ice(own: &[IceServer], offered: Vec<IceServer>) -> Vec<IceServer> {
+    let mut merged = own.to_vec();
+    for server in offered {
+        if !own.iter().any(|o| o.urls == server.urls) {
+            merged.push(server);
+        }
+    }
+    merged
 }
 
 /// Closes a connection once what it has queued is sent (at most ~2 s).
@@ -1291,6 +1433,68 @@ async fn forward_events<P: Platform>(
                 shared.remove_connection(peer);
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, user: Option<&str>) -> IceServer {
+        IceServer {
+            urls: vec![url.to_string()],
+            username: user.map(str::to_string),
+            credential: user.map(|_| "c".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_applications_ice_servers_come_first_and_win_over_offered_duplicates() {
+        let own = vec![server("stun:own", None), server("turn:shared", Some("app"))];
+        let offered = vec![
+            server("turn:shared", Some("srv")),
+            server("turn:srv", Some("srv")),
+        ];
+        let merged = merge_ice(&own, offered);
+        assert_eq!(
+            merged,
+            vec![
+                server("stun:own", None),
+                server("turn:shared", Some("app")),
+                server("turn:srv", Some("srv")),
+            ]
+        );
+        assert_eq!(merge_ice(&own, vec![]), own);
+        assert!(!needs_ice_warning(&["wss://x.example/ws".into()], &own));
+        assert_eq!(
+            merge_ice(&[], vec![server("stun:x", None)]),
+            vec![server("stun:x", None)]
+        );
+    }
+
+    #[test]
+    fn only_a_public_signaling_server_without_ice_servers_warns() {
+        let warns = |url: &str| needs_ice_warning(&[url.to_string()], &[]);
+        for local in [
+            "ws://127.0.0.1:8080/ws",
+            "ws://localhost:8080/ws",
+            "ws://10.1.2.3/ws",
+            "ws://172.16.0.1:1/ws",
+            "ws://192.168.1.10:8080/ws",
+            "ws://[::1]:8080/ws",
+            "ws://[fd00::1]/ws",
+            "ws://box.local:8080/ws",
+        ] {
+            assert!(!warns(local), "{local}");
+        }
+        for public in [
+            "wss://signal.example/ws",
+            "ws://203.0.113.1:8080/ws",
+            "wss://user@8.8.8.8/ws",
+            "ws://[2001:db8::1]:80/ws",
+        ] {
+            assert!(warns(public), "{public}");
         }
     }
 }

@@ -134,6 +134,10 @@ impl Connection for NativeConnection {
         NativeConnection::rtt_ms(self)
     }
 
+    fn candidate_pair(&self) -> Option<String> {
+        NativeConnection::candidate_pair(self)
+    }
+
     fn close(&self) {
         NativeConnection::close(self)
     }
@@ -156,6 +160,10 @@ impl SignalingSession for SignalingClient {
 
     fn ping(&self) -> Result<(), SignalingError> {
         SignalingClient::ping(self)
+    }
+
+    fn ice_servers(&self) -> Vec<crate::transport::IceServer> {
+        SignalingClient::ice_servers(self).to_vec()
     }
 
     async fn next_event(&mut self) -> Option<SignalingEvent> {

@@ -18,7 +18,7 @@ use super::NodeConfig;
 use crate::id::{Identity, PeerId};
 use crate::signal::{SignalPayload, SignedEnvelope};
 use crate::transport::signaling_types::{SignalingError, SignalingEvent};
-use crate::transport::{ConnEvent, TransportError};
+use crate::transport::{ConnEvent, IceServer, TransportError};
 
 /// A result of creating a connection: the connection and the stream of its events.
 pub(crate) type Created<C> = Result<(C, mpsc::UnboundedReceiver<ConnEvent>), TransportError>;
@@ -53,6 +53,9 @@ pub(crate) trait Platform: Sized + 'static {
     fn connections_alive() -> u32 {
         0
     }
+    /// Tells the developer something once (the browser's console); natively nothing,
+    /// since a library does not write to a process's stderr on its own.
+    fn warn(_message: &str) {}
     /// Called while the node's first signaling session is opening: a platform may prepare
     /// what its first connection will need (the browser makes an `RTCPeerConnection`).
     fn prewarm(_config: &NodeConfig) {}
@@ -87,6 +90,11 @@ pub(crate) trait Connection: 'static {
     /// Round-trip time to the peer in ms, as last measured; `None` until measured. Cheap:
     /// the transport re-measures in the background at most every 2 s, never per message.
     fn rtt_ms(&self) -> Option<f64>;
+    /// The selected ICE candidate pair's types, `local/remote`, as last read with the
+    /// round-trip time; `None` until known or where the platform does not tell.
+    fn candidate_pair(&self) -> Option<String> {
+        None
+    }
     /// Closes at once; a `Closed` event follows (or has been sent).
     fn close(&self);
     /// Closes and, where the platform can tell, waits until the peer has been told (a
@@ -104,6 +112,8 @@ pub(crate) trait SignalingSession: 'static {
     fn sender(&self) -> Self::Sender;
     /// Sends a heartbeat.
     fn ping(&self) -> Result<(), SignalingError>;
+    /// The ICE servers the server offered when we joined.
+    fn ice_servers(&self) -> Vec<IceServer>;
     /// The next thing the server said; `None` once closed. Cancel-safe.
     async fn next_event(&mut self) -> Option<SignalingEvent>;
     /// Closes the session.

@@ -71,6 +71,10 @@ impl Platform for Web {
         web::connections_alive()
     }
 
+    fn warn(message: &str) {
+        web_sys::console::warn_1(&message.into());
+    }
+
     fn prewarm(config: &NodeConfig) {
         web::prewarm(&config.ice_servers);
     }
@@ -123,6 +127,10 @@ impl Connection for WebConnection {
         WebConnection::rtt_ms(self)
     }
 
+    fn candidate_pair(&self) -> Option<String> {
+        WebConnection::candidate_pair(self)
+    }
+
     fn close(&self) {
         WebConnection::close(self)
     }
@@ -145,6 +153,10 @@ impl SignalingSession for SignalingClient {
 
     fn ping(&self) -> Result<(), SignalingError> {
         SignalingClient::ping(self)
+    }
+
+    fn ice_servers(&self) -> Vec<crate::transport::IceServer> {
+        SignalingClient::ice_servers(self).to_vec()
     }
 
     async fn next_event(&mut self) -> Option<SignalingEvent> {

@@ -10,7 +10,9 @@
 //! the server keeps serde_json. The tests check byte-for-byte agreement with serde_json,
 //! which matters for [`SignalPayload`]: its JSON text is what gets signed.
 
-use super::{ClientMsg, EnvelopeJson, ErrorCode, ServerMsg, SignalPayload, SignedEnvelope};
+use super::{
+    ClientMsg, EnvelopeJson, ErrorCode, IceServer, ServerMsg, SignalPayload, SignedEnvelope,
+};
 use crate::id::{PeerId, Signature};
 
 /// Why a frame could not be read.
@@ -231,6 +233,10 @@ impl ServerMsg {
                         .map(peer_id)
                         .collect::<Result<Vec<_>>>()
                 })?,
+                ice_servers: f.opt("iceServers", ice_servers)?.unwrap_or_default(),
+            },
+            "ice-servers" => ServerMsg::IceServers {
+                ice_servers: f.req("iceServers", ice_servers)?,
             },
             "signal" => ServerMsg::Signal {
                 from: f.peer("from")?,
@@ -353,6 +359,31 @@ fn peer_id(raw: &str) -> Result<PeerId> {
     string(raw)?
         .parse::<PeerId>()
         .map_err(|_| JsonError("bad peer id"))
+}
+
+/// A list of ICE servers (`[{urls, username?, credential?}]`, `urls` a string or an
+/// array of strings, as in `RTCIceServer`) from the raw text of a JSON array.
+fn ice_servers(raw: &str) -> Result<Vec<IceServer>> {
+    array(raw)?
+        .into_iter()
+        .map(|item| {
+            let f = Fields::parse(item)?;
+            let urls = f.get("urls")?;
+            let urls = if urls.starts_with('[') {
+                array(urls)?
+                    .into_iter()
+                    .map(string)
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                vec![string(urls)?]
+            };
+            Ok(IceServer {
+                urls,
+                username: f.opt("username", string)?,
+                credential: f.opt("credential", string)?,
+            })
+        })
+        .collect()
 }
 
 /// A string from the raw text of a JSON value.
@@ -698,8 +729,22 @@ mod tests {
                 nonce: "9f2c".into(),
                 version: 1,
             },
-            ServerMsg::Welcome { peers: vec![] },
-            ServerMsg::Welcome { peers: vec![a, b] },
+            ServerMsg::Welcome {
+                peers: vec![],
+                ice_servers: vec![],
+            },
+            ServerMsg::Welcome {
+                peers: vec![a, b],
+                ice_servers: vec![],
+            },
+            ServerMsg::Welcome {
+                peers: vec![a],
+                ice_servers: ice(),
+            },
+            ServerMsg::IceServers { ice_servers: ice() },
+            ServerMsg::IceServers {
+                ice_servers: vec![],
+            },
             ServerMsg::Signal {
                 from: a,
                 envelope: serde_json::json!({"x": [1, -2.5e3, null, true, {"y": "\u{2028}"}]}),
@@ -723,6 +768,70 @@ mod tests {
             assert_eq!(ServerMsg::from_text(&text).unwrap(), m, "{text}");
             let pretty = serde_json::to_string_pretty(&m).unwrap();
             assert_eq!(ServerMsg::from_text(&pretty).unwrap(), m, "{pretty}");
+        }
+    }
+
+    fn ice() -> Vec<IceServer> {
+        vec![
+            IceServer {
+                urls: vec!["stun:198.51.100.1:3478".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec![
+                    "turn:198.51.100.1:3478?transport=udp".into(),
+                    "turns:turn.example:443".into(),
+                ],
+                username: Some(format!("1780000000:{}", "ab".repeat(32))),
+                credential: Some("k2P/+x==".into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn ice_servers_in_a_welcome_are_read_and_absent_ones_are_none() {
+        let a = Identity::from_secret_bytes([1; 32]).peer_id();
+        let welcome = ServerMsg::Welcome {
+            peers: vec![a],
+            ice_servers: ice(),
+        };
+        let v = serde_json::to_value(&welcome).unwrap();
+        assert_eq!(
+            v["iceServers"][1]["username"],
+            ice()[1].username.clone().unwrap()
+        );
+        assert!(v["iceServers"][0].get("username").is_none());
+        // An old server's welcome, and an empty list, which a new server omits.
+        let old = format!(r#"{{"type":"welcome","peers":["{a}"]}}"#);
+        let empty = ServerMsg::Welcome {
+            peers: vec![a],
+            ice_servers: vec![],
+        };
+        assert_eq!(ServerMsg::from_text(&old).unwrap(), empty);
+        assert_eq!(serde_json::to_string(&empty).unwrap(), old);
+        // `urls` may be one string (as RTCIceServer allows); null optional fields are absent.
+        let text = r#"{"type":"ice-servers","iceServers":[{"urls":"stun:x","username":null}]}"#;
+        assert_eq!(
+            ServerMsg::from_text(text).unwrap(),
+            ServerMsg::IceServers {
+                ice_servers: vec![IceServer {
+                    urls: vec!["stun:x".into()],
+                    username: None,
+                    credential: None,
+                }],
+            }
+        );
+        for bad in [
+            r#"{"type":"ice-servers"}"#,
+            r#"{"type":"ice-servers","iceServers":{}}"#,
+            r#"{"type":"ice-servers","iceServers":[{}]}"#,
+            r#"{"type":"ice-servers","iceServers":[{"urls":7}]}"#,
+            r#"{"type":"ice-servers","iceServers":[{"urls":["a",1]}]}"#,
+            r#"{"type":"ice-servers","iceServers":[{"urls":"a","credential":1}]}"#,
+            r#"{"type":"welcome","peers":[],"iceServers":"x"}"#,
+        ] {
+            assert!(ServerMsg::from_text(bad).is_err(), "{bad}");
         }
     }
 
@@ -866,7 +975,10 @@ mod tests {
         prop_oneof![
             (arb_text(), any::<u32>())
                 .prop_map(|(nonce, version)| ServerMsg::Hello { nonce, version }),
-            prop::collection::vec(arb_peer(), 0..4).prop_map(|peers| ServerMsg::Welcome { peers }),
+            prop::collection::vec(arb_peer(), 0..4).prop_map(|peers| ServerMsg::Welcome {
+                peers,
+                ice_servers: Vec::new(),
+            }),
             (arb_peer(), arb_envelope()).prop_map(|(from, e)| ServerMsg::Signal {
                 from,
                 envelope: e.to_json(),

@@ -162,6 +162,8 @@ pub const RTT_POLL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Rtt {
     ms: Option<f64>,
+    /// The selected candidate pair's types, `local/remote` (e.g. `srflx/relay`).
+    pair: Option<String>,
     polled_at: Option<std::time::Instant>,
     polling: bool,
 }
@@ -234,6 +236,9 @@ impl PeerConnectionEventHandler for Handler {
         if init.candidate.is_empty() {
             return;
         }
+        if std::env::var_os("RHIZOME_DEBUG_ICE").is_some() {
+            eprintln!("ice: local {}", init.candidate);
+        }
         // webrtc-rs names the m-section "" here; browsers want a real mid or none, and
         // there is exactly one m-section (the data channel's): index 0.
         let sdp_mid = init.sdp_mid.filter(|m| !m.is_empty());
@@ -251,6 +256,9 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if std::env::var_os("RHIZOME_DEBUG_ICE").is_some() {
+            eprintln!("ice: state {state:?}");
+        }
         match state {
             RTCIceConnectionState::Failed => self.shared.close_once("ICE failed"),
             RTCIceConnectionState::Closed => self.shared.close_once("ICE closed"),
@@ -447,11 +455,16 @@ impl NativeConnection {
                 r.polled_at = Some(now);
                 let (pc, rtt) = (self.pc.clone(), self.rtt.clone());
                 rt.spawn(async move {
-                    let ms = selected_pair_rtt(&pc.get_stats(now, StatsSelector::None).await);
+                    let report = pc.get_stats(now, StatsSelector::None).await;
+                    let ms = selected_pair_rtt(&report);
+                    let pair = selected_pair_types(&pc).await;
                     let mut r = lock(&rtt);
                     r.polling = false;
                     if ms.is_some() {
                         r.ms = ms;
+                    }
+                    if pair.is_some() {
+                        r.pair = pair;
                     }
                 });
             }
@@ -467,10 +480,23 @@ impl NativeConnection {
             .get_stats(std::time::Instant::now(), StatsSelector::None)
             .await;
         let ms = selected_pair_rtt(&report);
+        let pair = selected_pair_types(&self.pc).await;
+        let mut r = lock(&self.rtt);
         if ms.is_some() {
-            lock(&self.rtt).ms = ms;
+            r.ms = ms;
+        }
+        if pair.is_some() {
+            r.pair = pair;
         }
         ms
+    }
+
+    /// The selected ICE candidate pair's types as `local/remote` (`host`, `srflx`,
+    /// `prflx` or `relay` each, e.g. `srflx/relay`), as last read with the round-trip
+    /// time (see [`NativeConnection::rtt_ms`], which also starts a new read); `None`
+    /// until a pair was selected.
+    pub fn candidate_pair(&self) -> Option<String> {
+        lock(&self.rtt).pair.clone()
     }
 
     /// Sends one message of up to [`ConnLimits::max_message`] bytes, in order with every
@@ -547,6 +573,9 @@ impl NativeConnection {
         neg: &Negotiation,
         init: RTCIceCandidateInit,
     ) -> Result<(), TransportError> {
+        if std::env::var_os("RHIZOME_DEBUG_ICE").is_some() {
+            eprintln!("ice: remote {}", init.candidate);
+        }
         match self.pc.add_ice_candidate(init).await {
             Ok(()) => Ok(()),
             // Candidates belonging to an offer we ignored during glare fail; that is fine.
@@ -662,6 +691,25 @@ fn selected_pair_rtt(report: &RTCStatsReport) -> Option<f64> {
         })
         .last()?;
     Some(pair.current_round_trip_time.max(0.0) * 1000.0)
+}
+
+/// The selected candidate pair's `local/remote` candidate types, from the ICE transport.
+async fn selected_pair_types(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use webrtc::peer_connection::RTCIceCandidateType;
+    let ice = pc.sctp().await?.transport().ice_transport();
+    let pair = ice.get_selected_candidate_pair().await.ok()??;
+    let kind = |t: RTCIceCandidateType| match t {
+        RTCIceCandidateType::Host => "host",
+        RTCIceCandidateType::Srflx => "srflx",
+        RTCIceCandidateType::Prflx => "prflx",
+        RTCIceCandidateType::Relay => "relay",
+        _ => "unknown",
+    };
+    Some(format!(
+        "{}/{}",
+        kind(pair.local().typ),
+        kind(pair.remote().typ)
+    ))
 }
 
 fn ice_server(s: &IceServer) -> RTCIceServer {

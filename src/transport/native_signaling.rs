@@ -29,6 +29,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::id::{Identity, PeerId};
 use crate::signal::{ClientMsg, SignedEnvelope};
+use crate::transport::IceServer;
 
 use super::signaling_types::{first_that_joins, session_event, Handshake, Step};
 pub use super::signaling_types::{SignalingError, SignalingEvent};
@@ -42,6 +43,7 @@ pub struct SignalingClient {
     sender: SignalingSender,
     writer: Option<JoinHandle<()>>,
     ended: bool,
+    ice_servers: Vec<IceServer>,
 }
 
 impl SignalingClient {
@@ -111,6 +113,7 @@ impl SignalingClient {
             },
             writer: Some(writer),
             ended: false,
+            ice_servers: Vec::new(),
         };
         let peers = client.handshake(identity, room).await?;
         Ok((client, peers))
@@ -139,7 +142,10 @@ impl SignalingClient {
             match handshake.on_text(text.as_str())? {
                 Step::Send(msg) => self.sender.send(&msg)?,
                 Step::Wait => {}
-                Step::Joined(peers) => return Ok(peers),
+                Step::Joined(peers, ice_servers) => {
+                    self.ice_servers = ice_servers;
+                    return Ok(peers);
+                }
             }
         }
     }
@@ -161,6 +167,12 @@ impl SignalingClient {
     /// The server's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The ICE servers the server offered in its `welcome` (later ones arrive as
+    /// [`SignalingEvent::IceServers`]).
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
     }
 
     /// Relays a signed envelope to another member of the room.

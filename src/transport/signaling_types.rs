@@ -8,6 +8,7 @@
 
 use crate::id::{Identity, PeerId};
 use crate::signal::{sign_join_proof, ClientMsg, EnvelopeJson, ErrorCode, ServerMsg};
+use crate::transport::IceServer;
 
 /// Why talking to the signaling server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +76,9 @@ pub enum SignalingEvent {
         /// attempt signalled through the server cannot complete).
         peer: Option<PeerId>,
     },
+    /// The server sent fresh ICE servers (new TURN credentials before the old ones
+    /// expire); they replace those of the `welcome`.
+    IceServers(Vec<IceServer>),
     /// The session ended. No event follows.
     Closed(String),
 }
@@ -115,8 +119,8 @@ pub(crate) enum Step {
     Send(ClientMsg),
     /// Keep reading.
     Wait,
-    /// Joined: the members the server introduced us to.
-    Joined(Vec<PeerId>),
+    /// Joined: the members the server introduced us to, and the ICE servers it offers.
+    Joined(Vec<PeerId>, Vec<IceServer>),
 }
 
 impl<'a> Handshake<'a> {
@@ -147,7 +151,9 @@ impl<'a> Handshake<'a> {
                     proof: sign_join_proof(self.identity, &nonce, self.room),
                 }))
             }
-            ServerMsg::Welcome { peers } if self.joined => Ok(Step::Joined(peers)),
+            ServerMsg::Welcome { peers, ice_servers } if self.joined => {
+                Ok(Step::Joined(peers, ice_servers))
+            }
             ServerMsg::Error { code, message, .. } => Err(SignalingError::Refused {
                 url: self.url.to_string(),
                 code,
@@ -177,6 +183,7 @@ pub(crate) fn session_event(text: &str) -> Option<SignalingEvent> {
             peer,
         },
         Ok(ServerMsg::Pong) => return None,
+        Ok(ServerMsg::IceServers { ice_servers }) => SignalingEvent::IceServers(ice_servers),
         Ok(other) => SignalingEvent::Error {
             code: None,
             message: format!("unexpected `{}` from server", message_kind(&other)),
@@ -198,6 +205,7 @@ fn message_kind(m: &ServerMsg) -> &'static str {
         ServerMsg::Welcome { .. } => "welcome",
         ServerMsg::Signal { .. } => "signal",
         ServerMsg::Pong => "pong",
+        ServerMsg::IceServers { .. } => "ice-servers",
         ServerMsg::Error { .. } => "error",
     }
 }
@@ -220,6 +228,34 @@ mod tests {
                 peer: Some(to),
             })
         );
+    }
+
+    #[test]
+    fn fresh_ice_servers_are_an_event_and_a_welcome_hands_them_over() {
+        let frame = r#"{"type":"ice-servers","iceServers":[{"urls":["turn:t"],"username":"1:a","credential":"c"}]}"#;
+        let turn = IceServer {
+            urls: vec!["turn:t".into()],
+            username: Some("1:a".into()),
+            credential: Some("c".into()),
+        };
+        assert_eq!(
+            session_event(frame),
+            Some(SignalingEvent::IceServers(vec![turn.clone()]))
+        );
+        let id = Identity::from_secret_bytes([5; 32]);
+        let mut h = Handshake::new("ws://x", &id, "r");
+        assert!(matches!(
+            h.on_text(r#"{"type":"hello","nonce":"n","version":1}"#),
+            Ok(Step::Send(_))
+        ));
+        let welcome = r#"{"type":"welcome","peers":[],"iceServers":[{"urls":"turn:t","username":"1:a","credential":"c"}]}"#;
+        match h.on_text(welcome) {
+            Ok(Step::Joined(peers, ice)) => {
+                assert!(peers.is_empty());
+                assert_eq!(ice, vec![turn]);
+            }
+            _ => panic!("joined"),
+        }
     }
 
     #[test]

@@ -196,6 +196,8 @@ struct Room {
 #[derive(Default)]
 struct Rtt {
     ms: Option<f64>,
+    /// The selected candidate pair's types, `local/remote`.
+    pair: Option<String>,
     /// `Date.now()` of the last read started.
     polled_at: f64,
     polling: bool,
@@ -357,11 +359,14 @@ impl WebConnection {
         if start {
             let (pc, rtt) = (self.pc.clone(), self.rtt.clone());
             spawn_local(async move {
-                let ms = read_rtt(&pc).await;
+                let read = read_rtt(&pc).await;
                 let mut r = rtt.borrow_mut();
                 r.polling = false;
-                if ms.is_some() {
-                    r.ms = ms;
+                if let Some((ms, pair)) = read {
+                    r.ms = Some(ms);
+                    if pair.is_some() {
+                        r.pair = pair;
+                    }
                 }
             });
         }
@@ -371,11 +376,20 @@ impl WebConnection {
     /// Reads the round-trip time from `getStats()` now (see [`WebConnection::rtt_ms`]);
     /// `None` while no candidate pair has been selected or measured.
     pub async fn measure_rtt(&self) -> Option<f64> {
-        let ms = read_rtt(&self.pc).await;
-        if ms.is_some() {
-            self.rtt.borrow_mut().ms = ms;
+        let (ms, pair) = read_rtt(&self.pc).await?;
+        let mut r = self.rtt.borrow_mut();
+        r.ms = Some(ms);
+        if pair.is_some() {
+            r.pair = pair;
         }
-        ms
+        Some(ms)
+    }
+
+    /// The selected ICE candidate pair's types as `local/remote` (`host`, `srflx`,
+    /// `prflx` or `relay` each), as last read with the round-trip time (see
+    /// [`WebConnection::rtt_ms`]); `None` until known.
+    pub fn candidate_pair(&self) -> Option<String> {
+        self.rtt.borrow().pair.clone()
     }
 
     /// Sends one message of up to [`ConnLimits::max_message`] bytes, in order with every
@@ -693,16 +707,18 @@ fn close_once(state: &RefCell<Negotiation>, tx: &mpsc::UnboundedSender<ConnEvent
     }
 }
 
-/// The selected candidate pair's `currentRoundTripTime`, in ms, from `getStats()`.
-async fn read_rtt(pc: &RtcPeerConnection) -> Option<f64> {
+/// The selected candidate pair's `currentRoundTripTime` in ms and its `local/remote`
+/// candidate types, from `getStats()`.
+async fn read_rtt(pc: &RtcPeerConnection) -> Option<(f64, Option<String>)> {
     let report = JsFuture::from(pc.get_stats()).await.ok()?;
-    selected_pair_rtt(&report)
+    selected_pair(&report)
 }
 
 /// Finds the candidate pair in use in an `RTCStatsReport` and returns its current RTT in
-/// ms. The pair in use is the one the `transport` entry names (Chromium, Safari); failing
-/// that, one marked `selected` (Firefox) or nominated and succeeded.
-fn selected_pair_rtt(report: &JsValue) -> Option<f64> {
+/// ms, with its candidates' types (`host/srflx`, ...) when the report has them. The pair
+/// in use is the one the `transport` entry names (Chromium, Safari); failing that, one
+/// marked `selected` (Firefox) or nominated and succeeded.
+fn selected_pair(report: &JsValue) -> Option<(f64, Option<String>)> {
     let str_of = |o: &JsValue, k: &str| Reflect::get(o, &JsValue::from_str(k)).ok()?.as_string();
     let bool_of = |o: &JsValue, k: &str| {
         Reflect::get(o, &JsValue::from_str(k))
@@ -711,7 +727,9 @@ fn selected_pair_rtt(report: &JsValue) -> Option<f64> {
             .unwrap_or(false)
     };
     let mut selected_id = None;
-    let mut pairs: Vec<(String, bool, f64)> = Vec::new();
+    // (id, in use, rtt, local candidate id, remote candidate id)
+    let mut pairs: Vec<(String, bool, f64, String, String)> = Vec::new();
+    let mut candidates: Vec<(String, String)> = Vec::new();
     // An `RTCStatsReport` is a maplike: iterating it yields `[id, stats]` pairs.
     for entry in js_sys::try_iter(report).ok()??.flatten() {
         let stats = Array::from(&entry).get(1);
@@ -719,6 +737,13 @@ fn selected_pair_rtt(report: &JsValue) -> Option<f64> {
             Some("transport") => {
                 if let Some(id) = str_of(&stats, "selectedCandidatePairId") {
                     selected_id = Some(id);
+                }
+            }
+            Some("local-candidate" | "remote-candidate") => {
+                if let (Some(id), Some(ty)) =
+                    (str_of(&stats, "id"), str_of(&stats, "candidateType"))
+                {
+                    candidates.push((id, ty));
                 }
             }
             Some("candidate-pair") => {
@@ -732,17 +757,32 @@ fn selected_pair_rtt(report: &JsValue) -> Option<f64> {
                 let in_use = bool_of(&stats, "selected")
                     || (bool_of(&stats, "nominated")
                         && str_of(&stats, "state").as_deref() == Some("succeeded"));
-                pairs.push((str_of(&stats, "id").unwrap_or_default(), in_use, rtt));
+                pairs.push((
+                    str_of(&stats, "id").unwrap_or_default(),
+                    in_use,
+                    rtt,
+                    str_of(&stats, "localCandidateId").unwrap_or_default(),
+                    str_of(&stats, "remoteCandidateId").unwrap_or_default(),
+                ));
             }
             _ => {}
         }
     }
     let pair = match &selected_id {
-        Some(id) => pairs.iter().find(|(pid, _, _)| pid == id),
+        Some(id) => pairs.iter().find(|p| &p.0 == id),
         None => None,
     }
-    .or_else(|| pairs.iter().find(|(_, in_use, _)| *in_use))?;
-    Some(pair.2 * 1000.0)
+    .or_else(|| pairs.iter().find(|p| p.1))?;
+    let kind = |id: &str| {
+        candidates
+            .iter()
+            .find(|(cid, _)| cid == id)
+            .map(|(_, ty)| ty.as_str())
+    };
+    let types = kind(&pair.3)
+        .zip(kind(&pair.4))
+        .map(|(l, r)| format!("{l}/{r}"));
+    Some((pair.2 * 1000.0, types))
 }
 
 async fn make_offer(pc: &RtcPeerConnection) -> Result<Option<String>, TransportError> {

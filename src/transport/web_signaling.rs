@@ -20,6 +20,7 @@ use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::id::{Identity, PeerId};
 use crate::signal::{ClientMsg, SignedEnvelope};
+use crate::transport::IceServer;
 
 use super::describe_js_error;
 use super::signaling_types::{first_that_joins, session_event, Handshake, Step};
@@ -38,6 +39,7 @@ pub struct SignalingClient {
     raw: mpsc::UnboundedReceiver<Raw>,
     closed: Rc<RefCell<bool>>,
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+    ice_servers: Vec<IceServer>,
 }
 
 impl SignalingClient {
@@ -110,6 +112,7 @@ impl SignalingClient {
             raw,
             closed,
             _callbacks: callbacks,
+            ice_servers: Vec::new(),
         };
         let peers = with_deadline(url, deadline_ms, client.handshake(identity, room)).await?;
         Ok((client, peers))
@@ -132,7 +135,10 @@ impl SignalingClient {
             match handshake.on_text(&text)? {
                 Step::Send(msg) => self.send(&msg)?,
                 Step::Wait => {}
-                Step::Joined(peers) => return Ok(peers),
+                Step::Joined(peers, ice_servers) => {
+                    self.ice_servers = ice_servers;
+                    return Ok(peers);
+                }
             }
         }
     }
@@ -147,6 +153,12 @@ impl SignalingClient {
     /// The server's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The ICE servers the server offered in its `welcome` (later ones arrive as
+    /// [`SignalingEvent::IceServers`]).
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
     }
 
     fn send(&self, msg: &ClientMsg) -> Result<(), SignalingError> {

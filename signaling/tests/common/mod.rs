@@ -149,7 +149,7 @@ impl Client {
         let msg = self.join_msg(room);
         self.send(&msg).await;
         match self.recv().await {
-            ServerMsg::Welcome { peers } => peers,
+            ServerMsg::Welcome { peers, .. } => peers,
             other => panic!("expected welcome, got {other:?}"),
         }
     }
