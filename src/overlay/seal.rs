@@ -11,6 +11,8 @@
 //!   secret is hashed into one key per direction, `SHA-256(context ‖ secret ‖ from ‖
 //!   to)` (as libsodium's `crypto_kx`), computed once per peer and cached
 //!   ([`MAX_KEYS`] peers).
+//!   In a room with a secret, the room's sealing key (`super::room`) is hashed in after
+//!   the shared secret, so opening also needs the room's secret.
 //! - **AEAD**: XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`) with a 24-byte nonce
 //!   = this session's random 16-byte salt ‖ a 64-bit counter that never repeats within
 //!   the session. The salt makes nonce reuse across sessions of one identity (a page
@@ -164,6 +166,8 @@ pub(super) struct Sealer {
     windows: BTreeMap<PeerId, Vec<Window>>,
     /// A logical clock for "least recently used".
     tick: u64,
+    /// In a room with a secret, its sealing key, mixed into every pair key.
+    room: Option<[u8; 32]>,
 }
 
 impl Sealer {
@@ -184,7 +188,15 @@ impl Sealer {
             keys: BTreeMap::new(),
             windows: BTreeMap::new(),
             tick: 0,
+            room: None,
         }
+    }
+
+    /// The same sealer, with pair keys that also need the room's secret (`None`: an open
+    /// room).
+    pub(super) fn with_room(mut self, room: Option<[u8; 32]>) -> Self {
+        self.room = room;
+        self
     }
 
     fn pair(&mut self, identity: &Identity, peer: &PeerId) -> Option<&PairKeys> {
@@ -193,10 +205,14 @@ impl Sealer {
         if !self.keys.contains_key(peer) {
             let shared = identity.key_agreement(peer).ok()?;
             let me = identity.peer_id();
+            let room = self.room;
             let derive = |from: &PeerId, to: &PeerId| -> [u8; 32] {
                 let mut h = Sha256::new();
                 h.update(KEY_CONTEXT);
                 h.update(shared);
+                if let Some(room) = &room {
+                    h.update(room);
+                }
                 h.update(from.as_bytes());
                 h.update(to.as_bytes());
                 h.finalize().into()
@@ -355,6 +371,32 @@ mod tests {
             Identity::from_secret_bytes([2; 32]),
             Identity::from_secret_bytes([3; 32]),
         )
+    }
+
+    #[test]
+    fn in_a_room_with_a_secret_only_its_members_open_routed_payloads() {
+        let (a, b, _) = ids();
+        let room = super::super::room::RoomKey::derive("r", "s");
+        let other = super::super::room::RoomKey::derive("r", "t");
+        let mut sa = Sealer::new(&a.peer_id(), 1).with_room(Some(*room.seal_key()));
+        let sealed = sa
+            .seal(&a, &b.peer_id(), Kind::Direct, 7, 0, &[], b"words")
+            .unwrap();
+        let a_id = a.peer_id();
+        // The pair's X25519 secret alone (no room key, or another room's) opens nothing.
+        for key in [None, Some(*other.seal_key())] {
+            let mut sb = Sealer::new(&b.peer_id(), 2).with_room(key);
+            assert_eq!(
+                sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed),
+                Err(OpenError::Forged)
+            );
+        }
+        let mut sb = Sealer::new(&b.peer_id(), 2).with_room(Some(*room.seal_key()));
+        assert_eq!(
+            sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed)
+                .unwrap(),
+            b"words"
+        );
     }
 
     #[test]
