@@ -536,8 +536,8 @@ pub struct Overlay {
     /// it goes down).
     proven: BTreeSet<PeerId>,
     /// In a room with a secret: connections up whose peer's proof has not come yet (the
-    /// overlay does not use them until it does).
-    unproven: BTreeSet<PeerId>,
+    /// overlay does not use them until it does), with the time they came up.
+    unproven: BTreeMap<PeerId, u64>,
     timers: BinaryHeap<Reverse<(u64, TimerKind)>>,
     announced_timer: Option<u64>,
     out: Vec<Output>,
@@ -580,7 +580,7 @@ impl Overlay {
             banned: BTreeMap::new(),
             incompatible: BTreeSet::new(),
             proven: BTreeSet::new(),
-            unproven: BTreeSet::new(),
+            unproven: BTreeMap::new(),
             timers: BinaryHeap::new(),
             announced_timer: None,
             out: Vec::new(),
@@ -657,11 +657,12 @@ impl Overlay {
             Input::ConnectionUp { peer } => {
                 // In a room with a secret, the proof goes first, and the connection is
                 // used (JOIN, NEIGHBOR, DHT link) only once the peer's proof verified.
-                if let Some(key) = &self.config.room_key {
+                let refused = !self.joined || self.is_banned(&peer) || peer == self.me;
+                if let (Some(key), false) = (&self.config.room_key, refused) {
                     let mac = key.proof(&self.me, &peer).to_vec();
                     self.send(peer, &Message::RoomProof { mac });
                     self.proven.remove(&peer);
-                    self.unproven.insert(peer);
+                    self.unproven.insert(peer, self.now);
                 } else {
                     self.connection_up(peer);
                 }
@@ -714,7 +715,7 @@ impl Overlay {
             Err(e) => return self.punish(from, Misbehaviour::BadFrame(e)),
         };
         if let Message::RoomProof { mac } = &msg {
-            let pending = self.unproven.remove(&from);
+            let pending = self.unproven.remove(&from).is_some();
             return match &self.config.room_key {
                 Some(key) if pending && key.verify(&from, &self.me, mac) => {
                     self.proven.insert(from);
@@ -728,7 +729,7 @@ impl Overlay {
             };
         }
         if self.config.room_key.is_some() && !self.proven.contains(&from) {
-            if self.unproven.contains(&from) {
+            if self.unproven.contains_key(&from) {
                 // Anything before the proof: the peer has no secret.
                 self.on_bad_room_secret(from);
             }

@@ -1072,3 +1072,24 @@ fn a_bad_room_proof_or_garbage_before_it_never_panics() {
         assert!(told_bad_secret(&out, x), "{frame:?}");
     }
 }
+
+#[test]
+fn a_connection_whose_peer_never_proves_the_secret_is_closed_after_the_handshake_deadline() {
+    let key = room::RoomKey::derive("room", "s");
+    let (mut a, _, _, _) = two_in_rooms(Some(key.clone()), Some(key));
+    let x = pool()[3].peer_id();
+    let up = a.handle(10, Input::ConnectionUp { peer: x });
+    assert!(up
+        .iter()
+        .any(|o| matches!(o, Output::Send { to, .. } if *to == x)));
+    let deadline = 10 + a.config().handshake_timeout_ms + 1_000;
+    let mut closed = false;
+    for t in (11..=deadline).step_by(500) {
+        closed |= a
+            .handle(t, Input::Timer)
+            .iter()
+            .any(|o| matches!(o, Output::Disconnect { peer } if *peer == x));
+    }
+    assert!(closed);
+    assert!(a.unproven.is_empty());
+}
