@@ -27,8 +27,6 @@
 //! guess cost [`KDF_ROUNDS`] HMACs): use a long random one. Everyone who knows it is a
 //! full member.
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
 use crate::id::PeerId;
@@ -165,41 +163,12 @@ impl RoomKey {
         nonce: [u8; 24],
         plaintext: &[u8],
     ) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let cipher = XChaCha20Poly1305::new(&self.broadcast.into());
-        let tag = cipher
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                &Self::aad(origin, seq),
-                (&mut out[24..]).into(),
-            )
-            .ok()?;
-        out.extend_from_slice(&tag);
-        Some(out)
+        super::seal::xseal(&self.broadcast, nonce, &Self::aad(origin, seq), plaintext)
     }
 
     /// Opens what [`RoomKey::seal_broadcast`] sealed; `None` if it does not verify.
     pub fn open_broadcast(&self, origin: &PeerId, seq: u64, sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < OVERHEAD {
-            return None;
-        }
-        let (nonce, rest) = sealed.split_at(24);
-        let (body, tag) = rest.split_at(rest.len() - 16);
-        let nonce: [u8; 24] = nonce.try_into().ok()?;
-        let tag: [u8; 16] = tag.try_into().ok()?;
-        let mut plain = body.to_vec();
-        let cipher = XChaCha20Poly1305::new(&self.broadcast.into());
-        cipher
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                &Self::aad(origin, seq),
-                (&mut plain[..]).into(),
-                &Tag::from(tag),
-            )
-            .ok()?;
-        Some(plain)
+        super::seal::xopen(&self.broadcast, &Self::aad(origin, seq), sealed).map(|(_, p)| p)
     }
 }
 

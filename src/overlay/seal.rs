@@ -259,16 +259,8 @@ impl Sealer {
         nonce[..SALT_LEN].copy_from_slice(&self.salt);
         nonce[SALT_LEN..].copy_from_slice(&self.counter.to_be_bytes());
         self.counter += 1;
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
         let aad = associated_data(&me, to, kind, rpc, aux, extra);
-        let cipher = XChaCha20Poly1305::new(&key.into());
-        let tag = cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut out[NONCE_LEN..]).into())
-            .ok()?;
-        out.extend_from_slice(&tag);
-        Some(out)
+        xseal(&key, nonce, &aad, plaintext)
     }
 
     /// Opens what `from` sealed to us, checking that it belongs to this frame and was not
@@ -289,20 +281,8 @@ impl Sealer {
         }
         let me = identity.peer_id();
         let key = self.pair(identity, from).ok_or(OpenError::Forged)?.recv;
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
         let aad = associated_data(from, &me, kind, rpc, aux, extra);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Forged)?;
-        let tag = Tag::try_from(tag).map_err(|_| OpenError::Forged)?;
-        XChaCha20Poly1305::new(&key.into())
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                &aad,
-                plaintext.as_mut_slice().into(),
-                &tag,
-            )
-            .map_err(|_| OpenError::Forged)?;
+        let (nonce, plaintext) = xopen(&key, &aad, sealed).ok_or(OpenError::Forged)?;
         let mut salt = [0; SALT_LEN];
         salt.copy_from_slice(&nonce[..SALT_LEN]);
         let mut counter = [0; 8];
@@ -340,6 +320,49 @@ impl Sealer {
         sessions.push(Window::new(salt, counter, tick));
         true
     }
+}
+
+/// XChaCha20-Poly1305: `nonce ‖ ciphertext ‖ tag` of `plaintext` under `key` (one
+/// instance of the cipher for this module and [`super::room`]).
+pub(super) fn xseal(
+    key: &[u8; 32],
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let tag = XChaCha20Poly1305::new(&(*key).into())
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[NONCE_LEN..]).into())
+        .ok()?;
+    out.extend_from_slice(&tag);
+    Some(out)
+}
+
+/// Opens what [`xseal`] sealed: its nonce and plaintext, or `None` if it does not verify.
+pub(super) fn xopen(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
+    if sealed.len() < OVERHEAD {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    let tag = Tag::try_from(tag).ok()?;
+    let mut plaintext = ciphertext.to_vec();
+    XChaCha20Poly1305::new(&(*key).into())
+        .decrypt_inout_detached(
+            &XNonce::from(nonce),
+            aad,
+            plaintext.as_mut_slice().into(),
+            &tag,
+        )
+        .ok()?;
+    Some((nonce, plaintext))
 }
 
 fn associated_data(
