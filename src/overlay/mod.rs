@@ -658,11 +658,17 @@ impl Overlay {
                 // In a room with a secret, the proof goes first, and the connection is
                 // used (JOIN, NEIGHBOR, DHT link) only once the peer's proof verified.
                 let refused = !self.joined || self.is_banned(&peer) || peer == self.me;
+                // The driver reports an open connection again when the overlay asks for
+                // one it has (perfect negotiation): a proven one is taken at once, an
+                // unproven one still waits for its proof.
                 if let (Some(key), false) = (&self.config.room_key, refused) {
-                    let mac = key.proof(&self.me, &peer).to_vec();
-                    self.send(peer, &Message::RoomProof { mac });
-                    self.proven.remove(&peer);
-                    self.unproven.insert(peer, self.now);
+                    if self.proven.contains(&peer) {
+                        self.connection_up(peer);
+                    } else if !self.unproven.contains_key(&peer) {
+                        let mac = key.proof(&self.me, &peer).to_vec();
+                        self.send(peer, &Message::RoomProof { mac });
+                        self.unproven.insert(peer, self.now);
+                    }
                 } else {
                     self.connection_up(peer);
                 }

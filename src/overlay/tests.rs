@@ -1093,3 +1093,23 @@ fn a_connection_whose_peer_never_proves_the_secret_is_closed_after_the_handshake
     assert!(closed);
     assert!(a.unproven.is_empty());
 }
+
+#[test]
+fn an_open_proven_connection_reported_up_again_is_used_without_a_new_proof() {
+    let key = room::RoomKey::derive("room", "s");
+    let (mut a, b, _, _) = two_in_rooms(Some(key.clone()), Some(key));
+    let again = a.handle(10, Input::ConnectionUp { peer: b.peer_id() });
+    assert!(!again.iter().any(|o| matches!(o, Output::Send { frame, .. }
+        if matches!(wire::decode(frame), Ok(Message::RoomProof { .. })))));
+    let out = a.handle(
+        11,
+        Input::Frame {
+            from: b.peer_id(),
+            bytes: wire::encode(&Message::Ping { nonce: 3 }).unwrap(),
+        },
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::BadRoomSecret { .. }))));
+    assert_eq!(a.active_view(), &[b.peer_id()]);
+}
