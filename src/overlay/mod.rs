@@ -697,6 +697,16 @@ impl Overlay {
             Input::Dht(command) => self.on_dht_command(command),
             Input::Send { id, to, payload } => self.on_send_command(id, to, payload),
         }
+        if self.config.room_key.is_some() {
+            // A connection the overlay closes is never reported down by the driver: the
+            // next one to the same peer must prove the secret again.
+            for o in &self.out {
+                if let Output::Disconnect { peer } = o {
+                    self.proven.remove(peer);
+                    self.unproven.remove(peer);
+                }
+            }
+        }
         self.filter_fragment_events();
         self.announce_timer();
         std::mem::take(&mut self.out)

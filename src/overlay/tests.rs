@@ -1113,3 +1113,26 @@ fn an_open_proven_connection_reported_up_again_is_used_without_a_new_proof() {
         .any(|o| matches!(o, Output::Event(Event::BadRoomSecret { .. }))));
     assert_eq!(a.active_view(), &[b.peer_id()]);
 }
+
+#[test]
+fn a_connection_the_overlay_closed_must_be_proven_again_when_it_reopens() {
+    let key = room::RoomKey::derive("room", "s");
+    let (mut a, b, _, _) = two_in_rooms(Some(key.clone()), Some(key));
+    assert!(a.proven.contains(&b.peer_id()));
+    // B leaves: A closes the connection (the driver reports no ConnectionDown for it).
+    let out = a.handle(
+        10,
+        Input::Frame {
+            from: b.peer_id(),
+            bytes: wire::encode(&Message::Leave).unwrap(),
+        },
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { peer } if *peer == b.peer_id())));
+    assert!(!a.proven.contains(&b.peer_id()));
+    // A new connection sends a fresh proof and waits for B's.
+    let up = a.handle(11, Input::ConnectionUp { peer: b.peer_id() });
+    assert!(up.iter().any(|o| matches!(o, Output::Send { frame, .. }
+        if matches!(wire::decode(frame), Ok(Message::RoomProof { .. })))));
+}
