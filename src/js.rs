@@ -36,6 +36,14 @@ export interface JoinOptions {
   signaling: string | string[];
   /** The room: peers in the same room form one overlay. */
   room: string;
+  /**
+   * The room's secret: only peers that know it become neighbours, broadcasts and
+   * messages are encrypted under keys derived from it, and the signaling server sees
+   * neither it nor the room's name (only a hash of the name). A peer with another secret
+   * is refused with an `error` event `bad-room-secret`. Use a long random string: a peer
+   * the room connects to can test guesses of a weak one offline. Default: none.
+   */
+  secret?: string;
   /** STUN/TURN servers, as in `RTCConfiguration.iceServers`. Default: none. */
   iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
   /**
@@ -127,6 +135,8 @@ export interface RhizomeEvents {
    * Something went wrong; the node goes on. `code` `incompatible-peer`: `peer` runs a
    * build of rhizome whose wire format (`theirVersion`) is not this one's (`ourVersion`);
    * it was disconnected and is not dialled again for a while (reported once per peer).
+   * `bad-room-secret`: `peer` and this node do not share the room's `secret`; it was
+   * disconnected and is not dialled again for a while.
    */
   error: {
     code: string;
@@ -315,6 +325,7 @@ struct IceServerOpt {
 struct JoinOptions {
     signaling: OneOrMany,
     room: String,
+    secret: Option<String>,
     ice_servers: Vec<IceServerOpt>,
     mode: Option<String>,
     active_view_size: Option<usize>,
@@ -324,9 +335,10 @@ struct JoinOptions {
 }
 
 impl JoinOptions {
-    const FIELDS: [&'static str; 9] = [
+    const FIELDS: [&'static str; 10] = [
         "signaling",
         "room",
+        "secret",
         "iceServers",
         "identity",
         "mode",
@@ -368,6 +380,7 @@ impl JoinOptions {
         Ok(JoinOptions {
             signaling: one_or_many(opt_field(v, "signaling"), "signaling")?,
             room: opt_string(v, "room")?.ok_or("missing field `room`")?,
+            secret: opt_string(v, "secret")?,
             ice_servers,
             mode: opt_string(v, "mode")?,
             active_view_size: opt_count(v, "activeViewSize", u32::MAX)?.map(|n| n as usize),
@@ -488,6 +501,7 @@ fn parse_options(options: &JsValue) -> Result<NodeConfig, JsValue> {
         ));
     }
     let mut config = NodeConfig::new(signaling, opts.room);
+    config.secret = opts.secret;
     if let Some(mode) = opts.mode.as_deref() {
         config.overlay.mode = match mode {
             "unstructured" => Mode::Unstructured,

@@ -47,6 +47,12 @@ pub struct NodeConfig {
     pub signaling: Vec<String>,
     /// The room to join.
     pub room: String,
+    /// The room's secret: only peers that know it become neighbours or DHT links, and
+    /// broadcasts and routed messages are encrypted under keys derived from it and the
+    /// room's name; the signaling server is given a hash of the room's name instead of
+    /// the name, and never the secret (see `overlay::room`). A peer with another secret
+    /// gets [`NodeEvent::Error`] `bad-room-secret`. Default none (an open room).
+    pub secret: Option<String>,
     /// STUN/TURN servers; empty for a local network.
     pub ice_servers: Vec<IceServer>,
     /// This node's identity; a fresh one when `None`.
@@ -78,6 +84,7 @@ impl NodeConfig {
         NodeConfig {
             signaling,
             room: room.into(),
+            secret: None,
             ice_servers: Vec::new(),
             identity: None,
             // Hybrid (the overlay's default): `send` reaches any peer of the room. Pick

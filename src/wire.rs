@@ -30,6 +30,7 @@
 //! | 3 | DHT frames carry an answer's way back (`DhtFrame::route`) |
 //! | 4 | `Data` carries the sender's count of unacknowledged messages (`unacked`), so the receiver can batch its acknowledgements |
 //! | 5 | routed direct messages, requests and responses carry their payload sealed end to end, and `Ack` a sealed tag (`overlay::seal`) |
+//! | 6 | `RoomProof`, the first frame on a connection in a room with a secret (`overlay::room`) |
 
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +38,7 @@ use crate::id::{PeerId, Signature};
 use crate::signal::SignedEnvelope;
 
 /// Version of the frame format written by [`encode`].
-pub const WIRE_VERSION: u8 = 5;
+pub const WIRE_VERSION: u8 = 6;
 /// Largest frame accepted or produced, in bytes (version byte included).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest broadcast payload, in bytes: a frame minus room for the gossip header.
@@ -290,6 +291,13 @@ pub enum Message {
     /// "I am leaving the room": like [`Message::Disconnect`], but the receiver forgets the
     /// sender instead of keeping it in its passive view for later repairs.
     Leave,
+    /// In a room with a secret, the first frame each side sends on a new connection: an
+    /// HMAC of both ids under a key derived from the secret (see `overlay::room`).
+    RoomProof {
+        /// The proof ([`crate::overlay::room::PROOF_LEN`] bytes).
+        #[serde(with = "serde_bytes")]
+        mac: Vec<u8>,
+    },
 }
 
 /// `Err(LimitExceeded)` when `len` (of `what`) is over `max`: the length checks of
@@ -321,6 +329,9 @@ impl Message {
             Message::Gossip(g) => bound("payload", g.payload.len(), MAX_PAYLOAD_LEN),
             Message::IHave(ids) => bound("ihave", ids.len(), MAX_IHAVE),
             Message::DataAck { ids } => bound("data acks", ids.len(), MAX_DATA_ACK_IDS),
+            Message::RoomProof { mac } => {
+                bound("room proof", mac.len(), crate::overlay::room::PROOF_LEN)
+            }
             Message::Data {
                 part,
                 parts,

@@ -1507,3 +1507,60 @@ async fn an_offer_of_a_newer_attempt_from_a_linked_peer_replaces_the_connection_
     alice.node.leave().await;
     bob.node.leave().await;
 }
+
+#[wasm_bindgen_test]
+async fn a_room_secret_keeps_a_peer_with_another_secret_out_and_tells_it_why() {
+    let (url, room) = (signaling_url(), fresh_room());
+    let with_secret = |secret: &str| {
+        let mut config = NodeConfig::new(vec![url.clone()], room.clone());
+        config.secret = Some(secret.to_string());
+        config
+    };
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(start_node_with(with_secret("correct horse")).await);
+    }
+    eventually(30_000, "the members form their overlay", || {
+        overlay_is_healthy(&members)
+    })
+    .await;
+    broadcast_reaches_everyone(&members, 0, "members only").await;
+    // Same room name, another secret: the server puts it in with the members (it sees
+    // the name's hash only), and the members refuse it.
+    let outsider = start_node_with(with_secret("battery staple")).await;
+    let told = || {
+        outsider.events.borrow().iter().any(|e| {
+            matches!(
+                e,
+                NodeEvent::Error {
+                    code: "bad-room-secret",
+                    ..
+                }
+            )
+        })
+    };
+    eventually(20_000, "the outsider is told bad-room-secret", || {
+        if told() {
+            Ok(())
+        } else {
+            Err("no bad-room-secret yet".into())
+        }
+    })
+    .await;
+    broadcast_reaches_everyone(&members, 1, "still members only").await;
+    TimeoutFuture::new(1_000).await;
+    assert!(outsider.node.neighbors().is_empty(), "no member took it");
+    assert!(
+        !outsider
+            .events
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Broadcast { .. } | NodeEvent::NeighborUp(_))),
+        "no data reached it"
+    );
+    for m in &members {
+        assert!(!m.node.neighbors().contains(&outsider.id()));
+    }
+    outsider.node.leave().await;
+    leave_all(&members).await;
+}

@@ -74,6 +74,12 @@ pub struct Args {
     #[arg(long, env = "RHIZOME_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
+    /// The room's secret (JS `join({ secret })`): only peers that know it become
+    /// neighbours, and traffic is encrypted under keys derived from it. (`--secret` is
+    /// the identity's key.)
+    #[arg(long, env = "RHIZOME_ROOM_SECRET", hide_env_values = true)]
+    pub room_secret: Option<String>,
+
     /// How long to wait for the server to welcome us, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub join_timeout_ms: u32,
@@ -142,6 +148,7 @@ impl Args {
         };
         let mut config = NodeConfig::new(self.signaling.clone(), self.room.clone());
         config.identity = Some(identity);
+        config.secret = self.room_secret.clone();
         config.join_timeout_ms = self.join_timeout_ms;
         config.native = self.native_config();
         config.overlay.mode = match self.mode {

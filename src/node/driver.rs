@@ -254,11 +254,16 @@ fn signal_wanted<P: Platform>(
 impl<P: Platform> Shared<P> {
     /// Joins the room on a signaling server and starts the node's tasks.
     pub(super) async fn start(
-        config: NodeConfig,
+        mut config: NodeConfig,
         identity: Identity,
     ) -> Result<(Rc<Self>, mpsc::UnboundedReceiver<NodeEvent>), super::NodeError> {
         // The platform prepares the first connection in a task of its own, which runs once
         // this one waits for the server (the session's socket is being opened by then).
+        if let Some(secret) = &config.secret {
+            // The key from the real name; the server sees only the name's hash.
+            config.overlay.room_key = Some(overlay::room::RoomKey::derive(&config.room, secret));
+            config.room = overlay::room::server_room(&config.room);
+        }
         let prewarm = config.clone();
         P::spawn_local(async move { P::prewarm(&prewarm) });
         let (client, contacts) = P::join_server(
@@ -555,6 +560,11 @@ impl<P: Platform> Shared<P> {
                 peer,
                 their_version,
                 our_version,
+            },
+            Event::BadRoomSecret { peer } => NodeEvent::Error {
+                code: "bad-room-secret",
+                message: "this peer and we do not share the room's secret: disconnected".into(),
+                peer: Some(peer),
             },
             Event::Dht(ev) => return self.dht_event(ev),
             Event::Error(e) => NodeEvent::Error {

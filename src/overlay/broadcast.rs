@@ -46,6 +46,7 @@
 //! [`seen_ttl_ms`]: super::Config::seen_ttl_ms
 //! [`ihave_on_connect_ms`]: super::Config::ihave_on_connect_ms
 
+use rand_core::RngCore;
 use std::collections::VecDeque;
 
 use super::{Config, Event, Misbehaviour, Overlay, OverlayError, TimerKind};
@@ -338,6 +339,19 @@ impl Overlay {
         }
         let seq = self.plumtree.next_seq;
         self.plumtree.next_seq = seq.wrapping_add(1);
+        // In a room with a secret the payload is sealed under the room's broadcast key
+        // first, and the origin signs the ciphertext.
+        let payload = match &self.config.room_key {
+            Some(key) => {
+                let mut nonce = [0; 24];
+                self.rng.fill_bytes(&mut nonce);
+                match key.seal_broadcast(&self.me, seq, nonce, &payload) {
+                    Some(sealed) => sealed,
+                    None => return,
+                }
+            }
+            None => payload,
+        };
         let id = MsgId {
             origin: self.me,
             seq,
@@ -471,6 +485,18 @@ impl Overlay {
             },
             &self.config,
         );
+        let payload = match &self.config.room_key {
+            // Relayed either way (it is signed, and its origin is a member), but only
+            // delivered if it opens.
+            Some(key) => match key.open_broadcast(&id.origin, id.seq, &payload) {
+                Some(plain) => plain,
+                None => {
+                    self.stats.unreadable_broadcasts += 1;
+                    return;
+                }
+            },
+            None => payload,
+        };
         self.event(Event::Broadcast {
             id,
             payload,

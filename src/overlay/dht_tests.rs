@@ -1288,3 +1288,71 @@ fn hearsay_never_displaces_a_peer_heard_from() {
     o.dht.learn(fake, 10 + stale * 10, k, stale, false);
     assert!(!o.dht.known().any(|p| p == fake), "hearsay stays out");
 }
+
+#[test]
+fn in_a_room_with_a_secret_a_dht_link_needs_the_proof_first() {
+    let key = super::room::RoomKey::derive("room", "s");
+    let hello = |o: &Overlay, peer: PeerId| {
+        wire::encode(&Message::Dht(Box::new(DhtFrame {
+            target: Key::of_peer(&o.peer_id()),
+            exact: true,
+            path: vec![peer],
+            route: Vec::new(),
+            detours: 0,
+            body: DhtBody::LinkHello,
+        })))
+        .unwrap()
+    };
+    let proof = |mac: Vec<u8>| wire::encode(&Message::RoomProof { mac }).unwrap();
+    let refused = |out: &[Output], peer: PeerId| {
+        out.iter().any(
+            |o| matches!(o, Output::Event(super::Event::BadRoomSecret { peer: p }) if *p == peer),
+        )
+    };
+    let mut o = overlay_with(Config {
+        room_key: Some(key.clone()),
+        ..Config::default()
+    });
+    let me = o.peer_id();
+    // A member: its proof, then its hello, makes a link.
+    let member = Identity::from_secret_bytes([7; 32]).peer_id();
+    o.handle(1, Input::ConnectionUp { peer: member });
+    let out = o.handle(
+        2,
+        Input::Frame {
+            from: member,
+            bytes: proof(key.proof(&member, &me).to_vec()),
+        },
+    );
+    assert!(!refused(&out, member));
+    let bytes = hello(&o, member);
+    let out = o.handle(
+        3,
+        Input::Frame {
+            from: member,
+            bytes,
+        },
+    );
+    assert!(!refused(&out, member));
+    assert!(o.dht_links().contains(&member));
+    // A hello without a proof, or after another room's proof: refused, no link.
+    let other = super::room::RoomKey::derive("room", "t");
+    for (seed, first) in [(8u8, None), (9, Some(other))] {
+        let peer = Identity::from_secret_bytes([seed; 32]).peer_id();
+        o.handle(4, Input::ConnectionUp { peer });
+        let mut out = Vec::new();
+        if let Some(k) = first {
+            out.extend(o.handle(
+                5,
+                Input::Frame {
+                    from: peer,
+                    bytes: proof(k.proof(&peer, &me).to_vec()),
+                },
+            ));
+        }
+        let bytes = hello(&o, peer);
+        out.extend(o.handle(6, Input::Frame { from: peer, bytes }));
+        assert!(refused(&out, peer), "peer {seed}");
+        assert!(!o.dht_links().contains(&peer));
+    }
+}

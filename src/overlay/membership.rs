@@ -866,6 +866,19 @@ impl Overlay {
             self.out.push(Output::Disconnect { peer });
             self.on_connection_down(peer);
         }
+        // In a room with a secret: connections whose peer never sent its proof.
+        let unproven: Vec<PeerId> = self
+            .unproven
+            .iter()
+            .filter(|(_, at)| now >= *at + deadline)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in unproven {
+            self.unproven.remove(&peer);
+            if !self.conns.contains_key(&peer) {
+                self.out.push(Output::Disconnect { peer });
+            }
+        }
     }
 
     /// Sends a shuffle walk (once per membership round).

@@ -66,6 +66,7 @@ pub mod dht;
 pub mod direct;
 pub mod failure;
 pub mod membership;
+pub mod room;
 pub mod route;
 pub mod seal;
 
@@ -162,6 +163,10 @@ pub struct Config {
     pub mode: dht::Mode,
     /// The DHT's parameters (see [`dht::DhtConfig`]).
     pub dht: dht::DhtConfig,
+    /// The room's secret, derived ([`room::RoomKey::derive`]): only peers that know it
+    /// become neighbours or DHT links, and broadcasts and routed messages are encrypted
+    /// under keys derived from it (see [`room`]). Default none (an open room).
+    pub room_key: Option<room::RoomKey>,
 }
 
 impl Default for Config {
@@ -201,6 +206,7 @@ impl Default for Config {
             ban_ms: 600_000,
             mode: dht::Mode::default(),
             dht: dht::DhtConfig::default(),
+            room_key: None,
         }
     }
 }
@@ -373,6 +379,13 @@ pub enum Event {
         /// Ours, [`wire::WIRE_VERSION`].
         our_version: u8,
     },
+    /// `peer` does not know the room's secret (or we do not: it proved a secret we do
+    /// not share, or none where one is expected): it was disconnected and is not dialled
+    /// or accepted again for [`Config::ban_ms`]. Both sides of such a connection report it.
+    BadRoomSecret {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A command could not be carried out.
     Error(OverlayError),
     /// News from the DHT: direct messages, acknowledgements, lookups, records.
@@ -458,6 +471,11 @@ pub struct Stats {
     pub failed_connects: u64,
     /// Broadcasts dropped for their origin's rate (or because it was banned).
     pub refused_broadcasts: u64,
+    /// Connections ended because the peer and we do not share the room's secret.
+    pub bad_room_secrets: u64,
+    /// Broadcasts (validly signed) whose payload did not open under the room's key: not
+    /// delivered.
+    pub unreadable_broadcasts: u64,
 }
 
 /// Most peers remembered as already reported incompatible.
@@ -514,6 +532,12 @@ pub struct Overlay {
     /// Peers already reported as [`Event::IncompatiblePeer`] (at most
     /// [`MAX_INCOMPATIBLE`]).
     incompatible: BTreeSet<PeerId>,
+    /// In a room with a secret: peers whose connection carried a valid room proof (until
+    /// it goes down).
+    proven: BTreeSet<PeerId>,
+    /// In a room with a secret: connections up whose peer's proof has not come yet (the
+    /// overlay does not use them until it does), with the time they came up.
+    unproven: BTreeMap<PeerId, u64>,
     timers: BinaryHeap<Reverse<(u64, TimerKind)>>,
     announced_timer: Option<u64>,
     out: Vec<Output>,
@@ -532,6 +556,7 @@ impl Overlay {
     /// (use a fresh random seed in production, a fixed one in tests).
     pub fn new(identity: Identity, config: Config, rng_seed: u64) -> Self {
         let me = identity.peer_id();
+        let config_room = config.room_key.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
         // A random start, so a restarted peer with the same identity does not reuse
         // sequence numbers its old broadcasts still occupy in others' caches; below 2^52,
@@ -554,6 +579,8 @@ impl Overlay {
             conns: BTreeMap::new(),
             banned: BTreeMap::new(),
             incompatible: BTreeSet::new(),
+            proven: BTreeSet::new(),
+            unproven: BTreeMap::new(),
             timers: BinaryHeap::new(),
             announced_timer: None,
             out: Vec::new(),
@@ -564,7 +591,8 @@ impl Overlay {
             detector: failure::Detector::default(),
             dht,
             direct: direct::Direct::default(),
-            seal: seal::Sealer::new(&me, rng_seed),
+            seal: seal::Sealer::new(&me, rng_seed)
+                .with_room(config_room.as_ref().map(|k| *k.seal_key())),
         }
     }
 
@@ -627,11 +655,27 @@ impl Overlay {
             }
             Input::Frame { from, bytes } => self.on_frame(from, &bytes),
             Input::ConnectionUp { peer } => {
-                if !self.dht_connection_up(peer) {
-                    self.on_connection_up(peer)
+                // In a room with a secret, the proof goes first, and the connection is
+                // used (JOIN, NEIGHBOR, DHT link) only once the peer's proof verified.
+                let refused = !self.joined || self.is_banned(&peer) || peer == self.me;
+                // The driver reports an open connection again when the overlay asks for
+                // one it has (perfect negotiation): a proven one is taken at once, an
+                // unproven one still waits for its proof.
+                if let (Some(key), false) = (&self.config.room_key, refused) {
+                    if self.proven.contains(&peer) {
+                        self.connection_up(peer);
+                    } else if !self.unproven.contains_key(&peer) {
+                        let mac = key.proof(&self.me, &peer).to_vec();
+                        self.send(peer, &Message::RoomProof { mac });
+                        self.unproven.insert(peer, self.now);
+                    }
+                } else {
+                    self.connection_up(peer);
                 }
             }
             Input::ConnectionDown { peer } => {
+                self.proven.remove(&peer);
+                self.unproven.remove(&peer);
                 if !self.dht_connection_down(peer) {
                     self.on_connection_down(peer)
                 }
@@ -653,9 +697,25 @@ impl Overlay {
             Input::Dht(command) => self.on_dht_command(command),
             Input::Send { id, to, payload } => self.on_send_command(id, to, payload),
         }
+        if self.config.room_key.is_some() {
+            // A connection the overlay closes is never reported down by the driver: the
+            // next one to the same peer must prove the secret again.
+            for o in &self.out {
+                if let Output::Disconnect { peer } = o {
+                    self.proven.remove(peer);
+                    self.unproven.remove(peer);
+                }
+            }
+        }
         self.filter_fragment_events();
         self.announce_timer();
         std::mem::take(&mut self.out)
+    }
+
+    fn connection_up(&mut self, peer: PeerId) {
+        if !self.dht_connection_up(peer) {
+            self.on_connection_up(peer)
+        }
     }
 
     fn on_frame(&mut self, from: PeerId, bytes: &[u8]) {
@@ -670,6 +730,27 @@ impl Overlay {
             }
             Err(e) => return self.punish(from, Misbehaviour::BadFrame(e)),
         };
+        if let Message::RoomProof { mac } = &msg {
+            let pending = self.unproven.remove(&from).is_some();
+            return match &self.config.room_key {
+                Some(key) if pending && key.verify(&from, &self.me, mac) => {
+                    self.proven.insert(from);
+                    self.connection_up(from);
+                }
+                // A second proof on a proven connection, or one for a connection that
+                // is gone: nothing to do.
+                Some(_) if !pending => {}
+                // A wrong proof, or one where our room has no secret.
+                _ => self.on_bad_room_secret(from),
+            };
+        }
+        if self.config.room_key.is_some() && !self.proven.contains(&from) {
+            if self.unproven.contains_key(&from) {
+                // Anything before the proof: the peer has no secret.
+                self.on_bad_room_secret(from);
+            }
+            return;
+        }
         let Some(conn) = self.conns.get(&from).copied() else {
             // A frame from a peer we have no connection with (it raced a close): ignore.
             return;
@@ -722,6 +803,8 @@ impl Overlay {
                 payload,
             } => self.on_data(from, id, (part, parts), unacked, payload),
             Message::DataAck { ids } => self.on_data_acks(from, ids),
+            // Handled in `on_frame`, before any other frame.
+            Message::RoomProof { .. } => {}
         }
     }
 
@@ -729,7 +812,12 @@ impl Overlay {
         if !self.joined {
             return self.event(Event::Error(OverlayError::NotJoined));
         }
-        if payload.len() > wire::MAX_PAYLOAD_LEN {
+        let sealed = if self.config.room_key.is_some() {
+            room::OVERHEAD
+        } else {
+            0
+        };
+        if payload.len() + sealed > wire::MAX_PAYLOAD_LEN {
             return self.event(Event::Error(OverlayError::PayloadTooLarge(payload.len())));
         }
         if self.config.mode == dht::Mode::Structured {
@@ -881,8 +969,24 @@ impl Overlay {
         self.shun(peer);
     }
 
+    /// `peer` and we do not share the room's secret: reported, dropped and kept away like
+    /// an incompatible peer (the ban keeps it from costing connections again).
+    fn on_bad_room_secret(&mut self, peer: PeerId) {
+        self.stats.bad_room_secrets += 1;
+        self.event(Event::BadRoomSecret { peer });
+        // A connection the overlay had not taken yet (the other side started it) is
+        // closed too.
+        let known = self.conns.contains_key(&peer);
+        self.shun(peer);
+        if !known {
+            self.out.push(Output::Disconnect { peer });
+        }
+    }
+
     /// Drops `peer` from every view and connection and bans it for [`Config::ban_ms`].
     fn shun(&mut self, peer: PeerId) {
+        self.proven.remove(&peer);
+        self.unproven.remove(&peer);
         self.banned.insert(peer, self.now + self.config.ban_ms);
         self.membership.remove_passive(&peer);
         if self.conns.remove(&peer).is_some() {

@@ -11,6 +11,8 @@
 //!   secret is hashed into one key per direction, `SHA-256(context ‖ secret ‖ from ‖
 //!   to)` (as libsodium's `crypto_kx`), computed once per peer and cached
 //!   ([`MAX_KEYS`] peers).
+//!   In a room with a secret, the room's sealing key (`super::room`) is hashed in after
+//!   the shared secret, so opening also needs the room's secret.
 //! - **AEAD**: XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`) with a 24-byte nonce
 //!   = this session's random 16-byte salt ‖ a 64-bit counter that never repeats within
 //!   the session. The salt makes nonce reuse across sessions of one identity (a page
@@ -164,6 +166,8 @@ pub(super) struct Sealer {
     windows: BTreeMap<PeerId, Vec<Window>>,
     /// A logical clock for "least recently used".
     tick: u64,
+    /// In a room with a secret, its sealing key, mixed into every pair key.
+    room: Option<[u8; 32]>,
 }
 
 impl Sealer {
@@ -184,7 +188,15 @@ impl Sealer {
             keys: BTreeMap::new(),
             windows: BTreeMap::new(),
             tick: 0,
+            room: None,
         }
+    }
+
+    /// The same sealer, with pair keys that also need the room's secret (`None`: an open
+    /// room).
+    pub(super) fn with_room(mut self, room: Option<[u8; 32]>) -> Self {
+        self.room = room;
+        self
     }
 
     fn pair(&mut self, identity: &Identity, peer: &PeerId) -> Option<&PairKeys> {
@@ -193,10 +205,14 @@ impl Sealer {
         if !self.keys.contains_key(peer) {
             let shared = identity.key_agreement(peer).ok()?;
             let me = identity.peer_id();
+            let room = self.room;
             let derive = |from: &PeerId, to: &PeerId| -> [u8; 32] {
                 let mut h = Sha256::new();
                 h.update(KEY_CONTEXT);
                 h.update(shared);
+                if let Some(room) = &room {
+                    h.update(room);
+                }
                 h.update(from.as_bytes());
                 h.update(to.as_bytes());
                 h.finalize().into()
@@ -243,16 +259,8 @@ impl Sealer {
         nonce[..SALT_LEN].copy_from_slice(&self.salt);
         nonce[SALT_LEN..].copy_from_slice(&self.counter.to_be_bytes());
         self.counter += 1;
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
         let aad = associated_data(&me, to, kind, rpc, aux, extra);
-        let cipher = XChaCha20Poly1305::new(&key.into());
-        let tag = cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut out[NONCE_LEN..]).into())
-            .ok()?;
-        out.extend_from_slice(&tag);
-        Some(out)
+        xseal(&key, nonce, &aad, plaintext)
     }
 
     /// Opens what `from` sealed to us, checking that it belongs to this frame and was not
@@ -273,20 +281,8 @@ impl Sealer {
         }
         let me = identity.peer_id();
         let key = self.pair(identity, from).ok_or(OpenError::Forged)?.recv;
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
         let aad = associated_data(from, &me, kind, rpc, aux, extra);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Forged)?;
-        let tag = Tag::try_from(tag).map_err(|_| OpenError::Forged)?;
-        XChaCha20Poly1305::new(&key.into())
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                &aad,
-                plaintext.as_mut_slice().into(),
-                &tag,
-            )
-            .map_err(|_| OpenError::Forged)?;
+        let (nonce, plaintext) = xopen(&key, &aad, sealed).ok_or(OpenError::Forged)?;
         let mut salt = [0; SALT_LEN];
         salt.copy_from_slice(&nonce[..SALT_LEN]);
         let mut counter = [0; 8];
@@ -326,6 +322,49 @@ impl Sealer {
     }
 }
 
+/// XChaCha20-Poly1305: `nonce ‖ ciphertext ‖ tag` of `plaintext` under `key` (one
+/// instance of the cipher for this module and [`super::room`]).
+pub(super) fn xseal(
+    key: &[u8; 32],
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let tag = XChaCha20Poly1305::new(&(*key).into())
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[NONCE_LEN..]).into())
+        .ok()?;
+    out.extend_from_slice(&tag);
+    Some(out)
+}
+
+/// Opens what [`xseal`] sealed: its nonce and plaintext, or `None` if it does not verify.
+pub(super) fn xopen(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
+    if sealed.len() < OVERHEAD {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    let tag = Tag::try_from(tag).ok()?;
+    let mut plaintext = ciphertext.to_vec();
+    XChaCha20Poly1305::new(&(*key).into())
+        .decrypt_inout_detached(
+            &XNonce::from(nonce),
+            aad,
+            plaintext.as_mut_slice().into(),
+            &tag,
+        )
+        .ok()?;
+    Some((nonce, plaintext))
+}
+
 fn associated_data(
     from: &PeerId,
     to: &PeerId,
@@ -355,6 +394,32 @@ mod tests {
             Identity::from_secret_bytes([2; 32]),
             Identity::from_secret_bytes([3; 32]),
         )
+    }
+
+    #[test]
+    fn in_a_room_with_a_secret_only_its_members_open_routed_payloads() {
+        let (a, b, _) = ids();
+        let room = super::super::room::RoomKey::derive("r", "s");
+        let other = super::super::room::RoomKey::derive("r", "t");
+        let mut sa = Sealer::new(&a.peer_id(), 1).with_room(Some(*room.seal_key()));
+        let sealed = sa
+            .seal(&a, &b.peer_id(), Kind::Direct, 7, 0, &[], b"words")
+            .unwrap();
+        let a_id = a.peer_id();
+        // The pair's X25519 secret alone (no room key, or another room's) opens nothing.
+        for key in [None, Some(*other.seal_key())] {
+            let mut sb = Sealer::new(&b.peer_id(), 2).with_room(key);
+            assert_eq!(
+                sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed),
+                Err(OpenError::Forged)
+            );
+        }
+        let mut sb = Sealer::new(&b.peer_id(), 2).with_room(Some(*room.seal_key()));
+        assert_eq!(
+            sb.open(&b, &a_id, Kind::Direct, 7, 0, &[], &sealed)
+                .unwrap(),
+            b"words"
+        );
     }
 
     #[test]

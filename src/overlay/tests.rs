@@ -897,3 +897,242 @@ fn signals_from_any_number_of_fresh_keys_keep_the_routing_memory_bounded() {
     }
     assert!(o.router.path_count() <= super::route::MAX_PATHS);
 }
+
+/// Two overlays, `b` joining through `a`, each with its own room key (`None`: no secret).
+fn two_in_rooms(
+    ka: Option<room::RoomKey>,
+    kb: Option<room::RoomKey>,
+) -> (Overlay, Overlay, Vec<Output>, Vec<Output>) {
+    let config = |k: Option<room::RoomKey>| Config {
+        room_key: k,
+        ..Config::default()
+    };
+    let mut a = Overlay::new(me(), config(ka), 1);
+    let mut b = Overlay::new(pool()[0].clone(), config(kb), 2);
+    a.handle(0, Input::Join { contacts: vec![] });
+    b.handle(
+        0,
+        Input::Join {
+            contacts: vec![a.peer_id()],
+        },
+    );
+    let ob = b.handle(1, Input::ConnectionUp { peer: a.peer_id() });
+    let oa = a.handle(1, Input::ConnectionUp { peer: b.peer_id() });
+    // Everything each side emits from here on, for the assertions.
+    let (mut seen_a, mut seen_b) = (oa.clone(), ob.clone());
+    let mut pending: Vec<(bool, Output)> = oa.into_iter().map(|o| (true, o)).collect();
+    pending.extend(ob.into_iter().map(|o| (false, o)));
+    // Frames in the order sent (the data channel is ordered), until nothing is left.
+    let mut steps = 0;
+    while !pending.is_empty() {
+        let (from_a, out) = pending.remove(0);
+        steps += 1;
+        assert!(steps < 10_000, "did not settle");
+        let Output::Send { to, frame } = out else {
+            continue;
+        };
+        let (src, dst) = if from_a { (&a, &mut b) } else { (&b, &mut a) };
+        if to != dst.peer_id() {
+            continue;
+        }
+        let src = src.peer_id();
+        let next = dst.handle(
+            2,
+            Input::Frame {
+                from: src,
+                bytes: frame,
+            },
+        );
+        if from_a {
+            seen_b.extend(next.iter().cloned());
+        } else {
+            seen_a.extend(next.iter().cloned());
+        }
+        pending.extend(next.into_iter().map(|o| (!from_a, o)));
+    }
+    (a, b, seen_a, seen_b)
+}
+
+fn told_bad_secret(out: &[Output], peer: PeerId) -> bool {
+    out.iter()
+        .any(|o| matches!(o, Output::Event(Event::BadRoomSecret { peer: p }) if *p == peer))
+        && out
+            .iter()
+            .any(|o| matches!(o, Output::Disconnect { peer: p } if *p == peer))
+}
+
+#[test]
+fn peers_that_share_the_room_secret_become_neighbours_and_read_each_others_broadcasts() {
+    let key = room::RoomKey::derive("room", "open sesame");
+    let (mut a, mut b, sa, sb) = two_in_rooms(Some(key.clone()), Some(key.clone()));
+    assert_eq!(a.active_view(), &[b.peer_id()]);
+    assert_eq!(b.active_view(), &[a.peer_id()]);
+    for out in [&sa, &sb] {
+        assert!(!out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::BadRoomSecret { .. }))));
+    }
+    let out = a.handle(
+        5,
+        Input::Broadcast {
+            payload: b"the plan".to_vec(),
+        },
+    );
+    let frame = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { to, frame } if *to == b.peer_id() => Some(frame.clone()),
+            _ => None,
+        })
+        .expect("eager push");
+    // On the wire (and in any relay's cache) the payload is ciphertext, signed as such:
+    // a peer without the secret can verify the origin but not read it.
+    assert!(!frame.windows(8).any(|w| w == b"the plan"));
+    let Ok(Message::Gossip(g)) = wire::decode(&frame) else {
+        panic!("not a gossip frame")
+    };
+    assert_eq!(g.payload.len(), b"the plan".len() + room::OVERHEAD);
+    assert!(room::RoomKey::derive("room", "guess")
+        .open_broadcast(&g.id.origin, g.id.seq, &g.payload)
+        .is_none());
+    let got = b.handle(
+        6,
+        Input::Frame {
+            from: a.peer_id(),
+            bytes: frame,
+        },
+    );
+    assert!(got.iter().any(
+        |o| matches!(o, Output::Event(Event::Broadcast { payload, .. }) if payload == b"the plan")
+    ));
+}
+
+#[test]
+fn a_peer_with_the_wrong_room_secret_is_refused_and_told() {
+    let (a, b, sa, sb) = two_in_rooms(
+        Some(room::RoomKey::derive("room", "right")),
+        Some(room::RoomKey::derive("room", "wrong")),
+    );
+    assert!(told_bad_secret(&sa, b.peer_id()), "the member refuses it");
+    assert!(
+        told_bad_secret(&sb, a.peer_id()),
+        "and the newcomer hears why"
+    );
+    assert!(a.active_view().is_empty() && b.active_view().is_empty());
+    assert_eq!(
+        (a.stats().bad_room_secrets, b.stats().bad_room_secrets),
+        (1, 1)
+    );
+    // No data crossed: nothing was delivered, and the JOIN never took.
+    for out in [&sa, &sb] {
+        assert!(!out.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::NeighborUp(_) | Event::Broadcast { .. })
+        )));
+    }
+}
+
+#[test]
+fn a_room_secret_on_one_side_only_is_refused() {
+    for (ka, kb) in [
+        (Some(room::RoomKey::derive("room", "s")), None),
+        (None, Some(room::RoomKey::derive("room", "s"))),
+    ] {
+        let keyless_contact = ka.is_none();
+        let (a, b, sa, sb) = two_in_rooms(ka, kb);
+        // The side without a secret gets a proof it cannot check: told. The side with one
+        // is told too when the other sends anything before a proof (a JOIN); a keyless
+        // contact sends nothing first, it only closes the connection.
+        assert!(told_bad_secret(&sa, b.peer_id()));
+        if !keyless_contact {
+            assert!(told_bad_secret(&sb, a.peer_id()));
+        }
+        assert!(a.active_view().is_empty() && b.active_view().is_empty());
+    }
+}
+
+#[test]
+fn a_bad_room_proof_or_garbage_before_it_never_panics() {
+    let key = room::RoomKey::derive("room", "s");
+    for frame in [
+        Message::RoomProof { mac: vec![] },
+        Message::RoomProof { mac: vec![0; 32] },
+        Message::Ping { nonce: 1 },
+    ] {
+        let (mut a, _, _, _) = two_in_rooms(Some(key.clone()), Some(key.clone()));
+        let x = pool()[3].peer_id();
+        a.handle(10, Input::ConnectionUp { peer: x });
+        let out = a.handle(
+            11,
+            Input::Frame {
+                from: x,
+                bytes: wire::encode(&frame).unwrap(),
+            },
+        );
+        assert!(told_bad_secret(&out, x), "{frame:?}");
+    }
+}
+
+#[test]
+fn a_connection_whose_peer_never_proves_the_secret_is_closed_after_the_handshake_deadline() {
+    let key = room::RoomKey::derive("room", "s");
+    let (mut a, _, _, _) = two_in_rooms(Some(key.clone()), Some(key));
+    let x = pool()[3].peer_id();
+    let up = a.handle(10, Input::ConnectionUp { peer: x });
+    assert!(up
+        .iter()
+        .any(|o| matches!(o, Output::Send { to, .. } if *to == x)));
+    let deadline = 10 + a.config().handshake_timeout_ms + 1_000;
+    let mut closed = false;
+    for t in (11..=deadline).step_by(500) {
+        closed |= a
+            .handle(t, Input::Timer)
+            .iter()
+            .any(|o| matches!(o, Output::Disconnect { peer } if *peer == x));
+    }
+    assert!(closed);
+    assert!(a.unproven.is_empty());
+}
+
+#[test]
+fn an_open_proven_connection_reported_up_again_is_used_without_a_new_proof() {
+    let key = room::RoomKey::derive("room", "s");
+    let (mut a, b, _, _) = two_in_rooms(Some(key.clone()), Some(key));
+    let again = a.handle(10, Input::ConnectionUp { peer: b.peer_id() });
+    assert!(!again.iter().any(|o| matches!(o, Output::Send { frame, .. }
+        if matches!(wire::decode(frame), Ok(Message::RoomProof { .. })))));
+    let out = a.handle(
+        11,
+        Input::Frame {
+            from: b.peer_id(),
+            bytes: wire::encode(&Message::Ping { nonce: 3 }).unwrap(),
+        },
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::BadRoomSecret { .. }))));
+    assert_eq!(a.active_view(), &[b.peer_id()]);
+}
+
+#[test]
+fn a_connection_the_overlay_closed_must_be_proven_again_when_it_reopens() {
+    let key = room::RoomKey::derive("room", "s");
+    let (mut a, b, _, _) = two_in_rooms(Some(key.clone()), Some(key));
+    assert!(a.proven.contains(&b.peer_id()));
+    // B leaves: A closes the connection (the driver reports no ConnectionDown for it).
+    let out = a.handle(
+        10,
+        Input::Frame {
+            from: b.peer_id(),
+            bytes: wire::encode(&Message::Leave).unwrap(),
+        },
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { peer } if *peer == b.peer_id())));
+    assert!(!a.proven.contains(&b.peer_id()));
+    // A new connection sends a fresh proof and waits for B's.
+    let up = a.handle(11, Input::ConnectionUp { peer: b.peer_id() });
+    assert!(up.iter().any(|o| matches!(o, Output::Send { frame, .. }
+        if matches!(wire::decode(frame), Ok(Message::RoomProof { .. })))));
+}

@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const neighbors: string[] = node.neighbors();
   console.log(ids, neighbors, node.stats().neighbors);
   await node.leave();
-  const other = await Rhizome.join({ signaling: 'ws://localhost/ws', room: 'r', identity: true, mode: 'unstructured' });
+  const other = await Rhizome.join({ signaling: 'ws://localhost/ws', room: 'r', identity: true, mode: 'unstructured', secret: 's3cret' });
   const id = await createIdentity();
   console.log(other.id, id.id);
   try {
