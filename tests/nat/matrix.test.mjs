@@ -154,9 +154,21 @@ test('NAT matrix (native peers): without a relay, all but symmetric-involving pa
   } else {
     [turn, stun] = await Promise.all([Promise.all(all.map(turnRun)), Promise.all(all.map(stunRun))]);
   }
+  // A pair that should connect directly and did not gets one more attempt, reported: with
+  // 44 processes starting at once on 2 cores, about one run in five loses one such pair
+  // (seen: none ↔ restricted); the overlay would simply try again too.
+  for (const [list, runOne] of [[stun, stunRun]]) {
+    for (let i = 0; i < list.length; i++) {
+      const r = list[i];
+      if (!r.connected && !BLOCKED.has(r.kind)) {
+        console.log(`${r.kind} did not connect (${r.iceFailed ? 'ice-failed' : 'no outcome'}); one more attempt`);
+        list[i] = { ...(await runOne([r.a, r.b, r.kind])), retried: true };
+      }
+    }
+  }
   results.turn = turn;
   results.stun = stun;
-  const row = (r) => `${r.kind.padEnd(22)} ${r.connected ? `connected ${String(r.setupMs).padStart(5)} ms  ${r.pair ?? '?'}` : (r.iceFailed ? `ice-failed after ${r.failedAfterMs} ms` : 'no connection, no ice-failed')}`;
+  const row = (r) => `${r.kind.padEnd(22)} ${r.connected ? `connected ${String(r.setupMs).padStart(5)} ms  ${r.pair ?? '?'}` : (r.iceFailed ? `ice-failed after ${r.failedAfterMs} ms` : 'no connection, no ice-failed')}${r.retried ? ' (2nd attempt)' : ''}`;
   console.log(`\nwith TURN offered:\n  ${turn.map(row).join('\n  ')}`);
   console.log(`STUN only:\n  ${stun.map(row).join('\n  ')}`);
   console.log(`(${Math.round((performance.now() - started) / 1000)} s for ${turn.length + stun.length} pairs)`);
@@ -182,7 +194,9 @@ test('NAT matrix (native peers): without a relay, all but symmetric-involving pa
     if (r.connected) assert.ok(r.pair, `${r.kind}: the link reports its candidate pair`);
   }
   const sameNat = stun.find((r) => r.kind === 'same-nat');
-  assert.equal(sameNat.pair, 'host/host', 'two hosts behind one NAT use their LAN addresses');
+  // On their LAN: the peer's host candidate, or its LAN address learned from its check
+  // before that candidate arrived (prflx); never through the NAT's public address.
+  assert.match(sameNat.pair, /^host\/(host|prflx)$/, 'two hosts behind one NAT use their LAN addresses');
 });
 
 test('TURN credentials under a wrong secret are refused by coturn: a symmetric pair stays unconnected and says ice-failed', { skip, timeout: 60_000 }, async () => {
