@@ -1236,19 +1236,7 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     use rhizome::id::Identity;
     use rhizome::signal::{SignalPayload, SignedEnvelope};
     use rhizome::transport::web_signaling::SignalingClient;
-    // Chromium only: in Firefox, after the flooders' WebSockets closed, the page could
-    // not open another one for as long as we waited (30 s of attempts; with 180 flooders
-    // alone and with 60 after the other tests), which failed every later test that joins
-    // a node. Not explained yet (Firefox caps a page's WebSockets at 200).
-    let user_agent = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"))
-        .and_then(|n| js_sys::Reflect::get(&n, &JsValue::from_str("userAgent")))
-        .ok()
-        .and_then(|ua| ua.as_string())
-        .unwrap_or_default();
-    if user_agent.contains("Firefox") {
-        console_log!("offer flood: skipped in Firefox (see the test's comment)");
-        return;
-    }
+    // Firefox allows a page 200 WebSockets at once (network.websocket.max-connections).
     let flooders_n: usize = 180;
 
     let url = signaling_url();

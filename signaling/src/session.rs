@@ -239,7 +239,14 @@ impl Session {
             Message::Text(t) => (Some(t), false),
             Message::Binary(_) => (None, false),
             Message::Ping(_) | Message::Pong(_) => (None, true),
-            Message::Close(_) => return Err(End::Disconnected),
+            Message::Close(_) => {
+                // The WebSocket layer has queued our close reply: send it before the
+                // socket goes. Without it the client sees an abnormal closure (1006), and
+                // Firefox then delays every new WebSocket to this server, more after each
+                // one (20 closed sessions held off the next for longer than 3 s).
+                let _ = self.flush().await;
+                return Err(End::Disconnected);
+            }
         };
         // Control frames cost tokens too: each ping makes the WebSocket layer queue a
         // pong, and a flood of them must be refused like a flood of messages.

@@ -161,6 +161,29 @@ async fn a_different_key_cannot_take_an_id_and_gets_bad_proof() {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_gets_the_servers_close_reply() {
+    // Without the reply the client sees an abnormal closure (1006), and Firefox then
+    // holds off every new WebSocket to the server for a while, longer after each one.
+    use futures_util::StreamExt;
+    let server = Server::start(fast_config()).await;
+    for joined in [false, true] {
+        let mut c = server.connect().await;
+        if joined {
+            c.join("r").await;
+        }
+        c.ws.close(None).await.expect("our close frame goes out");
+        let reply = tokio::time::timeout(Duration::from_secs(5), c.ws.next())
+            .await
+            .expect("the server answers in time");
+        assert!(
+            matches!(reply, Some(Ok(Message::Close(_)))),
+            "joined {joined}: expected the close reply, got {reply:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_small_order_key_cannot_join_with_a_forged_proof() {
     let server = Server::start(fast_config()).await;
     let mut c = server.connect().await;
