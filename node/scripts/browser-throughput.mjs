@@ -12,7 +12,7 @@
 // round and the medians.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { startServer, launchBrowser, root } from '../../tests/e2e/harness.mjs';
+import { startServer, launchBrowser, root, sendMibFromPage } from '../../tests/e2e/harness.mjs';
 
 const MIB = 1024 * 1024;
 const WINDOW = 8;
@@ -47,7 +47,7 @@ async function oneRound(round) {
     const out = {};
 
     // browser → native: the page sends, timing until the last acknowledgement.
-    out['browser → native'] = await a.page.evaluate(sendFromPage, { to: native.id, totalMib, window: WINDOW });
+    out['browser → native'] = await a.page.evaluate(sendMibFromPage, { to: native.id, totalMib, inFlight: WINDOW });
 
     // native → browser: stdin lines `@<page> <1 MiB>`, timing until the last `delivered`.
     const line = `@${a.id} ${'n'.repeat(MIB)}\n`;
@@ -64,28 +64,13 @@ async function oneRound(round) {
     out['native → browser'] = totalMib / ((performance.now() - t0) / 1000);
 
     // browser → browser, for reference: page a to page b in the same way.
-    out['browser → browser'] = await a.page.evaluate(sendFromPage, { to: b.id, totalMib, window: WINDOW });
+    out['browser → browser'] = await a.page.evaluate(sendMibFromPage, { to: b.id, totalMib, inFlight: WINDOW });
     return out;
   } finally {
     native.child.kill('SIGTERM');
     await a.page.close();
     await b.page.close();
   }
-}
-
-/** In the page: sends `totalMib` messages of 1 MiB to `to`, `window` at a time; MiB/s. */
-async function sendFromPage({ to, totalMib, window: inFlight }) {
-  const data = new Uint8Array(1024 * 1024).fill(98);
-  const t0 = performance.now();
-  let next = 0;
-  const worker = async () => {
-    while (next < totalMib) {
-      next++;
-      await window.node.send(to, data);
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, worker));
-  return totalMib / ((performance.now() - t0) / 1000);
 }
 
 function startNative(room) {

@@ -30,14 +30,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rand::seq::SliceRandom;
-use rhizome::id::Identity;
-use rhizome::signal::{sign_join_proof, ClientMsg, ServerMsg};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+
+use common::{cpu_secs, rss_kib, Ws};
 
 /// Benchmark 1, 2 and 3 rhizome-signaling servers over one Redis on loopback.
 #[derive(Debug, Parser)]
@@ -320,64 +319,11 @@ fn breakdown(d: &BTreeMap<String, u64>, per: usize) -> (f64, String) {
     (total as f64 / per, text)
 }
 
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 struct Session {
     ws: Ws,
     id: String,
     server: usize,
     room: usize,
-}
-
-async fn join(addr: &str, room: &str) -> Option<(Ws, String)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .ok()?;
-    let nonce = match next_json(&mut ws).await? {
-        ServerMsg::Hello { nonce, .. } => nonce,
-        _ => return None,
-    };
-    let identity = Identity::generate().ok()?;
-    let msg = ClientMsg::Join {
-        room: room.into(),
-        peer: identity.peer_id(),
-        proof: sign_join_proof(&identity, &nonce, room),
-    };
-    ws.send(Message::text(serde_json::to_string(&msg).ok()?))
-        .await
-        .ok()?;
-    match next_json(&mut ws).await? {
-        ServerMsg::Welcome { .. } => Some((ws, identity.peer_id().to_string())),
-        _ => None,
-    }
-}
-
-async fn next_json(ws: &mut Ws) -> Option<ServerMsg> {
-    loop {
-        match ws.next().await? {
-            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
 }
 
 async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
@@ -426,7 +372,7 @@ async fn bench(args: &Args, bin: &PathBuf, n: usize, cluster: bool) -> Row {
             let _p = sem.acquire_owned().await.ok()?;
             let (ws, id) = tokio::time::timeout(
                 Duration::from_secs(30),
-                join(&addr, &format!("room-{room}")),
+                common::join_rhizome(&addr, &format!("room-{room}"), None),
             )
             .await
             .ok()??;

@@ -184,6 +184,14 @@ impl Node {
         serde_json::from_slice(&body).unwrap()
     }
 
+    /// This server's id in the cluster, as /healthz reports it.
+    async fn server_id(&self) -> String {
+        self.health().await["cluster"]["server"]
+            .as_str()
+            .expect("a clustered server reports its id")
+            .to_string()
+    }
+
     async fn metrics(&self) -> String {
         let (_, _, body) = http_get(self.addr, "/metrics").await;
         String::from_utf8(body).unwrap()
@@ -465,10 +473,7 @@ async fn hostile_data_in_redis_is_dropped_not_trusted() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), &[]);
     let (mut m, _) = a.join("r").await;
-    let sid = a.health().await["cluster"]["server"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = a.server_id().await;
     let mut conn = redis.conn().await;
     // Garbage members: bad ids, values without a server, values naming no live server.
     let live = format!("{sid}:1");
@@ -601,10 +606,7 @@ async fn an_undeliverable_signal_is_bounced_to_its_sender_as_an_error() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), &[]);
     let (mut member, _) = a.join("r").await;
-    let sid = a.health().await["cluster"]["server"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = a.server_id().await;
     let mut conn = redis.conn().await;
     // A server "origin" (played by the test) relays to a peer that is not on A: A
     // answers on origin's channel with a bounce naming the sender and the target.

@@ -1186,27 +1186,7 @@ mod tests {
             arb_envelope().prop_map(|e| e.to_text()),
         ];
         let value = prop_oneof![good, arb_raw_value()];
-        let name = prop::sample::select(vec![
-            "type",
-            "kind",
-            "nonce",
-            "version",
-            "peers",
-            "from",
-            "to",
-            "envelope",
-            "code",
-            "message",
-            "peer",
-            "sdp",
-            "candidate",
-            "sdp_mid",
-            "sdp_m_line_index",
-            "attempt",
-            "body",
-            "sig",
-            "x",
-        ]);
+        let name = prop::sample::select(FIELD_NAMES);
         let space = prop::sample::select(vec!["", "", " ", "\n\t", "\r\n ", "\u{a0}", "\u{b}"]);
         prop::collection::vec((name, value, space), 0..7).prop_map(|fields| {
             let body: Vec<String> = fields
@@ -1216,6 +1196,29 @@ mod tests {
             format!("{{{}}}", body.join(","))
         })
     }
+
+    /// Every field name the protocol's messages use, and one they do not.
+    const FIELD_NAMES: &[&str] = &[
+        "type",
+        "kind",
+        "nonce",
+        "version",
+        "peers",
+        "from",
+        "to",
+        "envelope",
+        "code",
+        "message",
+        "peer",
+        "sdp",
+        "candidate",
+        "sdp_mid",
+        "sdp_m_line_index",
+        "attempt",
+        "body",
+        "sig",
+        "x",
+    ];
 
     /// A valid message (as serde_json writes it) with one to three of its fields
     /// replaced by, or joined by, raw values (or a field removed or repeated).
@@ -1245,27 +1248,7 @@ mod tests {
     }
 
     fn arb_edits() -> impl Strategy<Value = Vec<(u8, usize, &'static str, String)>> {
-        let name = prop::sample::select(vec![
-            "type",
-            "kind",
-            "nonce",
-            "version",
-            "peers",
-            "from",
-            "to",
-            "envelope",
-            "code",
-            "message",
-            "peer",
-            "sdp",
-            "candidate",
-            "sdp_mid",
-            "sdp_m_line_index",
-            "attempt",
-            "body",
-            "sig",
-            "x",
-        ]);
+        let name = prop::sample::select(FIELD_NAMES);
         prop::collection::vec((any::<u8>(), any::<usize>(), name, arb_raw_value()), 1..3)
     }
 

@@ -232,3 +232,21 @@ export function freePort() {
     });
   });
 }
+
+/**
+ * Runs in a page joined with `joinInPage`: sends `totalMib` messages of 1 MiB to `to`
+ * with `node.send`, `inFlight` at a time. Resolves to MiB/s.
+ */
+export async function sendMibFromPage({ to, totalMib, inFlight }) {
+  const data = new Uint8Array(1024 * 1024).fill(98);
+  const t0 = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < totalMib) {
+      next++;
+      await window.node.send(to, data);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return totalMib / ((performance.now() - t0) / 1000);
+}

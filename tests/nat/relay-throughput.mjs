@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, joinInPage, root, until } from '../e2e/harness.mjs';
+import { CHROMIUM_ARGS, joinInPage, root, sendMibFromPage, until } from '../e2e/harness.mjs';
 
 const totalMib = Number(process.argv[2] ?? 16);
 const rounds = Number(process.argv[3] ?? 3);
@@ -29,20 +29,6 @@ async function pageIn(host, room) {
   await page.goto(url.replace(/^ws/, 'http').replace(/\/ws$/, '/healthz'));
   const id = await page.evaluate(joinInPage, { wsUrl: url, room });
   return { page, id };
-}
-
-async function sendFromPage({ to, totalMib, inFlight }) {
-  const data = new Uint8Array(1024 * 1024).fill(98);
-  const t0 = performance.now();
-  let next = 0;
-  const worker = async () => {
-    while (next < totalMib) {
-      next++;
-      await window.node.send(to, data);
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, worker));
-  return totalMib / ((performance.now() - t0) / 1000);
 }
 
 async function pair(hostA, hostB) {
@@ -66,7 +52,7 @@ try {
   const results = { relayed: [], direct: [] };
   for (let round = 1; round <= rounds; round++) {
     for (const [name, p] of [['relayed', relayed], ['direct', direct]]) {
-      const mibs = await p.a.page.evaluate(sendFromPage, { to: p.b.id, totalMib, inFlight: 8 });
+      const mibs = await p.a.page.evaluate(sendMibFromPage, { to: p.b.id, totalMib, inFlight: 8 });
       results[name].push(mibs);
     }
     console.log(`round ${round}: relayed ${results.relayed.at(-1).toFixed(1)} MiB/s (${relayed.linkPair}), direct ${results.direct.at(-1).toFixed(1)} MiB/s (${direct.linkPair})`);
