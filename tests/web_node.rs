@@ -1237,7 +1237,7 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     use rhizome::signal::{SignalPayload, SignedEnvelope};
     use rhizome::transport::web_signaling::SignalingClient;
     // Firefox allows a page 200 WebSockets at once (network.websocket.max-connections).
-    let flooders_n: usize = 180;
+    const FLOODERS: usize = 180;
 
     let url = signaling_url();
     let room = fresh_room();
@@ -1249,7 +1249,7 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     // when many are pending), then all send at once.
     let started = now_ms();
     let mut flooders = Vec::new();
-    for _ in 0..flooders_n {
+    for _ in 0..FLOODERS {
         let id = Identity::generate().expect("randomness");
         let (client, _) = SignalingClient::connect(&url, &id, &room, 10_000)
             .await
@@ -1269,7 +1269,7 @@ async fn an_offer_flood_from_hundreds_of_fresh_keys_costs_a_bounded_few_connecti
     let stats = target.node.stats();
     web_sys::console::log_1(
         &format!(
-            "offer flood: {flooders_n} flooders joined in {joined_ms:.0} ms; the target made \
+            "offer flood: {FLOODERS} flooders joined in {joined_ms:.0} ms; the target made \
              {made} RTCPeerConnections for them and refused {} offers; its session is {}; \
              the page holds {} connections not yet collected",
             stats.offers_refused,
